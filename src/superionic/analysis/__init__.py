@@ -1,0 +1,1 @@
+"""Pure analysis functions on arrays and pymatgen objects (no jobflow, no FireWorks)."""

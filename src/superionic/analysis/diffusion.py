@@ -1,0 +1,455 @@
+"""Tracer and collective diffusion from MD trajectories, conductivity and Arrhenius fits.
+
+Conventions
+-----------
+* Positions are unwrapped from fractional coordinates by the minimum-image step between frames,
+  and the displacement of the framework (all non-mobile atoms) is subtracted from every atom.
+* MSD uses every time origin and every lag, computed with FFTs (Calandrini et al.,
+  Collection SFN 12, 201 (2011)): O(T log T) per atom and dimension.
+* The tracer diffusivity is the slope of the averaged MSD over a stated lag window divided by
+  2d (d = 3). Its uncertainty is the empirical relative standard deviation of He et al.,
+  npj Comput. Mater. 4, 18 (2018): RSD = 3.43 / sqrt(N_jumps) + 0.04, where N_jumps is the
+  total squared displacement of the mobile ions divided by the squared jump distance.
+* Conductivity by Nernst-Einstein, sigma = n q^2 D / (k_B T); the Haven ratio is D* / D_sigma.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+KB_EV = 8.617333262e-5  # Boltzmann constant, eV/K
+KB_J = 1.380649e-23  # J/K
+E_CHARGE = 1.602176634e-19  # C
+A2_PER_FS_TO_CM2_PER_S = 0.1  # 1 A^2/fs = 1e-16 cm^2 / 1e-15 s
+
+
+class DiffusionInputError(ValueError):
+    """The trajectory or the analysis settings cannot give a diffusivity."""
+
+
+def unwrap_displacements(frac_coords: np.ndarray, lattices: np.ndarray) -> np.ndarray:
+    """Return Cartesian displacements from the first frame, unwrapped across boundaries.
+
+    Parameters
+    ----------
+    frac_coords : ndarray, shape (n_frames, n_atoms, 3)
+        Fractional coordinates (wrapped or not).
+    lattices : ndarray, shape (3, 3) or (n_frames, 3, 3)
+        Lattice vectors as rows (A), constant or per frame.
+
+    Returns
+    -------
+    ndarray, shape (n_frames, n_atoms, 3)
+        Displacements in A relative to frame 0.
+
+    """
+    frac = np.asarray(frac_coords, dtype=float)
+    if frac.ndim != 3 or frac.shape[2] != 3:
+        raise DiffusionInputError(f"frac_coords must have shape (frames, atoms, 3), got {frac.shape}")
+    dfrac = np.diff(frac, axis=0)
+    dfrac -= np.round(dfrac)
+    lat = np.asarray(lattices, dtype=float)
+    if lat.ndim == 2:
+        dcart = dfrac @ lat
+    else:
+        dcart = np.einsum("fai,fij->faj", dfrac, lat[1:])
+    disp = np.zeros_like(frac)
+    np.cumsum(dcart, axis=0, out=disp[1:])
+    return disp
+
+
+def remove_drift(disp: np.ndarray, framework: np.ndarray) -> np.ndarray:
+    """Subtract the mean displacement of the framework atoms from every atom.
+
+    Parameters
+    ----------
+    disp : ndarray, shape (n_frames, n_atoms, 3)
+        Unwrapped displacements in A.
+    framework : ndarray of bool or int, shape (n_atoms,) or index array
+        The atoms whose centre defines the reference frame.
+
+    """
+    if np.asarray(framework).size == 0:
+        return disp
+    drift = disp[:, framework, :].mean(axis=1, keepdims=True)
+    return disp - drift
+
+
+def msd_fft(x: np.ndarray) -> np.ndarray:
+    """Mean squared displacement over all time origins for every lag, by FFT.
+
+    Parameters
+    ----------
+    x : ndarray, shape (n_frames, ...)
+        Positions (or displacements) along axis 0; trailing axes are independent series
+        whose squared displacements are summed over the last axis (Cartesian components).
+
+    Returns
+    -------
+    ndarray, shape (n_frames, ...) without the last axis
+        ``msd[m] = < |x(t+m) - x(t)|^2 >_t`` for m = 0 .. n_frames-1.
+
+    """
+    x = np.asarray(x, dtype=float)
+    n = x.shape[0]
+    d = np.square(x).sum(axis=-1)  # (n, ...)
+    # S1(m) = sum_{t=0}^{n-m-1} (d[t] + d[t+m]) / (n - m), from cumulative sums
+    c = np.cumsum(d, axis=0)
+    total = c[-1]
+    zero = np.zeros((1, *d.shape[1:]))
+    head = np.concatenate([zero, c], axis=0)  # head[k] = sum(d[:k])
+    m = np.arange(n)
+    counts = (n - m).reshape((n,) + (1,) * (d.ndim - 1))
+    s1 = (head[n - m] + (total - head[m])) / counts
+    size = 2 * n
+    fx = np.fft.rfft(x, n=size, axis=0)
+    power = (fx * fx.conj()).real.sum(axis=-1)
+    acf = np.fft.irfft(power, n=size, axis=0)[:n]
+    s2 = acf / counts
+    return s1 - 2 * s2
+
+
+@dataclass
+class DiffusionResult:
+    """Transport numbers of one species at one temperature (units in the names).
+
+    The uncertainty method is named in ``error_method``.
+    """
+
+    species: str
+    temperature_K: float
+    n_mobile: int
+    volume_A3: float
+    time_step_fs: float
+    total_time_ps: float
+    fit_window_ps: tuple[float, float]
+    diffusivity_cm2_s: float
+    diffusivity_err_cm2_s: float
+    diffusivity_components_cm2_s: tuple[float, float, float]
+    charge_diffusivity_cm2_s: float
+    haven_ratio: float
+    conductivity_mS_cm: float
+    conductivity_err_mS_cm: float
+    n_jumps: float
+    jump_distance_A: float
+    rsd: float
+    block_diffusivities_cm2_s: list[float] = field(default_factory=list)
+    error_method: str = "He et al. 2018: RSD = 3.43/sqrt(N_jumps) + 0.04"
+    lag_times_ps: list[float] = field(default_factory=list)
+    msd_A2: list[float] = field(default_factory=list)
+    charge_msd_A2: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        """Return a JSON-serialisable dict."""
+        return asdict(self)
+
+
+def _fit_slope(t: np.ndarray, y: np.ndarray) -> float:
+    a = np.vstack([t, np.ones_like(t)]).T
+    slope, _ = np.linalg.lstsq(a, y, rcond=None)[0]
+    return float(slope)
+
+
+def nernst_einstein_mS_cm(
+    diffusivity_cm2_s: float,
+    n_ions: int,
+    volume_A3: float,
+    temperature_K: float,
+    charge: float = 1.0,
+) -> float:
+    """Return the Nernst-Einstein conductivity sigma = n q^2 D / (k_B T) in mS/cm."""
+    n_per_m3 = n_ions / (volume_A3 * 1e-30)
+    d_m2_s = diffusivity_cm2_s * 1e-4
+    sigma_s_m = n_per_m3 * (charge * E_CHARGE) ** 2 * d_m2_s / (KB_J * temperature_K)
+    return sigma_s_m * 10.0  # 1 S/m = 10 mS/cm
+
+
+def diffusion_from_displacements(
+    disp: np.ndarray,
+    mobile: np.ndarray,
+    time_step_fs: float,
+    temperature_K: float,
+    volume_A3: float,
+    species: str = "Li",
+    charge: float = 1.0,
+    fit_start: float = 0.1,
+    fit_end: float = 0.7,
+    jump_distance_A: float = 2.0,
+    n_blocks: int = 4,
+    max_curve_points: int = 400,
+) -> DiffusionResult:
+    """Compute tracer and collective diffusion of the mobile atoms.
+
+    Parameters
+    ----------
+    disp : ndarray, shape (n_frames, n_atoms, 3)
+        Unwrapped, drift-corrected displacements in A.
+    mobile : ndarray
+        Boolean mask or indices of the diffusing atoms.
+    time_step_fs : float
+        Time between stored frames in fs (MD step times the stride).
+    temperature_K : float
+        Temperature of the run.
+    volume_A3 : float
+        Cell volume.
+    species : str
+        Label of the mobile species.
+    charge : float
+        Charge of the mobile ion in e (for the conductivity).
+    fit_start, fit_end : float
+        Lag window of the linear fit, as fractions of the run length.
+    jump_distance_A : float
+        Hop length used to count jumps for the RSD estimate.
+    n_blocks : int
+        Number of consecutive time blocks for the block-average spread.
+    max_curve_points : int
+        The MSD curve stored in the result is thinned to at most this many points.
+
+    Returns
+    -------
+    DiffusionResult
+
+    """
+    if time_step_fs <= 0:
+        raise DiffusionInputError(f"time step must be positive, got {time_step_fs} fs")
+    if temperature_K <= 0:
+        raise DiffusionInputError(f"temperature must be positive, got {temperature_K} K")
+    n_frames = disp.shape[0]
+    if n_frames < 4:
+        raise DiffusionInputError(f"need at least 4 frames for a diffusivity, got {n_frames}")
+    if not 0 <= fit_start < fit_end <= 1:
+        raise DiffusionInputError(
+            f"fit window must satisfy 0 <= start < end <= 1, got {fit_start}, {fit_end}"
+        )
+    sel = disp[:, mobile, :]
+    n_mobile = sel.shape[1]
+    if n_mobile == 0:
+        raise DiffusionInputError(f"no {species} atoms in the trajectory")
+    per_atom_dim = msd_fft(sel[..., None])  # (frames, atoms, 3)
+    msd_xyz = per_atom_dim.mean(axis=1)  # (frames, 3)
+    msd = msd_xyz.sum(axis=1)
+    charge_disp = sel.sum(axis=1)  # (frames, 3)
+    charge_msd = msd_fft(charge_disp) / n_mobile
+
+    lags_fs = np.arange(n_frames) * time_step_fs
+    i0 = max(1, int(fit_start * (n_frames - 1)))
+    i1 = max(i0 + 2, int(fit_end * (n_frames - 1)))
+    window = slice(i0, i1 + 1)
+    t = lags_fs[window]
+    slope = _fit_slope(t, msd[window])  # A^2/fs
+    d_tracer = slope / 6 * A2_PER_FS_TO_CM2_PER_S
+    comps = tuple(_fit_slope(t, msd_xyz[window, k]) / 2 * A2_PER_FS_TO_CM2_PER_S for k in range(3))
+    d_sigma = _fit_slope(t, charge_msd[window]) / 6 * A2_PER_FS_TO_CM2_PER_S
+
+    total_sq = float(np.square(sel[-1] - sel[0]).sum())
+    n_jumps = total_sq / jump_distance_A**2
+    rsd = 3.43 / np.sqrt(n_jumps) + 0.04 if n_jumps > 0 else float("inf")
+    d_err = abs(d_tracer) * rsd
+
+    blocks = []
+    block_len = n_frames // n_blocks
+    if block_len >= 8:
+        for b in range(n_blocks):
+            seg = sel[b * block_len : (b + 1) * block_len]
+            seg_msd = msd_fft(seg).mean(axis=1)
+            j0 = max(1, int(fit_start * (block_len - 1)))
+            j1 = max(j0 + 2, int(fit_end * (block_len - 1)))
+            tb = lags_fs[j0 : j1 + 1]
+            blocks.append(_fit_slope(tb, seg_msd[j0 : j1 + 1]) / 6 * A2_PER_FS_TO_CM2_PER_S)
+
+    sigma = nernst_einstein_mS_cm(d_tracer, n_mobile, volume_A3, temperature_K, charge)
+    haven = d_tracer / d_sigma if d_sigma > 0 else float("nan")
+    stride = max(1, n_frames // max_curve_points)
+    return DiffusionResult(
+        species=species,
+        temperature_K=float(temperature_K),
+        n_mobile=int(n_mobile),
+        volume_A3=float(volume_A3),
+        time_step_fs=float(time_step_fs),
+        total_time_ps=float(lags_fs[-1] / 1000),
+        fit_window_ps=(float(t[0] / 1000), float(t[-1] / 1000)),
+        diffusivity_cm2_s=float(d_tracer),
+        diffusivity_err_cm2_s=float(d_err),
+        diffusivity_components_cm2_s=tuple(float(c) for c in comps),
+        charge_diffusivity_cm2_s=float(d_sigma),
+        haven_ratio=float(haven),
+        conductivity_mS_cm=float(sigma),
+        conductivity_err_mS_cm=float(abs(sigma) * rsd),
+        n_jumps=float(n_jumps),
+        jump_distance_A=float(jump_distance_A),
+        rsd=float(rsd),
+        block_diffusivities_cm2_s=[float(b) for b in blocks],
+        lag_times_ps=[float(x) for x in lags_fs[::stride] / 1000],
+        msd_A2=[float(x) for x in msd[::stride]],
+        charge_msd_A2=[float(x) for x in charge_msd[::stride]],
+    )
+
+
+def diffusion_from_frac_coords(
+    frac_coords: np.ndarray,
+    lattices: np.ndarray,
+    species: list[str],
+    mobile_species: str,
+    time_step_fs: float,
+    temperature_K: float,
+    charge: float = 1.0,
+    jump_distance_A: float | None = None,
+    **kwargs: float,
+) -> DiffusionResult:
+    """Unwrap, remove framework drift and analyse one mobile species.
+
+    Parameters
+    ----------
+    frac_coords : ndarray, shape (n_frames, n_atoms, 3)
+        Fractional coordinates per frame.
+    lattices : ndarray, shape (3, 3) or (n_frames, 3, 3)
+        Lattice vectors as rows (A).
+    species : list of str
+        Element symbol per atom.
+    mobile_species : str
+        The diffusing element (e.g. ``"Li"``).
+    time_step_fs : float
+        Time between stored frames in fs.
+    temperature_K : float
+        Temperature of the run (K).
+    charge : float
+        Charge of the mobile ion (e).
+    jump_distance_A : float, optional
+        Defaults to the nearest-neighbour distance between mobile atoms in the first frame,
+        clamped to [1.5, 4] A.
+    **kwargs
+        Passed to :func:`diffusion_from_displacements`.
+
+    """
+    frac = np.asarray(frac_coords, dtype=float)
+    if frac.ndim != 3 or frac.shape[0] < 2:
+        raise DiffusionInputError(
+            f"a trajectory needs at least 2 frames of shape (atoms, 3); got shape {frac.shape}"
+        )
+    symbols = np.asarray(species)
+    mobile = symbols == mobile_species
+    if not mobile.any():
+        raise DiffusionInputError(
+            f"species {mobile_species!r} is not in the trajectory; present: {sorted(set(species))}"
+        )
+    disp = unwrap_displacements(frac, lattices)
+    disp = remove_drift(disp, ~mobile)
+    lat = np.asarray(lattices, dtype=float)
+    lat0 = lat if lat.ndim == 2 else lat[0]
+    volume = float(abs(np.linalg.det(lat0)))
+    if jump_distance_A is None:
+        jump_distance_A = _nearest_neighbour(frac[0][mobile], lat0)
+    return diffusion_from_displacements(
+        disp,
+        mobile,
+        time_step_fs,
+        temperature_K,
+        volume,
+        mobile_species,
+        charge,
+        jump_distance_A=jump_distance_A,
+        **kwargs,
+    )
+
+
+def _nearest_neighbour(frac: np.ndarray, lattice: np.ndarray) -> float:
+    if len(frac) < 2:
+        return 2.0
+    d = frac[:, None, :] - frac[None, :, :]
+    d -= np.round(d)
+    dist = np.linalg.norm(d @ lattice, axis=-1)
+    np.fill_diagonal(dist, np.inf)
+    return float(np.clip(dist.min(), 1.5, 4.0))
+
+
+@dataclass
+class ArrheniusResult:
+    """Arrhenius fit y = A exp(-Ea / k_B T), with y = D or sigma*T (units in the names)."""
+
+    quantity: str
+    temperatures_K: list[float]
+    values: list[float]
+    errors: list[float]
+    activation_energy_eV: float
+    activation_energy_err_eV: float
+    prefactor: float
+    extrapolated_T_K: float
+    extrapolated_value: float
+    extrapolated_err: float
+    method: str = "weighted least squares of ln(y) vs 1/T; weights from the per-point errors"
+
+    def as_dict(self) -> dict:
+        """Return a JSON-serialisable dict."""
+        return asdict(self)
+
+
+def arrhenius_fit(
+    temperatures_K: list[float],
+    values: list[float],
+    errors: list[float] | None = None,
+    quantity: str = "diffusivity_cm2_s",
+    extrapolate_to_K: float = 300.0,
+) -> ArrheniusResult:
+    """Fit ``ln(y) = ln(A) - Ea / (k_B T)`` with error propagation.
+
+    Parameters
+    ----------
+    temperatures_K : list of float
+        At least two distinct temperatures.
+    values : list of float
+        Positive values of D (cm^2/s) or sigma*T.
+    errors : list of float, optional
+        One-sigma errors of ``values``; equal relative weights when omitted.
+    quantity : str
+        Name of the fitted quantity (with units).
+    extrapolate_to_K : float
+        Temperature at which the fitted value is reported.
+
+    Returns
+    -------
+    ArrheniusResult
+
+    """
+    t = np.asarray(temperatures_K, dtype=float)
+    y = np.asarray(values, dtype=float)
+    if len(t) != len(y):
+        raise DiffusionInputError("temperatures and values differ in length")
+    if len(np.unique(t)) < 2:
+        raise DiffusionInputError(f"an Arrhenius fit needs at least two distinct temperatures, got {list(t)}")
+    if np.any(t <= 0):
+        raise DiffusionInputError(f"temperatures must be positive, got {list(t)}")
+    if np.any(y <= 0):
+        raise DiffusionInputError(
+            f"{quantity} must be positive at every temperature for a log fit, got {list(y)}"
+        )
+    sig = np.asarray(errors, dtype=float) / y if errors is not None else np.full_like(y, 0.1)
+    sig = np.where(sig > 0, sig, 0.1)
+    x = 1.0 / t
+    w = 1.0 / sig**2
+    a = np.vstack([np.ones_like(x), x]).T
+    cov = np.linalg.inv(a.T @ (a * w[:, None]))
+    intercept, slope = cov @ (a.T @ (w * np.log(y)))
+    if len(t) > 2:
+        resid = np.log(y) - (intercept + slope * x)
+        chi2_red = float((w * resid**2).sum() / (len(t) - 2))
+        cov = cov * max(chi2_red, 1.0)
+    ea = -slope * KB_EV
+    ea_err = float(np.sqrt(cov[1, 1]) * KB_EV)
+    x0 = 1.0 / extrapolate_to_K
+    ln_y0 = intercept + slope * x0
+    var_ln = cov[0, 0] + 2 * x0 * cov[0, 1] + x0**2 * cov[1, 1]
+    y0 = float(np.exp(ln_y0))
+    return ArrheniusResult(
+        quantity=quantity,
+        temperatures_K=[float(v) for v in t],
+        values=[float(v) for v in y],
+        errors=[float(v) for v in (sig * y)],
+        activation_energy_eV=float(ea),
+        activation_energy_err_eV=ea_err,
+        prefactor=float(np.exp(intercept)),
+        extrapolated_T_K=float(extrapolate_to_K),
+        extrapolated_value=y0,
+        extrapolated_err=float(y0 * np.sqrt(max(var_ln, 0.0))),
+    )

@@ -1,0 +1,73 @@
+"""MLIP engine: CHGNet (or another atomate2 force field) through atomate2's forcefield makers.
+
+CHGNet's pretrained weights ship inside the ``chgnet`` wheel, so nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from atomate2.forcefields.jobs import ForceFieldRelaxMaker
+from atomate2.forcefields.md import ForceFieldMDMaker
+
+_DYNAMICS = {"nose-hoover": "nose-hoover", "langevin": "langevin", "berendsen": "berendsen"}
+
+
+def relax_maker(settings: dict[str, Any]) -> ForceFieldRelaxMaker:
+    """Return the atomate2 relax maker for the merged stage settings.
+
+    Keys used: ``force_field`` (default CHGNet), ``fmax_ev_per_A``, ``max_steps``,
+    ``relax_cell``.
+    """
+    return ForceFieldRelaxMaker(
+        name="mlip relax",
+        force_field_name=settings.get("force_field", "CHGNet"),
+        relax_cell=bool(settings.get("relax_cell", True)),
+        steps=int(settings.get("max_steps", 500)),
+        relax_kwargs={"fmax": float(settings.get("fmax_ev_per_A", 0.05))},
+    )
+
+
+def temperature_schedule(
+    start_K: float, target_K: float, ramp_steps: int, production_steps: int
+) -> list[float]:
+    """Return the per-step temperature: a linear ramp, then constant at the target."""
+    ramp = np.linspace(start_K, target_K, ramp_steps, endpoint=False) if ramp_steps else np.array([])
+    return [float(t) for t in np.concatenate([ramp, np.full(production_steps, target_K)])]
+
+
+def md_maker(settings: dict[str, Any], temperature_K: float) -> ForceFieldMDMaker:
+    """Return the atomate2 MD maker for one temperature.
+
+    Keys used: ``force_field``, ``timestep_fs``, ``ramp_steps``, ``production_steps``,
+    ``start_temperature_K``, ``ensemble``, ``thermostat``, ``trajectory_interval``, ``seed``.
+    """
+    ramp = int(settings.get("ramp_steps", 0))
+    prod = int(settings["production_steps"])
+    schedule: float | list[float]
+    if ramp:
+        schedule = temperature_schedule(
+            float(settings.get("start_temperature_K", 100.0)), temperature_K, ramp, prod
+        )
+    else:
+        schedule = float(temperature_K)
+    thermostat = settings.get("thermostat", "nose-hoover")
+    kwargs: dict[str, Any] = {}
+    if thermostat == "nose-hoover":
+        kwargs["ase_md_kwargs"] = {"ttime": 50.0}  # fs; ASE NPT thermostat time constant
+    return ForceFieldMDMaker(
+        name=f"mlip md {temperature_K:g} K",
+        force_field_name=settings.get("force_field", "CHGNet"),
+        time_step=float(settings.get("timestep_fs", 2.0)),
+        n_steps=ramp + prod,
+        ensemble=settings.get("ensemble", "nvt"),
+        dynamics=_DYNAMICS[thermostat],
+        temperature=schedule,
+        traj_interval=int(settings.get("trajectory_interval", 10)),
+        mb_velocity_seed=int(settings.get("seed", 0)),
+        zero_linear_momentum=True,
+        ionic_step_data=("energy",),
+        store_trajectory="partial",
+        **kwargs,
+    )

@@ -1,0 +1,145 @@
+"""Campaign -> jobflow graphs: one Flow per system, with stage labels and fingerprints.
+
+Graph per system (stages present in the campaign, in this order)::
+
+    order -> [ordering i] -> relax -> md(T1) -> diffusion(T1) -\
+                                   -> md(T2) -> diffusion(T2) --> arrhenius
+
+Every job carries ``metadata = {campaign, system, stage, ordering, temperature_K?,
+fingerprint}``; ``status`` and ``report`` read them back from the store.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from jobflow import Flow, Job
+
+from superionic.dispatch.fingerprint import fingerprint_flow
+from superionic.engines import stage_settings
+from superionic.spec.loader import Campaign, SystemInstance
+from superionic.spec.models import MDStage, OrderStage, RelaxStage
+
+FINGERPRINT_VERSION = "superionic-flow-1"
+
+
+@dataclass
+class PlannedJob:
+    """A job of the campaign graph, as shown by ``validate`` and ``status``."""
+
+    uuid: str
+    name: str
+    system: str
+    stage: str
+    fingerprint: str
+
+
+def _tag(job: Job, campaign: Campaign, system: SystemInstance, stage: str, **extra: Any) -> Job:
+    job.metadata.update({"campaign": campaign.spec.name, "system": system.name, "stage": stage, **extra})
+    return job
+
+
+def _stage_overrides(stage: Any) -> dict[str, Any]:
+    return stage.model_dump(exclude={"stage", "engine", "preset"})
+
+
+def build_system_flow(campaign: Campaign, system: SystemInstance) -> Flow:
+    """Build the (un-fingerprinted) flow of one system."""
+    spec = campaign.spec
+    jobs: list[Job] = []
+    stages = {s.stage: s for s in spec.stages}
+
+    def settings(stage: Any) -> dict[str, Any]:
+        return stage_settings(
+            stage.preset or spec.preset,
+            stage.engine or spec.engine,
+            stage.stage,
+            _stage_overrides(stage),
+        )
+
+    structures: list[Any]
+    if isinstance(stages.get("order"), OrderStage):
+        o = stages["order"]
+        from superionic.stages.order import OrderMaker
+
+        order_job = OrderMaker(
+            name=f"{system.name} order",
+            n_structures=o.n_structures,
+            oxidation_states=system.oxidation_states,
+            seed=o.seed,
+            n_restarts=o.n_restarts,
+        ).make(system.structure)
+        jobs.append(_tag(order_job, campaign, system, "order"))
+        structures = [order_job.output["structures"][i] for i in range(o.n_structures)]
+    else:
+        structures = [system.structure]
+
+    for i, structure in enumerate(structures):
+        current = structure
+        if isinstance(stages.get("relax"), RelaxStage):
+            from superionic.engines.mlip import relax_maker
+
+            maker = relax_maker(settings(stages["relax"]))
+            maker.name = f"{system.name} #{i} relax"
+            relax_job = maker.make(current)
+            jobs.append(_tag(relax_job, campaign, system, "relax", ordering=i))
+            current = relax_job.output.structure
+        if isinstance(stages.get("md"), MDStage):
+            from superionic.engines.mlip import md_maker
+            from superionic.stages.md import analyze_diffusion, fit_arrhenius
+
+            md = stages["md"]
+            md_settings = settings(md)
+            analyses = []
+            interval = int(md_settings.get("trajectory_interval", 10))
+            skip = math.ceil(int(md_settings.get("ramp_steps", 0)) / interval)
+            for temp in md.temperatures_K:
+                maker = md_maker(md_settings, temp)
+                maker.name = f"{system.name} #{i} md {temp:g} K"
+                md_job = maker.make(current)
+                jobs.append(_tag(md_job, campaign, system, "md", ordering=i, temperature_K=temp))
+                ana = analyze_diffusion(
+                    md_job.output.objects["trajectory"],
+                    temperature_K=temp,
+                    species=md.species,
+                    frame_interval_fs=float(md_settings.get("timestep_fs", 2.0)) * interval,
+                    skip_frames=skip,
+                    fit_start=md.fit_start,
+                    fit_end=md.fit_end,
+                )
+                ana.name = f"{system.name} #{i} diffusion {temp:g} K"
+                jobs.append(_tag(ana, campaign, system, "diffusion", ordering=i, temperature_K=temp))
+                analyses.append(ana.output)
+            if len(md.temperatures_K) >= 2:
+                arr = fit_arrhenius(analyses)
+                arr.name = f"{system.name} #{i} arrhenius"
+                jobs.append(_tag(arr, campaign, system, "arrhenius", ordering=i))
+    return Flow(jobs, name=f"{campaign.spec.name}:{system.name}")
+
+
+def build_flows(campaign: Campaign) -> list[Flow]:
+    """Build one fingerprinted Flow per system of the campaign."""
+    return [
+        fingerprint_flow(build_system_flow(campaign, system), salt=FINGERPRINT_VERSION)
+        for system in campaign.systems
+    ]
+
+
+def planned_jobs(flows: list[Flow]) -> list[PlannedJob]:
+    """List the jobs of the flows in execution order."""
+    out = []
+    for flow in flows:
+        for job, _ in flow.iterflow():
+            md = job.metadata
+            out.append(
+                PlannedJob(
+                    job.uuid,
+                    job.name,
+                    md.get("system", ""),
+                    md.get("stage", ""),
+                    md.get("fingerprint", ""),
+                )
+            )
+    return out

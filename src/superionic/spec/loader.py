@@ -1,0 +1,440 @@
+"""Load a campaign file: parse YAML, validate, check the physics, expand sweeps.
+
+Every problem becomes one line ``file:line: yaml.path: message (got value); valid: ...``;
+:func:`load_campaign` raises :class:`SpecError` with all of them and writes nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from pymatgen.core import Structure
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError
+
+from superionic.errors import Problem, SpecError, StructureError
+from superionic.paths import configs_dir
+from superionic.spec.models import (
+    STAGE_NAMES,
+    CampaignSpec,
+    HullStage,
+    MDStage,
+    NMRStage,
+    OrderStage,
+    QuenchStage,
+    RelaxStage,
+    StoreSpec,
+    SystemSpec,
+)
+
+_STAGE_MODELS: dict[str, type[BaseModel]] = {
+    "order": OrderStage,
+    "relax": RelaxStage,
+    "hull": HullStage,
+    "nmr": NMRStage,
+    "md": MDStage,
+    "quench": QuenchStage,
+}
+
+# Which (engine, stage) pairs this version builds. The others are refused at validation with a
+# message naming the issue that adds them, never half-run.
+SUPPORTED: dict[str, set[str]] = {
+    "order": {"mlip", "vasp", "cp2k"},  # engine-independent
+    "relax": {"mlip"},
+    "md": {"mlip"},
+    "hull": set(),
+    "nmr": set(),
+    "quench": set(),
+}
+
+
+@dataclass
+class SystemInstance:
+    """One expanded system of a campaign.
+
+    Attributes
+    ----------
+    name : str
+        Unique name within the campaign.
+    spec : SystemSpec
+        The system entry with sweep lists replaced by single values.
+    structure : Structure
+        The (super)cell, disordered or ordered, with oxidation states where known.
+    oxidation_states : dict
+        Element -> charge used for ordering.
+    index : int
+        Position of the originating entry in ``systems``.
+
+    """
+
+    name: str
+    spec: SystemSpec
+    structure: Structure
+    oxidation_states: dict[str, float]
+    index: int
+
+    @property
+    def is_ordered(self) -> bool:
+        """Whether every site is fully occupied by one species."""
+        return self.structure.is_ordered
+
+
+@dataclass
+class Campaign:
+    """A validated campaign with its systems expanded."""
+
+    spec: CampaignSpec
+    file: Path
+    systems: list[SystemInstance] = field(default_factory=list)
+
+    @property
+    def directory(self) -> Path:
+        """The folder holding the campaign file."""
+        return self.file.parent
+
+    @property
+    def store_path(self) -> Path:
+        """The embedded store folder (default ``<campaign dir>/.superionic``)."""
+        path = self.spec.store.path or Path(".superionic")
+        return path if path.is_absolute() else (self.directory / path).resolve()
+
+
+def _line_of(data: Any, loc: tuple) -> int | None:
+    """Return the 1-based line of the deepest YAML node on ``loc`` (None if unknown)."""
+    node, line = data, None
+    for part in loc:
+        try:
+            if isinstance(part, int) and isinstance(node, list):
+                line = node.lc.item(part)[0] + 1
+                node = node[part]
+            elif isinstance(node, dict) and part in node:
+                line = node.lc.key(part)[0] + 1
+                node = node[part]
+            else:
+                continue  # pydantic's union tag, or a missing key
+        except (AttributeError, KeyError, IndexError, TypeError):
+            break
+    return line
+
+
+def _yaml_path(loc: tuple, data: Any) -> str:
+    out = ""
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+        elif isinstance(node, dict) and part not in node and part in _STAGE_MODELS:
+            continue  # discriminator tag inserted by pydantic
+        else:
+            out += f".{part}" if out else str(part)
+            node = node.get(part) if isinstance(node, dict) else None
+    return out or "(top level)"
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """Return the model whose fields a location's last key belongs to."""
+    model: type[BaseModel] | None = CampaignSpec
+    for part in loc[:-1]:
+        if model is None:
+            return None
+        if isinstance(part, int):
+            continue
+        if part in _STAGE_MODELS and model is not CampaignSpec:
+            model = _STAGE_MODELS[part]
+            continue
+        sub = {"systems": SystemSpec, "store": StoreSpec, "stages": None}.get(part, "other")
+        if part == "stages":
+            model = None  # resolved by the tag that follows
+            for nxt in loc[loc.index(part) + 1 :]:
+                if isinstance(nxt, str) and nxt in _STAGE_MODELS:
+                    model = _STAGE_MODELS[nxt]
+                    break
+            continue
+        if sub == "other":
+            return None
+        model = sub
+    return model
+
+
+def _problems_from_validation(err: ValidationError, data: Any) -> list[Problem]:
+    problems = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        where = _yaml_path(loc, data)
+        line = _line_of(data, loc)
+        valid = ""
+        value = e.get("input")
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            model = _model_at(loc)
+            msg = f"unknown key '{loc[-1]}'"
+            value = None
+            if model is not None:
+                valid = "keys " + ", ".join(model.model_fields)
+        elif e["type"] == "missing":
+            msg = "required field is missing"
+            value = None
+        elif e["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            valid = "stage: one of " + ", ".join(STAGE_NAMES)
+        if isinstance(value, dict | list) and len(str(value)) > 80:
+            value = None
+        problems.append(Problem(where, msg, value, valid, line))
+    return problems
+
+
+def _expand(system: SystemSpec) -> list[tuple[str, dict[str, Any]]]:
+    sweep = {k: v for k, v in system.params.items() if isinstance(v, list)}
+    fixed = {k: v for k, v in system.params.items() if not isinstance(v, list)}
+    if not sweep:
+        return [("", dict(fixed))]
+    keys = list(sweep)
+    out = []
+    for combo in itertools.product(*(sweep[k] for k in keys)):
+        params = dict(fixed)
+        params.update(dict(zip(keys, combo, strict=True)))
+        suffix = "-".join(f"{k}={v}" for k, v in zip(keys, combo, strict=True))
+        out.append((suffix, params))
+    return out
+
+
+def _build_system(
+    campaign_dir: Path, system: SystemSpec, index: int, data: Any
+) -> tuple[list[SystemInstance], list[Problem]]:
+    where = f"systems[{index}]"
+    problems: list[Problem] = []
+    instances: list[SystemInstance] = []
+    if system.structure is not None:
+        path = system.structure if system.structure.is_absolute() else campaign_dir / system.structure
+        if not path.is_file():
+            problems.append(
+                Problem(
+                    f"{where}.structure",
+                    "structure file not found",
+                    str(system.structure),
+                    f"an existing CIF/POSCAR path relative to {campaign_dir}",
+                    _line_of(data, ("systems", index, "structure")),
+                )
+            )
+            return [], problems
+        try:
+            structure = Structure.from_file(path)
+        except Exception as exc:  # pymatgen raises many types for unreadable files
+            problems.append(
+                Problem(
+                    f"{where}.structure",
+                    f"cannot read structure: {exc}",
+                    str(path),
+                    "a CIF, POSCAR or other pymatgen-readable file",
+                )
+            )
+            return [], problems
+        ox = dict(system.oxidation_states)
+        name = system.name or path.stem
+        structure.make_supercell(list(system.supercell))
+        instances.append(SystemInstance(name, system, structure, ox, index))
+        return instances, problems
+
+    from superionic.structures.prototypes import build_disordered, load_prototype
+
+    try:
+        proto = load_prototype(system.prototype or "")
+    except StructureError as exc:
+        p = exc.problems[0]
+        problems.append(
+            Problem(
+                f"{where}.prototype",
+                p.message,
+                p.value,
+                p.valid,
+                _line_of(data, ("systems", index, "prototype")),
+            )
+        )
+        return [], problems
+    for suffix, params in _expand(system):
+        try:
+            structure = build_disordered(proto.name, params, system.sites, where=where)
+        except StructureError as exc:
+            for p in exc.problems:
+                loc = tuple(
+                    int(x) if x.isdigit() else x
+                    for x in p.where.replace("[", ".").replace("]", "").split(".")
+                )
+                problems.append(Problem(p.where, p.message, p.value, p.valid, _line_of(data, loc)))
+            continue
+        structure.make_supercell(list(system.supercell))
+        base = system.name or proto.name
+        name = f"{base}-{suffix}" if suffix else base
+        ox = dict(proto.oxidation_states)
+        ox.update(system.oxidation_states)
+        spec = system.model_copy(update={"params": params})
+        instances.append(SystemInstance(name, spec, structure, ox, index))
+    return instances, problems
+
+
+def _check_stages(spec: CampaignSpec, data: Any, systems: list[SystemInstance]) -> list[Problem]:
+    problems = []
+    seen: set[str] = set()
+    names = [s.stage for s in spec.stages]
+    for i, stage in enumerate(spec.stages):
+        loc = ("stages", i)
+        if stage.stage in seen:
+            problems.append(
+                Problem(
+                    f"stages[{i}].stage",
+                    "stage listed twice",
+                    stage.stage,
+                    "each stage at most once",
+                    _line_of(data, loc),
+                )
+            )
+        seen.add(stage.stage)
+        engine = stage.engine or spec.engine
+        if engine not in SUPPORTED[stage.stage]:
+            ok = sorted(SUPPORTED[stage.stage])
+            problems.append(
+                Problem(
+                    f"stages[{i}].engine" if stage.engine else "engine",
+                    f"stage '{stage.stage}' cannot run on engine '{engine}' in superionic {_version()}",
+                    engine,
+                    f"engine one of {ok}" if ok else f"remove the '{stage.stage}' stage (not available yet)",
+                    _line_of(data, loc),
+                )
+            )
+        preset = stage.preset or spec.preset
+        if not (configs_dir() / "engines" / f"{preset}.yaml").is_file():
+            known = sorted(p.stem for p in (configs_dir() / "engines").glob("*.yaml"))
+            problems.append(
+                Problem(
+                    f"stages[{i}].preset" if stage.preset else "preset",
+                    "unknown preset",
+                    preset,
+                    ", ".join(known),
+                    _line_of(data, (*loc, "preset")) or _line_of(data, ("preset",)),
+                )
+            )
+        if isinstance(stage, MDStage) and stage.fit_start >= stage.fit_end:
+            problems.append(
+                Problem(
+                    f"stages[{i}].fit_start",
+                    "fit window is empty",
+                    (stage.fit_start, stage.fit_end),
+                    "fit_start < fit_end",
+                    _line_of(data, (*loc, "fit_start")),
+                )
+            )
+    if "order" not in names:
+        for s in systems:
+            if not s.is_ordered:
+                problems.append(
+                    Problem(
+                        f"systems[{s.index}]",
+                        f"system '{s.name}' has partially occupied sites but "
+                        "the campaign has no 'order' stage",
+                        s.structure.composition.formula,
+                        "add '- stage: order' before the other stages",
+                        _line_of(data, ("systems", s.index)),
+                    )
+                )
+    return problems
+
+
+def _version() -> str:
+    from superionic import __version__
+
+    return __version__
+
+
+def load_campaign(path: str | Path) -> Campaign:
+    """Read, validate and expand a campaign file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The campaign YAML.
+
+    Returns
+    -------
+    Campaign
+
+    Raises
+    ------
+    SpecError
+        With one :class:`Problem` per thing wrong, each naming the YAML path, the value and
+        what would be valid.
+
+    """
+    file = Path(path)
+    shown = str(path)
+    if not file.is_file():
+        raise SpecError([Problem("(file)", "campaign file not found", shown, "a path to a YAML file")], shown)
+    text = file.read_text()
+    yaml = YAML(typ="rt")
+    try:
+        data = yaml.load(StringIO(text))
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = mark.line + 1 if mark is not None else None
+        raise SpecError(
+            [
+                Problem(
+                    "(YAML)",
+                    f"malformed YAML: {exc.problem}",
+                    None,
+                    "well-formed YAML (check indentation, colons and quotes)",
+                    line,
+                )
+            ],
+            shown,
+        ) from None
+    if not isinstance(data, dict):
+        raise SpecError(
+            [
+                Problem(
+                    "(top level)",
+                    "a campaign must be a YAML mapping",
+                    type(data).__name__,
+                    "keys name, systems, stages, ...",
+                    1,
+                )
+            ],
+            shown,
+        )
+    plain = _to_plain(data)
+    try:
+        spec = CampaignSpec.model_validate(plain)
+    except ValidationError as exc:
+        raise SpecError(_problems_from_validation(exc, data), shown) from None
+    problems: list[Problem] = []
+    systems: list[SystemInstance] = []
+    for i, system in enumerate(spec.systems):
+        inst, probs = _build_system(file.parent.resolve(), system, i, data)
+        systems.extend(inst)
+        problems.extend(probs)
+    names = [s.name for s in systems]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(
+            Problem(
+                "systems",
+                "two systems have the same name",
+                dup,
+                "give each system a distinct 'name'",
+            )
+        )
+    problems.extend(_check_stages(spec, data, systems))
+    if problems:
+        raise SpecError(problems, shown)
+    return Campaign(spec=spec, file=file.resolve(), systems=systems)
+
+
+def _to_plain(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {str(k): _to_plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_to_plain(v) for v in node]
+    return node

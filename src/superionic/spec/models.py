@@ -1,0 +1,146 @@
+"""Pydantic models of a campaign file.
+
+Every model forbids unknown keys. Units are in the field names (``_K``, ``_fs``, ``_ps``,
+``_ev_per_A``). Stages are a list, run in order; each names its kind with ``stage:``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+
+Engine = Literal["mlip", "vasp", "cp2k"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class _StageBase(_Strict):
+    engine: Engine | None = Field(None, description="Engine for this stage (default: campaign's).")
+    preset: str | None = Field(None, description="Preset in configs/engines (default: campaign's).")
+
+
+class OrderStage(_StageBase):
+    """Ewald ordering of the disordered cell into the N lowest-energy distinct orderings."""
+
+    stage: Literal["order"]
+    n_structures: PositiveInt = 1
+    seed: int = 0
+    n_restarts: PositiveInt = 8
+
+
+class RelaxStage(_StageBase):
+    """Relaxation of positions (and cell) with the engine."""
+
+    stage: Literal["relax"]
+    fmax_ev_per_A: PositiveFloat | None = None
+    max_steps: PositiveInt | None = None
+    relax_cell: bool | None = None
+
+
+class HullStage(_StageBase):
+    """Energy above the convex hull against the competing phases in configs/."""
+
+    stage: Literal["hull"]
+    competing_phases: str | None = None
+    entries_file: Path | None = None
+
+
+class NMRStage(_StageBase):
+    """Chemical shielding and electric field gradients."""
+
+    stage: Literal["nmr"]
+    shielding: bool = True
+    efg: bool = True
+    isotopes: list[str] = Field(default_factory=list)
+
+
+class MDStage(_StageBase):
+    """Molecular dynamics at several temperatures, then diffusion analysis and Arrhenius fit."""
+
+    stage: Literal["md"]
+    temperatures_K: list[PositiveFloat] = Field(..., min_length=1)
+    species: str = "Li"
+    timestep_fs: PositiveFloat = 2.0
+    production_steps: PositiveInt = 5000
+    ramp_steps: int = Field(0, ge=0, description="Linear heating from start_temperature_K.")
+    start_temperature_K: PositiveFloat = 100.0
+    ensemble: Literal["nvt", "npt"] = "nvt"
+    thermostat: Literal["nose-hoover", "langevin", "berendsen"] = "nose-hoover"
+    trajectory_interval: PositiveInt = 10
+    fit_start: float = Field(0.1, ge=0, lt=1)
+    fit_end: float = Field(0.7, gt=0, le=1)
+    seed: int = 0
+
+
+class QuenchStage(_StageBase):
+    """Melt-quench generation of amorphous structures."""
+
+    stage: Literal["quench"]
+    melt_temperatures_K: list[PositiveFloat] = Field(..., min_length=1)
+    heat_ps: PositiveFloat = 2.0
+    hold_ps: PositiveFloat = 20.0
+    quench_ps: PositiveFloat = 2.0
+    replicas: PositiveInt = 1
+
+
+Stage = Annotated[
+    OrderStage | RelaxStage | HullStage | NMRStage | MDStage | QuenchStage,
+    Field(discriminator="stage"),
+]
+
+STAGE_NAMES = ("order", "relax", "hull", "nmr", "md", "quench")
+
+
+class SystemSpec(_Strict):
+    """One system, or a sweep of systems when any parameter is a list.
+
+    Give exactly one of ``prototype`` (a name in configs/prototypes, with ``params``) or
+    ``structure`` (a CIF/POSCAR path, relative to the campaign file).
+    """
+
+    name: str | None = None
+    prototype: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    sites: dict[str, dict[str, float]] = Field(default_factory=dict)
+    structure: Path | None = None
+    oxidation_states: dict[str, float] = Field(default_factory=dict)
+    supercell: tuple[PositiveInt, PositiveInt, PositiveInt] = (1, 1, 1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SystemSpec:
+        if (self.prototype is None) == (self.structure is None):
+            raise ValueError("give exactly one of 'prototype' or 'structure'")
+        return self
+
+
+class StoreSpec(_Strict):
+    """Where results live: an embedded folder (default) or a MongoDB URI."""
+
+    path: Path | None = None
+    uri: str | None = None
+    database: str = "superionic"
+
+    @model_validator(mode="after")
+    def _uri_scheme(self) -> StoreSpec:
+        if self.uri is not None and not self.uri.startswith(("mongodb://", "mongodb+srv://")):
+            raise ValueError("uri must start with mongodb:// or mongodb+srv://")
+        if self.uri is not None and self.path is not None:
+            raise ValueError("give either 'path' or 'uri', not both")
+        return self
+
+
+class CampaignSpec(_Strict):
+    """A campaign: systems, the stages each goes through, engine and store."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    description: str = ""
+    engine: Engine = "mlip"
+    preset: str = "default"
+    systems: list[SystemSpec] = Field(..., min_length=1)
+    stages: list[Stage] = Field(..., min_length=1)
+    resources: str = "local"
+    store: StoreSpec = Field(default_factory=StoreSpec)

@@ -1,0 +1,1 @@
+"""jobflow Makers for superionic's own stages (what atomate2 lacks)."""

@@ -1,0 +1,108 @@
+"""Analysis jobs attached to MD: diffusion per temperature and the Arrhenius fit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from jobflow import job
+from pymatgen.core.trajectory import Trajectory
+
+from superionic.analysis.diffusion import arrhenius_fit, diffusion_from_frac_coords
+
+
+def trajectory_arrays(traj: Trajectory | dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Return ``(frac_coords, lattices, species)`` of a pymatgen Trajectory (or its dict).
+
+    ``lattices`` has shape (3, 3) for a constant lattice, else (n_frames, 3, 3).
+    """
+    if isinstance(traj, dict):
+        traj = Trajectory.from_dict(traj)
+    if traj.coords_are_displacement:
+        traj.to_positions()
+    frac = np.asarray(traj.coords, dtype=float)
+    lattice = np.asarray(traj.lattice, dtype=float)
+    species = [getattr(s, "symbol", str(s)) for s in traj.species]
+    return frac, lattice, species
+
+
+@job
+def analyze_diffusion(
+    trajectory: Trajectory | dict,
+    temperature_K: float,
+    species: str,
+    frame_interval_fs: float,
+    skip_frames: int = 0,
+    fit_start: float = 0.1,
+    fit_end: float = 0.7,
+) -> dict[str, Any]:
+    """Tracer/collective diffusivity, conductivity and Haven ratio of one MD run.
+
+    Parameters
+    ----------
+    trajectory : Trajectory
+        MD trajectory (from the blob store).
+    temperature_K : float
+        Production temperature.
+    species : str
+        Mobile element.
+    frame_interval_fs : float
+        Time between stored frames (time step x trajectory interval).
+    skip_frames : int
+        Frames to drop at the start (heating ramp, equilibration).
+    fit_start, fit_end : float
+        Lag window of the MSD fit as fractions of the analysed run.
+
+    Returns
+    -------
+    dict
+        :class:`superionic.analysis.diffusion.DiffusionResult` as a dict.
+
+    """
+    frac, lattice, symbols = trajectory_arrays(trajectory)
+    frac = frac[skip_frames:]
+    if lattice.ndim == 3:
+        lattice = lattice[skip_frames:]
+    result = diffusion_from_frac_coords(
+        frac,
+        lattice,
+        symbols,
+        species,
+        frame_interval_fs,
+        temperature_K,
+        fit_start=fit_start,
+        fit_end=fit_end,
+    )
+    return result.as_dict()
+
+
+@job
+def fit_arrhenius(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Arrhenius fits of D and of sigma*T over the temperature sweep.
+
+    Returns
+    -------
+    dict
+        ``diffusivity`` and ``conductivity_T`` fits (:class:`ArrheniusResult` as dicts), or an
+        ``error`` entry when fewer than two temperatures have positive diffusivities.
+
+    """
+    ok = [r for r in results if r["diffusivity_cm2_s"] > 0]
+    out: dict[str, Any] = {"n_temperatures": len(results), "n_used": len(ok)}
+    if len({r["temperature_K"] for r in ok}) < 2:
+        out["error"] = "fewer than two temperatures with a positive diffusivity: run longer or hotter"
+        return out
+    t = [r["temperature_K"] for r in ok]
+    out["diffusivity"] = arrhenius_fit(
+        t,
+        [r["diffusivity_cm2_s"] for r in ok],
+        [r["diffusivity_err_cm2_s"] for r in ok],
+        quantity="diffusivity_cm2_s",
+    ).as_dict()
+    out["conductivity_T"] = arrhenius_fit(
+        t,
+        [r["conductivity_mS_cm"] * r["temperature_K"] for r in ok],
+        [r["conductivity_err_mS_cm"] * r["temperature_K"] for r in ok],
+        quantity="conductivity_T_mS_K_cm",
+    ).as_dict()
+    return out

@@ -1,0 +1,76 @@
+"""The ``order`` stage: N lowest-Ewald orderings of a disordered cell as one jobflow job."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from jobflow import Maker, job
+from pymatgen.core import Structure
+
+from superionic.ordering import count_orderings, order_by_ewald
+from superionic.ordering.ewald import find_sublattices
+
+
+@dataclass
+class OrderMaker(Maker):
+    """Make a job returning the ``n_structures`` lowest-Ewald-energy distinct orderings.
+
+    Parameters
+    ----------
+    name : str
+        Job name.
+    n_structures : int
+        Number of orderings.
+    oxidation_states : dict
+        Element -> charge.
+    seed : int
+        Random seed (the result is deterministic for a seed).
+    n_restarts : int
+        Annealing restarts.
+
+    """
+
+    name: str = "order"
+    n_structures: int = 1
+    oxidation_states: dict[str, float] = field(default_factory=dict)
+    seed: int = 0
+    n_restarts: int = 8
+
+    @job
+    def make(self, structure: Structure) -> dict:
+        """Order ``structure``.
+
+        Returns
+        -------
+        dict
+            ``structures`` (list of Structure, oxidation states removed),
+            ``ewald_energies_ev``, ``vacated`` (per ordering: sublattice -> site indices),
+            ``n_configurations`` (before symmetry), ``formula``.
+
+        """
+        subs, _ = find_sublattices(structure)
+        orderings = order_by_ewald(
+            structure,
+            self.n_structures,
+            self.oxidation_states,
+            seed=self.seed,
+            n_restarts=self.n_restarts,
+        )
+        if len(orderings) < self.n_structures:
+            raise ValueError(
+                f"only {len(orderings)} distinct orderings exist for {structure.composition.formula} "
+                f"in this cell, {self.n_structures} requested: lower n_structures or use a larger "
+                "supercell"
+            )
+        structures = []
+        for o in orderings:
+            s = o.structure.copy()
+            s.remove_oxidation_states()
+            structures.append(s)
+        return {
+            "structures": structures,
+            "ewald_energies_ev": [o.ewald_energy_ev for o in orderings],
+            "vacated": [o.vacated for o in orderings],
+            "n_configurations": str(count_orderings(subs)),
+            "formula": structures[0].composition.formula if structures else "",
+        }

@@ -1,0 +1,112 @@
+"""Transport analysis: FFT MSD vs brute force, random walks with known D, Arrhenius."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from superionic.analysis.diffusion import (
+    DiffusionInputError,
+    arrhenius_fit,
+    diffusion_from_frac_coords,
+    msd_fft,
+    nernst_einstein_mS_cm,
+    unwrap_displacements,
+)
+
+
+def brute_msd(x: np.ndarray) -> np.ndarray:
+    n = len(x)
+    return np.array(
+        [np.mean([np.sum((x[t + m] - x[t]) ** 2, axis=-1) for t in range(n - m)], axis=0) for m in range(n)]
+    )
+
+
+def test_msd_fft_equals_brute_force() -> None:
+    x = np.cumsum(np.random.default_rng(0).normal(size=(60, 4, 3)), axis=0)
+    np.testing.assert_allclose(msd_fft(x), brute_msd(x), atol=1e-9)
+
+
+def test_unwrap_recovers_displacement_across_boundaries() -> None:
+    lattice = np.diag([5.0, 6.0, 7.0])
+    cart = np.cumsum(np.full((20, 1, 3), 0.9), axis=0)  # 18 A along each axis
+    frac = (cart @ np.linalg.inv(lattice)) % 1.0
+    disp = unwrap_displacements(frac, lattice)
+    np.testing.assert_allclose(disp[-1, 0], cart[-1, 0] - cart[0, 0], atol=1e-9)
+
+
+def random_walk(
+    d_cm2_s: float, n_frames: int, n_atoms: int, dt_fs: float, seed: int, box: float = 15.0
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    rng = np.random.default_rng(seed)
+    d_a2_fs = d_cm2_s / 0.1
+    steps = rng.normal(0.0, np.sqrt(2 * d_a2_fs * dt_fs), (n_frames, n_atoms, 3))
+    steps[0] = 0
+    pos = rng.random((n_atoms, 3)) * box + np.cumsum(steps, axis=0)
+    # a framework that drifts as a whole: must be removed
+    framework = np.tile(rng.random((8, 3)) * box, (n_frames, 1, 1))
+    drift = np.cumsum(rng.normal(0, 0.01, (n_frames, 1, 3)), axis=0)
+    allpos = np.concatenate([pos + drift, framework + drift], axis=1)
+    lattice = np.eye(3) * box
+    return (allpos / box) % 1.0, lattice, ["Li"] * n_atoms + ["S"] * 8
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_walk_diffusivity_within_its_error_bar(seed: int) -> None:
+    true_d = 2.0e-5
+    frac, lattice, species = random_walk(true_d, 3000, 64, 2.0, seed)
+    r = diffusion_from_frac_coords(frac, lattice, species, "Li", 2.0, 800.0)
+    assert abs(r.diffusivity_cm2_s - true_d) <= r.diffusivity_err_cm2_s
+    assert r.diffusivity_err_cm2_s / r.diffusivity_cm2_s == pytest.approx(r.rsd)
+    # independent walkers: collective D equals tracer D on average, Haven ratio ~ 1
+    assert 0.3 < r.haven_ratio < 3
+    assert sum(r.diffusivity_components_cm2_s) / 3 == pytest.approx(r.diffusivity_cm2_s, rel=1e-9)
+    # Nernst-Einstein by hand: n q^2 D / kT
+    n = 64 / (15.0e-10) ** 3
+    sigma = n * (1.602176634e-19) ** 2 * r.diffusivity_cm2_s * 1e-4 / (1.380649e-23 * 800) * 10
+    assert r.conductivity_mS_cm == pytest.approx(sigma, rel=1e-9)
+
+
+def test_nernst_einstein_reference_value() -> None:
+    # D = 1e-6 cm^2/s, 1 ion per 100 A^3 (n = 1e28 m^-3), 300 K:
+    # sigma = 1e28 * (1.602e-19)^2 * 1e-10 / (1.381e-23 * 300) = 6.197 S/m = 61.97 mS/cm
+    assert nernst_einstein_mS_cm(1e-6, 1, 100.0, 300.0) == pytest.approx(61.97, rel=1e-3)
+
+
+def test_arrhenius_recovers_activation_energy() -> None:
+    ea, d0 = 0.25, 1e-3
+    t = np.array([500.0, 600.0, 800.0, 1000.0])
+    d = d0 * np.exp(-ea / (8.617333262e-5 * t))
+    fit = arrhenius_fit(list(t), list(d), list(0.05 * d))
+    assert fit.activation_energy_eV == pytest.approx(ea, rel=1e-9)
+    assert fit.extrapolated_value == pytest.approx(d0 * np.exp(-ea / (8.617333262e-5 * 300)), rel=1e-9)
+    assert fit.activation_energy_err_eV > 0
+
+
+def test_two_point_arrhenius_error_propagation() -> None:
+    fit = arrhenius_fit([600.0, 900.0], [1e-6, 1e-5], [1e-7, 1e-6])
+    # analytic: Ea = kB ln(10) / (1/600 - 1/900); sigma_Ea = kB sqrt(0.1^2 + 0.1^2) / (1/600 - 1/900)
+    dx = 1 / 600 - 1 / 900
+    assert fit.activation_energy_eV == pytest.approx(8.617333262e-5 * np.log(10) / dx, rel=1e-9)
+    assert fit.activation_energy_err_eV == pytest.approx(8.617333262e-5 * np.sqrt(0.02) / dx, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"mobile_species": "Na"}, "species 'Na' is not in the trajectory"),
+        ({"time_step_fs": 0.0}, "time step must be positive"),
+        ({"frames": 1}, "at least 2 frames"),
+    ],
+)
+def test_bad_inputs(kwargs: dict, message: str) -> None:
+    frac, lattice, species = random_walk(1e-5, 50, 4, 2.0, 0)
+    frames = kwargs.pop("frames", 50)
+    args = {"mobile_species": "Li", "time_step_fs": 2.0, **kwargs}
+    with pytest.raises(DiffusionInputError, match=message):
+        diffusion_from_frac_coords(frac[:frames], lattice, species, temperature_K=600.0, **args)
+
+
+def test_arrhenius_needs_two_temperatures() -> None:
+    with pytest.raises(DiffusionInputError, match="at least two distinct temperatures"):
+        arrhenius_fit([600.0], [1e-6])

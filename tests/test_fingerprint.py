@@ -1,0 +1,43 @@
+"""Fingerprints: same campaign -> same job uuids; a changed setting re-keys only downstream."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from superionic.flows import build_flows, planned_jobs
+from superionic.spec import load_campaign
+
+TEXT = """\
+name: fp
+systems:
+  - prototype: argyrodite
+stages:
+  - stage: order
+  - stage: relax
+  - stage: md
+    temperatures_K: [600, 900]
+    production_steps: 100
+"""
+
+
+def plan(tmp_path: Path, text: str) -> dict[str, str]:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return {p.name: p.uuid for p in planned_jobs(build_flows(load_campaign(path)))}
+
+
+def test_rebuilding_gives_identical_uuids(tmp_path: Path) -> None:
+    assert plan(tmp_path, TEXT) == plan(tmp_path, TEXT)
+
+
+def test_changed_md_setting_rekeys_md_and_downstream_only(tmp_path: Path) -> None:
+    a = plan(tmp_path, TEXT)
+    b = plan(tmp_path, TEXT.replace("production_steps: 100", "production_steps: 200"))
+    same = {k for k in a if a[k] == b[k]}
+    assert same == {"argyrodite order", "argyrodite #0 relax"}
+
+
+def test_changed_order_seed_rekeys_everything(tmp_path: Path) -> None:
+    a = plan(tmp_path, TEXT)
+    b = plan(tmp_path, TEXT.replace("- stage: order", "- stage: order\n    seed: 5"))
+    assert all(a[k] != b[k] for k in a)
