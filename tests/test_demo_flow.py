@@ -1,0 +1,99 @@
+"""The first vertical slice end to end on CHGNet, in separate processes like a user would."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TINY = """\
+name: tiny
+engine: mlip
+preset: demo
+systems:
+  - name: LPSC
+    prototype: argyrodite
+stages:
+  - stage: order
+  - stage: relax
+    max_steps: 3
+  - stage: md
+    temperatures_K: [600, 1200]
+    production_steps: 40
+    trajectory_interval: 2
+    fit_start: 0.2
+    fit_end: 0.8
+"""
+
+
+def cells(line: str) -> list[str]:
+    """Split a rich table row into its cell texts."""
+    return [c.strip() for c in line.replace("┃", "│").split("│")[1:-1]]
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).parent / "superionic"
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("demo")
+    (work / "tiny.yaml").write_text(TINY)
+    result = cli("run", "tiny.yaml", cwd=work)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "7 run, 0 already done, 0 failed" in result.stdout
+    return work
+
+
+def test_report_has_diffusion_csv_and_arrhenius_png(finished: Path) -> None:
+    report = finished / "report" / "tiny"
+    for name in ("summary.md", "orderings.csv", "relax.csv", "diffusion.csv", "arrhenius.csv",
+                 "arrhenius.png", "msd.png"):
+        assert (report / name).is_file(), name
+    rows = list(csv.DictReader(open(report / "diffusion.csv")))
+    assert [float(r["temperature_K"]) for r in rows] == [600.0, 1200.0]
+    for r in rows:
+        assert float(r["diffusivity_err_cm2_s"]) > 0
+        assert r["species"] == "Li"
+        # 40 steps x 2 fs = 80 fs of production, 2-fs frames every 2 steps -> 20 lags of 4 fs
+        assert float(r["total_time_ps"]) == pytest.approx(0.08)
+    assert (report / "arrhenius.png").stat().st_size > 10_000
+    summary = (report / "summary.md").read_text()
+    assert "Diffusion per temperature" in summary and "![arrhenius](arrhenius.png)" in summary
+
+
+def test_store_is_seen_by_later_processes(finished: Path) -> None:
+    result = cli("status", "tiny.yaml", cwd=finished)
+    assert result.returncode == 0, result.stderr
+    total = next(cells(line) for line in result.stdout.splitlines() if "total" in line)
+    # columns: system, stage, done, running, failed, blocked, lost, waiting
+    assert total[2:] == ["7", "0", "0", "0", "0", "0"]
+    listing = cli("status", "--store", ".superionic", cwd=finished)
+    assert "tiny" in listing.stdout and "arrhenius" in listing.stdout
+
+
+def test_second_run_recomputes_nothing(finished: Path) -> None:
+    result = cli("run", "tiny.yaml", "--no-report", cwd=finished)
+    assert result.returncode == 0, result.stderr
+    assert "0 run, 7 already done" in result.stdout
+
+
+def test_changed_setting_reruns_only_downstream(finished: Path) -> None:
+    text = (finished / "tiny.yaml").read_text().replace("temperatures_K: [600, 1200]",
+                                                         "temperatures_K: [600, 900]")
+    (finished / "tiny2.yaml").write_text(text)
+    result = cli("validate", "tiny2.yaml", cwd=finished)
+    assert result.returncode == 0
+    status = cli("status", "tiny2.yaml", cwd=finished)
+    rows = {tuple(c[:2]): c[2:] for c in map(cells, status.stdout.splitlines()) if c and c[0] == "LPSC"}
+    # order, relax, md 600 K, diffusion 600 K are shared with the finished campaign
+    assert rows[("LPSC", "order")][0] == "1"
+    assert rows[("LPSC", "relax")][0] == "1"
+    assert rows[("LPSC", "md")] == ["1", "", "", "", "", "1"]  # 1 done, 1 waiting
+    assert rows[("LPSC", "arrhenius")][-1] == "1"
