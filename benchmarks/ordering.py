@@ -33,8 +33,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=25, help="orderings to keep")
     args = parser.parse_args()
-    print(f"{'cell':45s} {'configs':>10s} {'ours E1':>11s} {'ours EN':>11s} {'t (s)':>6s} "
-          f"{'pmg E1':>11s} {'pmg EN':>11s} {'t (s)':>6s} {'dE1 (eV)':>9s}")
+    print(
+        f"{'cell':45s} {'configs':>10s} {'ours E1':>11s} {'ours EN':>11s} {'t (s)':>6s} "
+        f"{'pmg E1':>11s} {'pmg EN':>11s} {'t (s)':>6s} {'dE1 (eV)':>9s}"
+    )
     for name, structure, ox in cases():
         subs, _ = find_sublattices(structure)
         t0 = time.perf_counter()
@@ -49,9 +51,11 @@ def main() -> None:
         t_pmg = time.perf_counter() - t0
         e_ours = [o.ewald_energy_ev for o in ours]
         e_pmg = [p["energy"] for p in pmg]
-        print(f"{name:45s} {count_orderings(subs):10.2e} {e_ours[0]:11.3f} {e_ours[-1]:11.3f} "
-              f"{t_ours:6.1f} {e_pmg[0]:11.3f} {e_pmg[-1]:11.3f} {t_pmg:6.1f} "
-              f"{e_ours[0] - e_pmg[0]:9.3f}")
+        print(
+            f"{name:45s} {count_orderings(subs):10.2e} {e_ours[0]:11.3f} {e_ours[-1]:11.3f} "
+            f"{t_ours:6.1f} {e_pmg[0]:11.3f} {e_pmg[-1]:11.3f} {t_pmg:6.1f} "
+            f"{e_ours[0] - e_pmg[0]:9.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -53,8 +53,15 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_report_has_diffusion_csv_and_arrhenius_png(finished: Path) -> None:
     report = finished / "report" / "tiny"
-    for name in ("summary.md", "orderings.csv", "relax.csv", "diffusion.csv", "arrhenius.csv",
-                 "arrhenius.png", "msd.png"):
+    for name in (
+        "summary.md",
+        "orderings.csv",
+        "relax.csv",
+        "diffusion.csv",
+        "arrhenius.csv",
+        "arrhenius.png",
+        "msd.png",
+    ):
         assert (report / name).is_file(), name
     rows = list(csv.DictReader(open(report / "diffusion.csv")))
     assert [float(r["temperature_K"]) for r in rows] == [600.0, 1200.0]
@@ -85,8 +92,11 @@ def test_second_run_recomputes_nothing(finished: Path) -> None:
 
 
 def test_changed_setting_reruns_only_downstream(finished: Path) -> None:
-    text = (finished / "tiny.yaml").read_text().replace("temperatures_K: [600, 1200]",
-                                                         "temperatures_K: [600, 900]")
+    text = (
+        (finished / "tiny.yaml")
+        .read_text()
+        .replace("temperatures_K: [600, 1200]", "temperatures_K: [600, 900]")
+    )
     (finished / "tiny2.yaml").write_text(text)
     result = cli("validate", "tiny2.yaml", cwd=finished)
     assert result.returncode == 0
