@@ -77,21 +77,22 @@ class Ordering:
     occupation: dict[int, str] = field(default_factory=dict)
 
 
-def _element_of(sp: object) -> str:
-    return getattr(sp, "element", sp).symbol if hasattr(sp, "element") else str(sp)
-
-
-def find_sublattices(
-    structure: Structure, oxidation_states: dict[str, float] | None = None
-) -> tuple[list[Sublattice], list[int]]:
+def find_sublattices(structure: Structure, round_counts: bool = False) -> tuple[list[Sublattice], list[int]]:
     """Split a disordered supercell into mixed sublattices and fixed sites.
+
+    Parameters
+    ----------
+    structure : Structure
+        Disordered supercell.
+    round_counts : bool
+        Round non-integer site counts (largest remainder) instead of refusing them;
+        :func:`order_by_ewald` then restores charge neutrality.
 
     Raises
     ------
     StructureError
-        When a sublattice's occupancies give non-integer site counts in this supercell, or an
-        occupancy is above 1.
-
+        When a sublattice's occupancies give non-integer site counts in this supercell (and
+        ``round_counts`` is False), or an occupancy is above 1.
     """
     groups: dict[tuple, list[int]] = {}
     fixed: list[int] = []
@@ -117,20 +118,31 @@ def find_sublattices(
             continue
         counts: dict[str, int] = {}
         n = len(sites)
-        for sp, frac in occ.items():
-            exact = frac * n
-            if abs(exact - round(exact)) > 1e-3:
+        exact_counts = {sp: frac * n for sp, frac in occ.items()}
+        n_problems = len(problems)
+        for sp, exact in exact_counts.items():
+            if abs(exact - round(exact)) > 1e-3 and not round_counts:
                 problems.append(
                     Problem(
                         f"sublattice {name}",
-                        f"{sp} occupancy {frac:g} on {n} sites gives {exact:.3f} atoms, not an integer",
-                        frac,
-                        f"a supercell or occupancy for which {sp} fills a whole number of the {n} sites",
+                        f"{sp} occupancy {occ[sp]:g} on {n} sites gives {exact:.3f} atoms, not an integer",
+                        occ[sp],
+                        f"a supercell or occupancy for which {sp} fills a whole number of the {n} "
+                        "sites (or round the counts: --round / round_counts: true)",
                     )
                 )
-            counts[sp] = round(exact)
+        if round_counts:
+            # largest remainder: keep the total number of atoms on the sublattice nearest to exact
+            floors = {sp: int(np.floor(x + 1e-9)) for sp, x in exact_counts.items()}
+            extra = min(n, round(sum(exact_counts.values()))) - sum(floors.values())
+            order = sorted(exact_counts, key=lambda sp: floors[sp] - exact_counts[sp])
+            for sp in order[: max(extra, 0)]:
+                floors[sp] += 1
+            counts = floors
+        else:
+            counts = {sp: round(x) for sp, x in exact_counts.items()}
         vac = n - sum(counts.values())
-        if vac < 0:
+        if vac < 0 and len(problems) == n_problems:
             problems.append(Problem(f"sublattice {name}", "more atoms than sites", counts, f"<= {n} atoms"))
         if vac:
             counts[VACANCY] = vac
@@ -280,6 +292,8 @@ def order_by_ewald(
     steps_per_site: int = 400,
     exact_limit: int = 20000,
     progress: Callable[[int, int], None] | None = None,
+    round_counts: bool = False,
+    match_energy_window_ev: float = 0.05,
 ) -> list[Ordering]:
     """Return the ``n_structures`` lowest-Ewald-energy distinct orderings of ``structure``.
 
@@ -302,6 +316,13 @@ def order_by_ewald(
         Enumerate every configuration when there are at most this many.
     progress : callable, optional
         Called as ``progress(done, total)`` after each restart.
+    round_counts : bool
+        Round non-integer site counts, then restore neutrality by moving the fewest atoms.
+    match_energy_window_ev : float
+        Orderings whose energies differ by less than this are also compared with pymatgen's
+        ``StructureMatcher`` and only one of a matching pair is kept. (Orderings of one site
+        lattice with different Ewald energies are never symmetry-equivalent; the check guards
+        against near-degenerate ones that match within StructureMatcher's tolerances.)
 
     Returns
     -------
@@ -312,7 +333,7 @@ def order_by_ewald(
     ox = dict(oxidation_states or {})
     if not ox:
         ox = _guess_oxidation_states(structure)
-    subs, fixed = find_sublattices(structure)
+    subs, fixed = find_sublattices(structure, round_counts=round_counts)
     missing = sorted(
         {el.symbol for el in structure.composition.elements if el.symbol not in ox and el.symbol != "X"}
     )
@@ -332,6 +353,8 @@ def order_by_ewald(
         fixed_q[i] = float(ox[sym])
         fixed_symbols[i] = sym
     net = fixed_q.sum() + sum(charges[sp] * c for sub in subs for sp, c in sub.counts.items())
+    if abs(net) > 1e-6 and round_counts:
+        net = _restore_neutrality(subs, charges, net)
     if abs(net) > 1e-6:
         raise StructureError.single(
             "composition",
@@ -371,8 +394,51 @@ def order_by_ewald(
             search.anneal(search.random_state(), n_steps, t_start, t_start * 1e-3, keep)
             if progress:
                 progress(r + 1, n_restarts)
-    best = sorted(found.values(), key=lambda t: t[0])[:n_structures]
-    return [_to_ordering(structure, subs, fixed_symbols, ox, e, labels) for e, labels in best]
+    accepted: list[Ordering] = []
+    for e, labels in sorted(found.values(), key=lambda t: t[0]):
+        candidate = _to_ordering(structure, subs, fixed_symbols, ox, e, labels)
+        if not _matches_any(candidate, accepted, match_energy_window_ev):
+            accepted.append(candidate)
+        if len(accepted) == n_structures:
+            break
+    return accepted
+
+
+def _matches_any(candidate: Ordering, accepted: list[Ordering], window: float) -> bool:
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    close = [a for a in accepted if abs(a.ewald_energy_ev - candidate.ewald_energy_ev) < window]
+    if not close:
+        return False
+    matcher = StructureMatcher(primitive_cell=False)
+    return any(matcher.fit(candidate.structure, a.structure) for a in close)
+
+
+def _restore_neutrality(subs: list[Sublattice], charges: dict[str, float], net: float) -> float:
+    """Change site counts by single atoms until the cell is neutral (after rounding)."""
+    for _ in range(1000):
+        if abs(net) < 1e-6:
+            break
+        best: tuple[float, Sublattice, str, str] | None = None
+        for sub in subs:
+            for a in sub.counts:
+                for b in [*sub.counts, VACANCY]:
+                    if a == b or sub.counts.get(a, 0) == 0:
+                        continue
+                    change = charges[b] - charges[a]  # one site from a to b
+                    new = net + change
+                    if abs(new) < abs(net) - 1e-9 and (best is None or abs(new) < best[0]):
+                        best = (abs(new), sub, a, b)
+        if best is None:
+            break
+        _, sub, a, b = best
+        sub.counts[a] -= 1
+        sub.counts[b] = sub.counts.get(b, 0) + 1
+        net += charges[b] - charges[a]
+    for sub in subs:
+        for k in [k for k, v in sub.counts.items() if v == 0]:
+            del sub.counts[k]
+    return net
 
 
 def _start_temperature(search: _Search, n_probe: int = 200) -> float:
@@ -431,7 +497,7 @@ def _to_ordering(
         coords.append(structure[i].frac_coords)
         wyckoff.append(wy[i] if wy else "")
     ordered = Structure(structure.lattice, species, coords, site_properties={"wyckoff": wyckoff})
-    return Ordering(ordered, energy, vacated, occupation)
+    return Ordering(ordered, float(energy), vacated, occupation)
 
 
 def _guess_oxidation_states(structure: Structure) -> dict[str, float]:

@@ -99,6 +99,9 @@ class Prototype:
     oxidation_states: dict[str, float]
     description: str = ""
     lattice_by_parameter: dict[str, dict[str, float]] = field(default_factory=dict)
+    lattice_by_expression: dict[str, str] = field(default_factory=dict)
+    derived: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    polyanions: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: Path | None = None
 
     def defaults(self) -> dict[str, Any]:
@@ -133,6 +136,9 @@ def load_prototype(name: str) -> Prototype:
         oxidation_states=dict(data.get("oxidation_states", {})),
         description=data.get("description", ""),
         lattice_by_parameter=dict(data.get("lattice_by_parameter", {})),
+        lattice_by_expression=dict(data.get("lattice_by_expression", {})),
+        derived=dict(data.get("derived", {})),
+        polyanions=dict(data.get("polyanions", {})),
         source=path,
     )
 
@@ -173,6 +179,10 @@ def resolve_parameters(proto: Prototype, params: dict[str, Any], where: str) -> 
         values[key] = value
     if problems:
         raise StructureError(problems)
+    # derived quantities: name -> {parameter: {value: number}}
+    for name, rule in proto.derived.items():
+        ((pname, table),) = rule.items()
+        values[name] = float(table[str(values[pname])])
     return values
 
 
@@ -181,6 +191,8 @@ def _lattice(proto: Prototype, values: dict[str, Any]) -> Lattice:
     for pname, table in proto.lattice_by_parameter.items():
         if values.get(pname) in table:
             lat["a"] = table[values[pname]]
+    for key, expr in proto.lattice_by_expression.items():
+        lat[key] = evaluate_expression(expr, values)
     for key in ("a", "b", "c", "alpha", "beta", "gamma"):
         if values.get(key) is not None:
             lat[key] = float(values[key])

@@ -1,0 +1,226 @@
+"""Write ``report/``: summary.md, CSV tables and PNG plots."""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from superionic.dispatch.local import CampaignStore  # noqa: E402
+from superionic.flows import PlannedJob  # noqa: E402
+
+
+def _outputs(store: CampaignStore, planned: list[PlannedJob]) -> dict[str, dict[str, Any]]:
+    uuids = [p.uuid for p in planned]
+    docs = store.job_store.query(
+        {"uuid": {"$in": uuids}}, properties=["uuid", "output", "metadata"], load=False
+    )
+    return {d["uuid"]: d for d in docs}
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _md_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "_none yet_\n"
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r[k]) for k in keys) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def write_report(
+    campaign_name: str, planned: list[PlannedJob], store: CampaignStore, out_dir: Path
+) -> list[Path]:
+    """Write the campaign report.
+
+    Files: ``summary.md``; ``orderings.csv``; ``relax.csv``; ``diffusion.csv`` (one row per
+    system, ordering and temperature); ``arrhenius.csv``; ``msd.png``; ``arrhenius.png``.
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    docs = _outputs(store, planned)
+    by_stage: dict[str, list[tuple[PlannedJob, dict]]] = defaultdict(list)
+    for p in planned:
+        if p.uuid in docs:
+            by_stage[p.stage].append((p, docs[p.uuid]))
+
+    orderings = []
+    for p, d in by_stage["order"]:
+        for i, e in enumerate(d["output"]["ewald_energies_ev"]):
+            orderings.append(
+                {"system": p.system, "rank": i, "ewald_energy_ev": e, "formula": d["output"]["formula"]}
+            )
+    relax = []
+    for p, d in by_stage["relax"]:
+        out = d["output"]
+        o = out.get("output", {})
+        relax.append(
+            {
+                "system": p.system,
+                "ordering": d["metadata"].get("ordering", 0),
+                "formula": out.get("formula_pretty"),
+                "energy_per_atom_ev": o.get("energy_per_atom"),
+                "volume_A3": out.get("volume"),
+                "density_g_cm3": out.get("density"),
+            }
+        )
+    diffusion = []
+    for p, d in by_stage["diffusion"]:
+        r = d["output"]
+        diffusion.append(
+            {
+                "system": p.system,
+                "ordering": d["metadata"].get("ordering", 0),
+                "temperature_K": r["temperature_K"],
+                "species": r["species"],
+                "diffusivity_cm2_s": r["diffusivity_cm2_s"],
+                "diffusivity_err_cm2_s": r["diffusivity_err_cm2_s"],
+                "conductivity_mS_cm": r["conductivity_mS_cm"],
+                "conductivity_err_mS_cm": r["conductivity_err_mS_cm"],
+                "haven_ratio": r["haven_ratio"],
+                "n_jumps": r["n_jumps"],
+                "total_time_ps": r["total_time_ps"],
+                "fit_window_ps": f"{r['fit_window_ps'][0]:.2f}-{r['fit_window_ps'][1]:.2f}",
+            }
+        )
+    diffusion.sort(key=lambda r: (r["system"], r["ordering"], r["temperature_K"]))
+    arrhenius = []
+    for p, d in by_stage["arrhenius"]:
+        r = d["output"]
+        row = {"system": p.system, "ordering": d["metadata"].get("ordering", 0)}
+        if "diffusivity" in r:
+            fd, fs = r["diffusivity"], r["conductivity_T"]
+            row.update(
+                {
+                    "ea_D_ev": fd["activation_energy_eV"],
+                    "ea_D_err_ev": fd["activation_energy_err_eV"],
+                    "D_300K_cm2_s": fd["extrapolated_value"],
+                    "D_300K_err_cm2_s": fd["extrapolated_err"],
+                    "ea_sigmaT_ev": fs["activation_energy_eV"],
+                    "ea_sigmaT_err_ev": fs["activation_energy_err_eV"],
+                    "sigma_300K_mS_cm": fs["extrapolated_value"] / 300.0,
+                    "sigma_300K_err_mS_cm": fs["extrapolated_err"] / 300.0,
+                }
+            )
+        else:
+            row["note"] = r.get("error", "")
+        arrhenius.append(row)
+
+    written = []
+    for name, rows in (
+        ("orderings.csv", orderings),
+        ("relax.csv", relax),
+        ("diffusion.csv", diffusion),
+        ("arrhenius.csv", arrhenius),
+    ):
+        if rows:
+            _write_csv(out_dir / name, rows)
+            written.append(out_dir / name)
+    if by_stage["diffusion"]:
+        written.append(_plot_msd(by_stage["diffusion"], out_dir / "msd.png"))
+    if diffusion:
+        written.append(_plot_arrhenius(diffusion, by_stage["arrhenius"], out_dir / "arrhenius.png"))
+
+    md = [f"# {campaign_name}: report\n"]
+    for title, rows in (
+        ("Orderings (Ewald energy per cell)", orderings),
+        ("Relaxation", relax),
+        ("Diffusion per temperature", diffusion),
+        (
+            "Arrhenius fits (error: weighted least squares of the per-point errors; "
+            "per-point errors from He et al. 2018 RSD)",
+            arrhenius,
+        ),
+    ):
+        md.append(f"## {title}\n\n{_md_table(rows)}")
+    for png in [w for w in written if w.suffix == ".png"]:
+        md.append(f"![{png.stem}]({png.name})\n")
+    (out_dir / "summary.md").write_text("\n".join(md))
+    written.insert(0, out_dir / "summary.md")
+    return written
+
+
+def _plot_msd(items: list[tuple[PlannedJob, dict]], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for p, d in sorted(items, key=lambda t: t[1]["output"]["temperature_K"]):
+        r = d["output"]
+        ax.plot(r["lag_times_ps"], r["msd_A2"], label=f"{p.system} {r['temperature_K']:g} K")
+        t0, t1 = r["fit_window_ps"]
+        ax.axvspan(t0, t1, alpha=0.05, color="k")
+    ax.set_xlabel("lag time (ps)")
+    ax.set_ylabel(f"{items[0][1]['output']['species']} MSD (Å$^2$)")
+    ax.set_title("Tracer MSD (all time origins); shaded: fit window")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def _plot_arrhenius(rows: list[dict[str, Any]], fits: list[tuple[PlannedJob, dict]], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[(r["system"], r["ordering"])].append(r)
+    fit_by = {(p.system, d["metadata"].get("ordering", 0)): d["output"] for p, d in fits}
+    for key, rs in groups.items():
+        t = np.array([r["temperature_K"] for r in rs])
+        dvals = np.array([r["diffusivity_cm2_s"] for r in rs])
+        errs = np.array([r["diffusivity_err_cm2_s"] for r in rs])
+        pos = dvals > 0
+        label = f"{key[0]} #{key[1]}"
+        fit = fit_by.get(key, {}).get("diffusivity")
+        if fit:
+            label += f": Ea = {fit['activation_energy_eV']:.2f} ± {fit['activation_energy_err_eV']:.2f} eV"
+        bars = ax.errorbar(
+            1000 / t[pos],
+            dvals[pos],
+            yerr=np.minimum(errs[pos], 0.95 * dvals[pos]),
+            fmt="o",
+            capsize=3,
+            label=label,
+        )
+        if fit:
+            x = np.linspace(1000 / 300.0, 1000 / t.min() * 0.98, 50)
+            ax.plot(
+                x,
+                fit["prefactor"] * np.exp(-fit["activation_energy_eV"] / (8.617333262e-5 * 1000 / x)),
+                "--",
+                color=bars[0].get_color(),
+                lw=1,
+            )
+    ax.set_yscale("log")
+    ax.set_xlabel("1000 / T (1/K)")
+    ax.set_ylabel("tracer D (cm$^2$/s)")
+    ax.set_title("Arrhenius plot (error bars: He et al. 2018 RSD)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
