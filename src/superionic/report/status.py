@@ -21,7 +21,7 @@ class StatusTable:
     failures: list[tuple[str, str]] = field(default_factory=list)
 
     def total(self) -> Counter:
-        """Counts over the whole campaign."""
+        """Return the counts over the whole campaign."""
         out: Counter = Counter()
         for c in self.counts.values():
             out.update(c)

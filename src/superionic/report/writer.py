@@ -10,11 +10,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from superionic.dispatch.local import CampaignStore  # noqa: E402
-from superionic.flows import PlannedJob  # noqa: E402
+from superionic.dispatch.local import CampaignStore
+from superionic.flows import PlannedJob
 
 
 def _outputs(store: CampaignStore, planned: list[PlannedJob]) -> dict[str, dict[str, Any]]:
