@@ -110,10 +110,15 @@ def validate(file: CampaignArg) -> None:
     systems = Table(title="systems", show_lines=False)
     for col in ("system", "formula (cell)", "sites", "ordered", "configurations"):
         systems.add_column(col)
+    order = next((st for st in spec.stages if st.stage == "order"), None)
     for s in campaign.systems:
         n_conf = "1"
         if not s.is_ordered:
-            subs, _ = find_sublattices(s.structure)
+            subs, _ = find_sublattices(
+                s.structure,
+                round_counts=getattr(order, "round_counts", False),
+                group_by=getattr(order, "group_by", "wyckoff"),
+            )
             n = count_orderings(subs)
             n_conf = f"{n:.3e}" if n > 1e6 else str(n)
         systems.add_row(
@@ -307,6 +312,186 @@ def report(
     console.print(f"report: {target}/")
     for f in files:
         console.print(f"  {f}")
+
+
+def _parse_pairs(values: list[str], option: str, number: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in values:
+        if "=" not in item:
+            raise SuperionicError.single(option, "expected KEY=VALUE", item, f"e.g. {option} halide=Br")
+        key, raw = item.split("=", 1)
+        value: Any = raw
+        try:
+            value = float(raw) if number or raw.replace(".", "", 1).lstrip("-").isdigit() else raw
+        except ValueError:
+            raise SuperionicError.single(option, "value is not a number", item, "KEY=NUMBER") from None
+        out[key.strip()] = value
+    return out
+
+
+@app.command()
+@_user_errors
+def order(
+    input: Annotated[str, typer.Argument(help="A CIF/POSCAR with partial occupancies, or a prototype name.")],
+    supercell: Annotated[tuple[int, int, int], typer.Option(help="Supercell multiples A B C.")] = (1, 1, 1),
+    n: Annotated[int, typer.Option("--n", min=1, help="Number of orderings to keep.")] = 25,
+    out: Annotated[Path, typer.Option(help="Output folder for <rank>.cif and summary.csv.")] = Path(
+        "orderings"
+    ),
+    param: Annotated[
+        list[str] | None, typer.Option(help="Prototype parameter KEY=VALUE (repeatable).")
+    ] = None,
+    oxidation: Annotated[
+        list[str] | None, typer.Option(help="Oxidation state EL=CHARGE (repeatable).")
+    ] = None,
+    polyanion: Annotated[
+        list[str] | None,
+        typer.Option(help="Rigid unit CENTRE=NAME from configs/polyanions.yaml, e.g. B=BH4 (repeatable)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (results are deterministic per seed).")] = 0,
+    restarts: Annotated[int, typer.Option(min=1, help="Simulated-annealing restarts.")] = 8,
+    round_counts: Annotated[
+        bool, typer.Option("--round", help="Round non-integer site counts, keeping neutrality.")
+    ] = False,
+    group_by: Annotated[
+        str,
+        typer.Option(
+            help="wyckoff: each Wyckoff site keeps its counts; occupancy: equal occupancies pool (pymatgen)."
+        ),
+    ] = "wyckoff",
+    orientation: Annotated[str, typer.Option(help="Molecule orientation: random or aligned.")] = "random",
+) -> None:
+    """Write the N lowest-Ewald-energy orderings of a disordered cell, distinct under symmetry.
+
+    Examples::
+
+        superionic order argyrodite --param x=0.5 --param site_mixing=0.5 --supercell 2 1 1 --n 25
+        superionic order argyrodite_bh4 --param bh4_vacancies=0.25 --param vacancy_site=4a --supercell 2 1 1
+        superionic order antiperovskite_amide --param x=0.5 --supercell 3 3 3 --round
+        superionic order my_disordered.cif --oxidation Li=1 --oxidation S=-2 --polyanion B=BH4
+
+    Writes OUT/<rank>.cif (1 = lowest energy) and OUT/summary.csv with rank, file, ewald_energy_ev,
+    relative_energy_ev, formula and the vacated sites per sublattice.
+    """
+    import csv
+    import time
+
+    from pymatgen.core import Structure
+    from rich.progress import Progress
+    from ruamel.yaml import YAML
+
+    from superionic.ordering import count_orderings, order_by_ewald
+    from superionic.ordering.ewald import find_sublattices
+    from superionic.paths import configs_dir
+    from superionic.structures import build_disordered, list_prototypes, load_prototype
+    from superionic.structures.polyanions import check_polyanions, expand_polyanions
+
+    _quiet()
+    if orientation not in ("random", "aligned"):
+        raise SuperionicError.single("--orientation", "unknown orientation", orientation, "random or aligned")
+    params = _parse_pairs(param or [], "--param", number=False)
+    ox = {k: float(v) for k, v in _parse_pairs(oxidation or [], "--oxidation", number=True).items()}
+    units: dict[str, dict] = {}
+    path = Path(input)
+    if path.is_file():
+        try:
+            structure = Structure.from_file(path)
+        except Exception as exc:
+            raise SuperionicError.single(
+                "INPUT", f"cannot read structure: {exc}", str(path), "a CIF or POSCAR readable by pymatgen"
+            ) from None
+        if params:
+            raise SuperionicError.single(
+                "--param",
+                "parameters apply to prototypes, not files",
+                param,
+                "omit --param for a structure file",
+            )
+    elif input in list_prototypes():
+        proto = load_prototype(input)
+        structure = build_disordered(input, params, where="--param")
+        ox = {**proto.oxidation_states, **ox}
+        units.update(proto.polyanions)
+    else:
+        raise SuperionicError.single(
+            "INPUT",
+            "neither a file nor a prototype",
+            input,
+            "a structure file path or one of " + ", ".join(list_prototypes()),
+        )
+    library = YAML(typ="safe").load((configs_dir() / "polyanions.yaml").read_text())
+    for centre, name in _parse_pairs(polyanion or [], "--polyanion", number=False).items():
+        if name not in library:
+            raise SuperionicError.single("--polyanion", "unknown unit", name, ", ".join(library))
+        units[centre] = library[name]
+        ox.setdefault(centre, float(library[name]["charge"]))
+    structure.make_supercell(list(supercell))
+    try:
+        subs, fixed = find_sublattices(structure, round_counts=round_counts, group_by=group_by)
+    except SuperionicError as exc:
+        exc.file = f"{input} (supercell {'x'.join(map(str, supercell))})"
+        raise
+    console.print(f"{structure.composition.formula}: {len(structure)} sites, {len(fixed)} fixed")
+    for sub in subs:
+        counts = ", ".join(f"{k} {v}" for k, v in sub.counts.items())
+        console.print(f"  sublattice {sub.label}: {len(sub.sites)} sites -> {counts}")
+    total = count_orderings(subs)
+    method = "exact enumeration" if total <= 20000 else f"simulated annealing, {restarts} restarts"
+    console.print(f"configurations before symmetry: {total:.3e}; search: {method}")
+    t0 = time.perf_counter()
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("ordering", total=restarts if total > 20000 else 1)
+        orderings = order_by_ewald(
+            structure,
+            n,
+            ox,
+            seed=seed,
+            n_restarts=restarts,
+            round_counts=round_counts,
+            group_by=group_by,
+            progress=lambda done, tot: progress.update(task, completed=done, total=tot),
+        )
+    expanded = []
+    for rank, o in enumerate(orderings):
+        s = expand_polyanions(o.structure, units, seed=seed + rank, orientation=orientation)
+        s.remove_oxidation_states()
+        bad = check_polyanions(s, units)
+        if bad:
+            raise SuperionicError.single(
+                "polyanions",
+                "a molecule is not whole after expansion",
+                bad[0],
+                "a smaller --orientation clash or a larger cell",
+            )
+        expanded.append(s)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    e0 = orderings[0].ewald_energy_ev if orderings else 0.0
+    for rank, (o, s) in enumerate(zip(orderings, expanded, strict=True), start=1):
+        name = f"{rank}.cif"
+        tmp = out / f".{name}.tmp"
+        s.to(filename=str(tmp), fmt="cif")
+        tmp.replace(out / name)
+        rows.append(
+            {
+                "rank": rank,
+                "file": name,
+                "ewald_energy_ev": f"{o.ewald_energy_ev:.6f}",
+                "relative_energy_ev": f"{o.ewald_energy_ev - e0:.6f}",
+                "formula": s.composition.formula.replace(" ", ""),
+                "vacated": "; ".join(f"{k}: {len(v)}" for k, v in o.vacated.items()),
+            }
+        )
+    tmp = out / ".summary.csv.tmp"
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["rank"])
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(out / "summary.csv")
+    console.print(
+        f"{len(orderings)} orderings in {time.perf_counter() - t0:.1f} s; "
+        f"lowest {e0:.3f} eV, highest kept {orderings[-1].ewald_energy_ev:.3f} eV -> {out}/"
+    )
 
 
 def entrypoint() -> None:

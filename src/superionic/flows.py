@@ -70,6 +70,11 @@ def build_system_flow(campaign: Campaign, system: SystemInstance) -> Flow:
             oxidation_states=system.oxidation_states,
             seed=o.seed,
             n_restarts=o.n_restarts,
+            round_counts=o.round_counts,
+            polyanions=system.polyanions,
+            orientation=o.orientation,
+            clash_A=o.clash_A,
+            group_by=o.group_by,
         ).make(system.structure)
         jobs.append(_tag(order_job, campaign, system, "order"))
         structures = [order_job.output["structures"][i] for i in range(o.n_structures)]

@@ -77,13 +77,21 @@ class Ordering:
     occupation: dict[int, str] = field(default_factory=dict)
 
 
-def find_sublattices(structure: Structure, round_counts: bool = False) -> tuple[list[Sublattice], list[int]]:
+def find_sublattices(
+    structure: Structure, round_counts: bool = False, group_by: str = "wyckoff"
+) -> tuple[list[Sublattice], list[int]]:
     """Split a disordered supercell into mixed sublattices and fixed sites.
 
     Parameters
     ----------
     structure : Structure
         Disordered supercell.
+    group_by : str
+        ``wyckoff``: sites form one sublattice when they share the ``wyckoff`` site property and
+        the occupancy (so 4a and 4d keep their own counts even with equal occupancies; the
+        refined model is preserved). ``occupancy``: sites with equal occupancies form one
+        sublattice whatever their Wyckoff label (what pymatgen's ordering does).
+        Structures without ``wyckoff`` labels (e.g. from a CIF) group by occupancy either way.
     round_counts : bool
         Round non-integer site counts (largest remainder) instead of refusing them;
         :func:`order_by_ewald` then restores charge neutrality.
@@ -96,7 +104,9 @@ def find_sublattices(structure: Structure, round_counts: bool = False) -> tuple[
     """
     groups: dict[tuple, list[int]] = {}
     fixed: list[int] = []
-    labels = structure.site_properties.get("wyckoff")
+    if group_by not in ("wyckoff", "occupancy"):
+        raise StructureError.single("group_by", "unknown grouping", group_by, "wyckoff or occupancy")
+    labels = structure.site_properties.get("wyckoff") if group_by == "wyckoff" else None
     for i, site in enumerate(structure):
         occ = {el.symbol: float(amt) for el, amt in site.species.element_composition.items()}
         occ = {k: v for k, v in occ.items() if v > 1e-9 and k != "X"}
@@ -294,6 +304,7 @@ def order_by_ewald(
     progress: Callable[[int, int], None] | None = None,
     round_counts: bool = False,
     match_energy_window_ev: float = 0.05,
+    group_by: str = "wyckoff",
 ) -> list[Ordering]:
     """Return the ``n_structures`` lowest-Ewald-energy distinct orderings of ``structure``.
 
@@ -318,6 +329,8 @@ def order_by_ewald(
         Called as ``progress(done, total)`` after each restart.
     round_counts : bool
         Round non-integer site counts, then restore neutrality by moving the fewest atoms.
+    group_by : str
+        ``wyckoff`` (default) or ``occupancy``; see :func:`find_sublattices`.
     match_energy_window_ev : float
         Orderings whose energies differ by less than this are also compared with pymatgen's
         ``StructureMatcher`` and only one of a matching pair is kept. (Orderings of one site
@@ -333,7 +346,7 @@ def order_by_ewald(
     ox = dict(oxidation_states or {})
     if not ox:
         ox = _guess_oxidation_states(structure)
-    subs, fixed = find_sublattices(structure, round_counts=round_counts)
+    subs, fixed = find_sublattices(structure, round_counts=round_counts, group_by=group_by)
     missing = sorted(
         {el.symbol for el in structure.composition.elements if el.symbol not in ox and el.symbol != "X"}
     )

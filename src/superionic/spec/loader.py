@@ -77,6 +77,7 @@ class SystemInstance:
     structure: Structure
     oxidation_states: dict[str, float]
     index: int
+    polyanions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def is_ordered(self) -> bool:
@@ -237,7 +238,7 @@ def _build_system(
         ox = dict(system.oxidation_states)
         name = system.name or path.stem
         structure.make_supercell(list(system.supercell))
-        instances.append(SystemInstance(name, system, structure, ox, index))
+        instances.append(SystemInstance(name, system, structure, ox, index, dict(system.polyanions)))
         return instances, problems
 
     from superionic.structures.prototypes import build_disordered, load_prototype
@@ -273,7 +274,8 @@ def _build_system(
         ox = dict(proto.oxidation_states)
         ox.update(system.oxidation_states)
         spec = system.model_copy(update={"params": params})
-        instances.append(SystemInstance(name, spec, structure, ox, index))
+        units = {**proto.polyanions, **system.polyanions}
+        instances.append(SystemInstance(name, spec, structure, ox, index, units))
     return instances, problems
 
 
@@ -328,6 +330,24 @@ def _check_stages(spec: CampaignSpec, data: Any, systems: list[SystemInstance]) 
                     _line_of(data, (*loc, "fit_start")),
                 )
             )
+    order = next((st for st in spec.stages if isinstance(st, OrderStage)), None)
+    if order is not None:
+        from superionic.ordering.ewald import find_sublattices
+
+        for s in systems:
+            try:
+                find_sublattices(s.structure, round_counts=order.round_counts, group_by=order.group_by)
+            except StructureError as exc:
+                for p in exc.problems:
+                    problems.append(
+                        Problem(
+                            f"systems[{s.index}] ({s.name}, supercell {list(s.spec.supercell)})",
+                            f"{p.where}: {p.message}",
+                            p.value,
+                            p.valid,
+                            _line_of(data, ("systems", s.index)),
+                        )
+                    )
     if "order" not in names:
         for s in systems:
             if not s.is_ordered:

@@ -30,6 +30,13 @@ class OrderStage(_StageBase):
     n_structures: PositiveInt = 1
     seed: int = 0
     n_restarts: PositiveInt = 8
+    round_counts: bool = Field(False, description="Round non-integer site counts, keeping neutrality.")
+    orientation: Literal["random", "aligned"] = "random"
+    clash_A: PositiveFloat = 1.6
+    group_by: Literal["wyckoff", "occupancy"] = Field(
+        "wyckoff",
+        description="wyckoff: each Wyckoff site keeps its counts; occupancy: pool equal occupancies.",
+    )
 
 
 class RelaxStage(_StageBase):
@@ -108,6 +115,11 @@ class SystemSpec(_Strict):
     sites: dict[str, dict[str, float]] = Field(default_factory=dict)
     structure: Path | None = None
     oxidation_states: dict[str, float] = Field(default_factory=dict)
+    polyanions: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Centre element -> {ligand, count, bond_A, geometry, angle_deg}: units ordered "
+        "as one pseudo-site and expanded afterwards (prototypes declare BH4/NH2 themselves).",
+    )
     supercell: tuple[PositiveInt, PositiveInt, PositiveInt] = (1, 1, 1)
 
     @model_validator(mode="after")

@@ -9,6 +9,7 @@ from pymatgen.core import Structure
 
 from superionic.ordering import count_orderings, order_by_ewald
 from superionic.ordering.ewald import find_sublattices
+from superionic.structures.polyanions import expand_polyanions
 
 
 @dataclass
@@ -27,7 +28,16 @@ class OrderMaker(Maker):
         Random seed (the result is deterministic for a seed).
     n_restarts : int
         Annealing restarts.
-
+    round_counts : bool
+        Round non-integer site counts (keeping the cell neutral) instead of refusing them.
+    polyanions : dict
+        Central element -> unit geometry; these pseudo-sites are expanded into molecules.
+    orientation : str
+        ``random`` (seeded) or ``aligned`` orientation of the expanded molecules.
+    clash_A : float
+        Minimum distance between a ligand and any atom outside its unit.
+    group_by : str
+        ``wyckoff`` or ``occupancy`` (see :func:`superionic.ordering.ewald.find_sublattices`).
     """
 
     name: str = "order"
@@ -35,6 +45,11 @@ class OrderMaker(Maker):
     oxidation_states: dict[str, float] = field(default_factory=dict)
     seed: int = 0
     n_restarts: int = 8
+    round_counts: bool = False
+    polyanions: dict[str, dict] = field(default_factory=dict)
+    orientation: str = "random"
+    clash_A: float = 1.6
+    group_by: str = "wyckoff"
 
     @job
     def make(self, structure: Structure) -> dict:
@@ -48,13 +63,15 @@ class OrderMaker(Maker):
             ``n_configurations`` (before symmetry), ``formula``.
 
         """
-        subs, _ = find_sublattices(structure)
+        subs, _ = find_sublattices(structure, round_counts=self.round_counts, group_by=self.group_by)
         orderings = order_by_ewald(
             structure,
             self.n_structures,
             self.oxidation_states,
             seed=self.seed,
             n_restarts=self.n_restarts,
+            round_counts=self.round_counts,
+            group_by=self.group_by,
         )
         if len(orderings) < self.n_structures:
             raise ValueError(
@@ -63,8 +80,14 @@ class OrderMaker(Maker):
                 "supercell"
             )
         structures = []
-        for o in orderings:
-            s = o.structure.copy()
+        for rank, o in enumerate(orderings):
+            s = expand_polyanions(
+                o.structure,
+                self.polyanions,
+                seed=self.seed + rank,
+                orientation=self.orientation,
+                clash_A=self.clash_A,
+            )
             s.remove_oxidation_states()
             structures.append(s)
         return {
