@@ -110,3 +110,56 @@ def test_bad_inputs(kwargs: dict, message: str) -> None:
 def test_arrhenius_needs_two_temperatures() -> None:
     with pytest.raises(DiffusionInputError, match="at least two distinct temperatures"):
         arrhenius_fit([600.0], [1e-6])
+
+
+def _na3ps4() -> tuple:
+    from pymatgen.core import Structure
+
+    from conftest import require_fixtures
+
+    folder = require_fixtures("md/Na3PS4_800K")
+    ref = Structure.from_file(folder / "cNa3PS4.cif")
+    frac = np.load(folder / "cNa3PS4_trajectories.npy")
+    return ref, frac
+
+
+def test_same_fit_as_pymatgen_diffusion_on_real_aimd() -> None:
+    """Real Na3PS4 AIMD (800 K): with pymatgen's window (1 ps .. end) and 1/t weights we agree to 1e-6."""
+    from pymatgen.analysis.diffusion.analyzer import DiffusionAnalyzer
+    from pymatgen.core import Structure
+
+    ref, frac = _na3ps4()
+    frame_fs = 2.0 * 50  # time step 2 fs, every 50th step stored
+    pmg = DiffusionAnalyzer.from_structures(
+        [Structure(ref.lattice, ref.species, f) for f in frac], "Na", 800, 2, 50, smoothed="max"
+    )
+    n = len(frac)
+    ours = diffusion_from_frac_coords(
+        frac,
+        ref.lattice.matrix,
+        [s.specie.symbol for s in ref],
+        "Na",
+        frame_fs,
+        800.0,
+        fit_start=10.5 / (n - 1),
+        fit_end=1.0,
+        weighting="inverse_lag",
+    )
+    assert ours.diffusivity_cm2_s == pytest.approx(pmg.diffusivity, rel=1e-6)
+    assert ours.conductivity_mS_cm == pytest.approx(pmg.conductivity, rel=1e-6)
+    # only a handful of hops in 20 ps: the error bar says the number is not converged
+    assert ours.n_jumps < 20 and ours.rsd > 0.8
+
+
+def test_defaults_agree_with_pymatgen_on_a_diffusive_walk() -> None:
+    """Our default window (10-70 %, uniform) and pymatgen's default ("max") agree within 10 %."""
+    from pymatgen.analysis.diffusion.analyzer import DiffusionAnalyzer
+    from pymatgen.core import Lattice, Structure
+
+    frac, lattice, species = random_walk(5e-5, 400, 48, 100.0, seed=4)
+    ours = diffusion_from_frac_coords(frac, lattice, species, "Li", 100.0, 800.0)
+    lat = Lattice(lattice)
+    structures = [Structure(lat, species, f) for f in frac]
+    pmg = DiffusionAnalyzer.from_structures(structures, "Li", 800, 2, 50, smoothed="max")
+    assert ours.diffusivity_cm2_s == pytest.approx(pmg.diffusivity, rel=0.10)
+    assert abs(ours.diffusivity_cm2_s - 5e-5) <= ours.diffusivity_err_cm2_s

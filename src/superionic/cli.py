@@ -52,6 +52,13 @@ def _user_errors(func: F) -> F:
             for problem in exc.problems:
                 typer.echo(f"error: {problem.format(exc.file)}", err=True)
             raise typer.Exit(2) from None
+        except ValueError as exc:
+            from superionic.analysis.diffusion import DiffusionInputError
+
+            if not isinstance(exc, DiffusionInputError):
+                raise
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -491,6 +498,148 @@ def order(
     console.print(
         f"{len(orderings)} orderings in {time.perf_counter() - t0:.1f} s; "
         f"lowest {e0:.3f} eV, highest kept {orderings[-1].ewald_energy_ev:.3f} eV -> {out}/"
+    )
+
+
+analyze_app = typer.Typer(
+    help="Analyse existing outputs without a campaign: MD trajectories (diffusion), Arrhenius fits.",
+    no_args_is_help=True,
+)
+app.add_typer(analyze_app, name="analyze")
+
+
+@analyze_app.command("diffusion")
+@_user_errors
+def analyze_diffusion_cmd(
+    traj: Annotated[
+        Path, typer.Argument(help="vasprun.xml, XDATCAR, .extxyz, ASE .traj, Trajectory .json, .npy")
+    ],
+    species: Annotated[str, typer.Option(help="Mobile element, e.g. Li or Na.")],
+    timestep_fs: Annotated[float, typer.Option("--timestep-fs", help="MD time step in fs.")],
+    temperature_K: Annotated[float, typer.Option("--temperature-K", help="Temperature of the run in K.")],
+    step_skip: Annotated[int, typer.Option(help="MD steps between stored frames.")] = 1,
+    out: Annotated[Path | None, typer.Option(help="Write the full result as JSON here.")] = None,
+    skip_ps: Annotated[
+        float, typer.Option("--skip-ps", help="Equilibration to drop from the start (ps).")
+    ] = 0.0,
+    fit_start: Annotated[float, typer.Option(help="Fit window start, fraction of the run.")] = 0.1,
+    fit_end: Annotated[float, typer.Option(help="Fit window end, fraction of the run.")] = 0.7,
+    charge: Annotated[float, typer.Option(help="Charge of the mobile ion (e).")] = 1.0,
+    jump_distance_A: Annotated[
+        float | None, typer.Option("--jump-distance-A", help="Hop length for counting jumps.")
+    ] = None,
+    structure: Annotated[
+        Path | None, typer.Option(help="Structure file giving lattice/species for .npy.")
+    ] = None,
+) -> None:
+    r"""Tracer and charge diffusivity, Nernst-Einstein conductivity and Haven ratio of one run.
+
+    The error bar is the relative standard deviation of He et al. (npj Comput. Mater. 2018),
+    3.43/sqrt(N_jumps) + 0.04. Example::
+
+        superionic analyze diffusion vasprun.xml --species Li --timestep-fs 2 --step-skip 1 \\
+            --temperature-K 800 --out li_800K.json
+    """
+    import json
+
+    from superionic.analysis.diffusion import DiffusionInputError, diffusion_from_frac_coords
+    from superionic.analysis.trajectory_io import read_trajectory
+
+    if timestep_fs <= 0:
+        raise DiffusionInputError(f"--timestep-fs must be positive, got {timestep_fs}")
+    if step_skip < 1:
+        raise DiffusionInputError(f"--step-skip must be >= 1, got {step_skip}")
+    data = read_trajectory(traj, structure)
+    frame_fs = timestep_fs * step_skip
+    skip = round(skip_ps * 1000 / frame_fs)
+    frac = data.frac_coords[skip:]
+    lat = data.lattices if data.lattices.ndim == 2 else data.lattices[skip:]
+    result = diffusion_from_frac_coords(
+        frac,
+        lat,
+        data.species,
+        species,
+        frame_fs,
+        temperature_K,
+        charge=charge,
+        jump_distance_A=jump_distance_A,
+        fit_start=fit_start,
+        fit_end=fit_end,
+    )
+    doc = {"file": str(traj), **result.as_dict()}
+    if out is not None:
+        out.write_text(json.dumps(doc, indent=1))
+    console.print(
+        f"{species} at {temperature_K:g} K ({result.total_time_ps:.2f} ps, {result.n_mobile} ions): "
+        f"D = {result.diffusivity_cm2_s:.3e} +- {result.diffusivity_err_cm2_s:.1e} cm2/s; "
+        f"sigma = {result.conductivity_mS_cm:.3g} +- {result.conductivity_err_mS_cm:.2g} mS/cm; "
+        f"Haven ratio {result.haven_ratio:.2f}; {result.n_jumps:.0f} jumps" + (f" -> {out}" if out else "")
+    )
+
+
+@analyze_app.command("arrhenius")
+@_user_errors
+def analyze_arrhenius_cmd(
+    files: Annotated[list[Path], typer.Argument(help="JSON files from `superionic analyze diffusion`.")],
+    out: Annotated[Path | None, typer.Option(help="Write the fits as JSON here.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write an Arrhenius plot (PNG) here.")] = None,
+    extrapolate_K: Annotated[float, typer.Option("--extrapolate-K", help="Report values at this T.")] = 300.0,
+) -> None:
+    """Fit D(T) and sigma*T(T) to Arrhenius laws: Ea +- error and the value at 300 K +- error."""
+    import json
+
+    from superionic.analysis.diffusion import DiffusionInputError, arrhenius_fit
+
+    results = []
+    for f in files:
+        try:
+            results.append(json.loads(Path(f).read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DiffusionInputError(f"{f}: not a diffusion JSON ({exc})") from None
+    for f, r in zip(files, results, strict=True):
+        if "diffusivity_cm2_s" not in r or "temperature_K" not in r:
+            raise DiffusionInputError(
+                f"{f}: missing diffusivity_cm2_s/temperature_K (not from analyze diffusion?)"
+            )
+    t = [r["temperature_K"] for r in results]
+    fit_d = arrhenius_fit(
+        t,
+        [r["diffusivity_cm2_s"] for r in results],
+        [r["diffusivity_err_cm2_s"] for r in results],
+        "diffusivity_cm2_s",
+        extrapolate_K,
+    )
+    fit_s = arrhenius_fit(
+        t,
+        [r["conductivity_mS_cm"] * r["temperature_K"] for r in results],
+        [r["conductivity_err_mS_cm"] * r["temperature_K"] for r in results],
+        "conductivity_T_mS_K_cm",
+        extrapolate_K,
+    )
+    doc = {
+        "diffusivity": fit_d.as_dict(),
+        "conductivity_T": fit_s.as_dict(),
+        f"conductivity_{extrapolate_K:g}K_mS_cm": fit_s.extrapolated_value / extrapolate_K,
+        f"conductivity_{extrapolate_K:g}K_err_mS_cm": fit_s.extrapolated_err / extrapolate_K,
+    }
+    if out is not None:
+        out.write_text(json.dumps(doc, indent=1))
+    if plot is not None:
+        from superionic.report.writer import plot_arrhenius_points
+
+        plot_arrhenius_points(
+            t,
+            [r["diffusivity_cm2_s"] for r in results],
+            [r["diffusivity_err_cm2_s"] for r in results],
+            fit_d.as_dict(),
+            "analysis",
+            plot,
+        )
+    console.print(
+        f"Ea(D) = {fit_d.activation_energy_eV:.3f} +- {fit_d.activation_energy_err_eV:.3f} eV; "
+        f"Ea(sigma T) = {fit_s.activation_energy_eV:.3f} +- {fit_s.activation_energy_err_eV:.3f} eV; "
+        f"sigma({extrapolate_K:g} K) = {fit_s.extrapolated_value / extrapolate_K:.3g} "
+        f"+- {fit_s.extrapolated_err / extrapolate_K:.2g} mS/cm"
     )
 
 

@@ -137,6 +137,7 @@ class DiffusionResult:
     rsd: float
     block_diffusivities_cm2_s: list[float] = field(default_factory=list)
     error_method: str = "He et al. 2018: RSD = 3.43/sqrt(N_jumps) + 0.04"
+    weighting: str = "uniform"
     lag_times_ps: list[float] = field(default_factory=list)
     msd_A2: list[float] = field(default_factory=list)
     charge_msd_A2: list[float] = field(default_factory=list)
@@ -146,8 +147,11 @@ class DiffusionResult:
         return asdict(self)
 
 
-def _fit_slope(t: np.ndarray, y: np.ndarray) -> float:
+def _fit_slope(t: np.ndarray, y: np.ndarray, weighting: str = "uniform") -> float:
     a = np.vstack([t, np.ones_like(t)]).T
+    if weighting == "inverse_lag":
+        w = np.sqrt(1.0 / np.maximum(t, 1e-12))
+        a, y = a * w[:, None], y * w
     slope, _ = np.linalg.lstsq(a, y, rcond=None)[0]
     return float(slope)
 
@@ -179,6 +183,7 @@ def diffusion_from_displacements(
     jump_distance_A: float = 2.0,
     n_blocks: int = 4,
     max_curve_points: int = 400,
+    weighting: str = "uniform",
 ) -> DiffusionResult:
     """Compute tracer and collective diffusion of the mobile atoms.
 
@@ -206,6 +211,9 @@ def diffusion_from_displacements(
         Number of consecutive time blocks for the block-average spread.
     max_curve_points : int
         The MSD curve stored in the result is thinned to at most this many points.
+    weighting : str
+        ``uniform`` least squares over the window, or ``inverse_lag`` (weights 1/t, the
+        convention of pymatgen-analysis-diffusion's ``smoothed="max"``).
 
     Returns
     -------
@@ -219,6 +227,8 @@ def diffusion_from_displacements(
     n_frames = disp.shape[0]
     if n_frames < 4:
         raise DiffusionInputError(f"need at least 4 frames for a diffusivity, got {n_frames}")
+    if weighting not in ("uniform", "inverse_lag"):
+        raise DiffusionInputError(f"weighting must be 'uniform' or 'inverse_lag', got {weighting!r}")
     if not 0 <= fit_start < fit_end <= 1:
         raise DiffusionInputError(
             f"fit window must satisfy 0 <= start < end <= 1, got {fit_start}, {fit_end}"
@@ -238,10 +248,10 @@ def diffusion_from_displacements(
     i1 = max(i0 + 2, int(fit_end * (n_frames - 1)))
     window = slice(i0, i1 + 1)
     t = lags_fs[window]
-    slope = _fit_slope(t, msd[window])  # A^2/fs
+    slope = _fit_slope(t, msd[window], weighting)  # A^2/fs
     d_tracer = slope / 6 * A2_PER_FS_TO_CM2_PER_S
-    comps = tuple(_fit_slope(t, msd_xyz[window, k]) / 2 * A2_PER_FS_TO_CM2_PER_S for k in range(3))
-    d_sigma = _fit_slope(t, charge_msd[window]) / 6 * A2_PER_FS_TO_CM2_PER_S
+    comps = tuple(_fit_slope(t, msd_xyz[window, k], weighting) / 2 * A2_PER_FS_TO_CM2_PER_S for k in range(3))
+    d_sigma = _fit_slope(t, charge_msd[window], weighting) / 6 * A2_PER_FS_TO_CM2_PER_S
 
     total_sq = float(np.square(sel[-1] - sel[0]).sum())
     n_jumps = total_sq / jump_distance_A**2
@@ -257,7 +267,7 @@ def diffusion_from_displacements(
             j0 = max(1, int(fit_start * (block_len - 1)))
             j1 = max(j0 + 2, int(fit_end * (block_len - 1)))
             tb = lags_fs[j0 : j1 + 1]
-            blocks.append(_fit_slope(tb, seg_msd[j0 : j1 + 1]) / 6 * A2_PER_FS_TO_CM2_PER_S)
+            blocks.append(_fit_slope(tb, seg_msd[j0 : j1 + 1], weighting) / 6 * A2_PER_FS_TO_CM2_PER_S)
 
     sigma = nernst_einstein_mS_cm(d_tracer, n_mobile, volume_A3, temperature_K, charge)
     haven = d_tracer / d_sigma if d_sigma > 0 else float("nan")
@@ -280,6 +290,7 @@ def diffusion_from_displacements(
         n_jumps=float(n_jumps),
         jump_distance_A=float(jump_distance_A),
         rsd=float(rsd),
+        weighting=weighting,
         block_diffusivities_cm2_s=[float(b) for b in blocks],
         lag_times_ps=[float(x) for x in lags_fs[::stride] / 1000],
         msd_A2=[float(x) for x in msd[::stride]],

@@ -183,44 +183,74 @@ def _plot_msd(items: list[tuple[PlannedJob, dict]], path: Path) -> Path:
     return path
 
 
-def _plot_arrhenius(rows: list[dict[str, Any]], fits: list[tuple[PlannedJob, dict]], path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for r in rows:
-        groups[(r["system"], r["ordering"])].append(r)
-    fit_by = {(p.system, d["metadata"].get("ordering", 0)): d["output"] for p, d in fits}
-    for key, rs in groups.items():
-        t = np.array([r["temperature_K"] for r in rs])
-        dvals = np.array([r["diffusivity_cm2_s"] for r in rs])
-        errs = np.array([r["diffusivity_err_cm2_s"] for r in rs])
-        pos = dvals > 0
-        label = f"{key[0]} #{key[1]}"
-        fit = fit_by.get(key, {}).get("diffusivity")
-        if fit:
-            label += f": Ea = {fit['activation_energy_eV']:.2f} ± {fit['activation_energy_err_eV']:.2f} eV"
-        bars = ax.errorbar(
-            1000 / t[pos],
-            dvals[pos],
-            yerr=np.minimum(errs[pos], 0.95 * dvals[pos]),
-            fmt="o",
-            capsize=3,
-            label=label,
+def plot_arrhenius_points(
+    temperatures_K: list[float],
+    diffusivities: list[float],
+    errors: list[float],
+    fit: dict | None,
+    label: str,
+    path: Path,
+    ax: Any = None,
+) -> Path:
+    """Plot D (log) against 1000/T with error bars and the fitted line; save when ``ax`` is None."""
+    own = ax is None
+    if own:
+        _fig, ax = plt.subplots(figsize=(6, 4.2))
+    t = np.asarray(temperatures_K, dtype=float)
+    dvals = np.asarray(diffusivities, dtype=float)
+    errs = np.asarray(errors, dtype=float)
+    pos = dvals > 0
+    if fit:
+        label += f": Ea = {fit['activation_energy_eV']:.2f} ± {fit['activation_energy_err_eV']:.2f} eV"
+    bars = ax.errorbar(
+        1000 / t[pos],
+        dvals[pos],
+        yerr=np.minimum(errs[pos], 0.95 * dvals[pos]),
+        fmt="o",
+        capsize=3,
+        label=label,
+    )
+    if fit:
+        x = np.linspace(1000 / 300.0, 1000 / t.min() * 0.98, 50)
+        ax.plot(
+            x,
+            fit["prefactor"] * np.exp(-fit["activation_energy_eV"] / (8.617333262e-5 * 1000 / x)),
+            "--",
+            color=bars[0].get_color(),
+            lw=1,
         )
-        if fit:
-            x = np.linspace(1000 / 300.0, 1000 / t.min() * 0.98, 50)
-            ax.plot(
-                x,
-                fit["prefactor"] * np.exp(-fit["activation_energy_eV"] / (8.617333262e-5 * 1000 / x)),
-                "--",
-                color=bars[0].get_color(),
-                lw=1,
-            )
+    if own:
+        _finish_arrhenius(ax, path)
+    return path
+
+
+def _finish_arrhenius(ax: Any, path: Path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("1000 / T (1/K)")
     ax.set_ylabel("tracer D (cm$^2$/s)")
     ax.set_title("Arrhenius plot (error bars: He et al. 2018 RSD)")
     ax.legend(fontsize=8)
+    fig = ax.figure
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
+
+
+def _plot_arrhenius(rows: list[dict[str, Any]], fits: list[tuple[PlannedJob, dict]], path: Path) -> Path:
+    _fig, ax = plt.subplots(figsize=(6, 4.2))
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[(r["system"], r["ordering"])].append(r)
+    fit_by = {(p.system, d["metadata"].get("ordering", 0)): d["output"] for p, d in fits}
+    for key, rs in groups.items():
+        plot_arrhenius_points(
+            [r["temperature_K"] for r in rs],
+            [r["diffusivity_cm2_s"] for r in rs],
+            [r["diffusivity_err_cm2_s"] for r in rs],
+            fit_by.get(key, {}).get("diffusivity"),
+            f"{key[0]} #{key[1]}",
+            path,
+            ax=ax,
+        )
+    _finish_arrhenius(ax, path)
     return path
