@@ -643,6 +643,71 @@ def analyze_arrhenius_cmd(
     )
 
 
+@analyze_app.command("rotation")
+@_user_errors
+def analyze_rotation_cmd(
+    traj: Annotated[Path, typer.Argument(help="Trajectory (same formats as `analyze diffusion`).")],
+    unit: Annotated[str, typer.Option(help="Polyanion: BH4, NH2, PS4, TaCl6, ZrCl6, AlH4.")],
+    timestep_fs: Annotated[float, typer.Option("--timestep-fs", help="MD time step in fs.")],
+    step_skip: Annotated[int, typer.Option(help="MD steps between stored frames.")] = 1,
+    cation: Annotated[
+        str | None, typer.Option(help="Also correlate this cation's jumps with rotations.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the result as JSON here.")] = None,
+    structure: Annotated[Path | None, typer.Option(help="Structure file for .npy trajectories.")] = None,
+) -> None:
+    """Orientation autocorrelation C(t) = <u(t).u(0)> of a polyanion and its rotation time."""
+    import json
+
+    from superionic.analysis.diffusion import DiffusionInputError
+    from superionic.analysis.rotation import UNITS, jump_rotation_correlation, orientation_acf
+    from superionic.analysis.trajectory_io import read_trajectory
+
+    if unit not in UNITS:
+        raise DiffusionInputError(f"--unit {unit!r} is not known; known units: {', '.join(UNITS)}")
+    centre, ligand, n_lig = UNITS[unit]
+    data = read_trajectory(traj, structure)
+    res = orientation_acf(
+        data.frac_coords, data.lattices, data.species, centre, ligand, n_lig, timestep_fs * step_skip
+    )
+    doc: dict[str, Any] = {"file": str(traj), "unit": unit, **res.as_dict()}
+    if cation:
+        doc["jump_rotation"] = jump_rotation_correlation(
+            data.frac_coords, data.lattices, data.species, cation, centre, ligand, n_lig
+        )
+    if out is not None:
+        out.write_text(json.dumps(doc, indent=1))
+    console.print(
+        f"{unit}: {res.n_units} units; rotation time {res.rotation_time_ps:.3g} "
+        f"+- {res.rotation_time_err_ps:.2g} ps" + (f" -> {out}" if out else "")
+    )
+
+
+@analyze_app.command("density")
+@_user_errors
+def analyze_density_cmd(
+    traj: Annotated[Path, typer.Argument(help="Trajectory (same formats as `analyze diffusion`).")],
+    species: Annotated[str, typer.Option(help="Element whose density to map, e.g. Li.")],
+    out: Annotated[Path, typer.Option(help="CHGCAR-like output file (open with VESTA).")] = Path(
+        "CHGCAR_density"
+    ),
+    spacing_A: Annotated[float, typer.Option("--spacing-A", help="Grid spacing in A.")] = 0.2,
+    structure: Annotated[Path | None, typer.Option(help="Structure file for .npy trajectories.")] = None,
+) -> None:
+    """Probability density of an ion over the whole run, as a CHGCAR-like grid."""
+    from pymatgen.core import Lattice, Structure
+
+    from superionic.analysis.density import probability_density, write_density_chgcar
+    from superionic.analysis.trajectory_io import read_trajectory
+
+    data = read_trajectory(traj, structure)
+    lat = data.lattices if data.lattices.ndim == 2 else data.lattices[0]
+    dens = probability_density(data.frac_coords, data.species, species, lattice=lat, spacing_A=spacing_A)
+    first = Structure(Lattice(lat), data.species, data.frac_coords[0] % 1.0)
+    write_density_chgcar(dens, first, out)
+    console.print(f"{species} density on a {'x'.join(map(str, dens.shape))} grid -> {out}")
+
+
 def entrypoint() -> None:
     """Console-script entry point."""
     app()

@@ -237,8 +237,12 @@ def diffusion_from_displacements(
     n_mobile = sel.shape[1]
     if n_mobile == 0:
         raise DiffusionInputError(f"no {species} atoms in the trajectory")
-    per_atom_dim = msd_fft(sel[..., None])  # (frames, atoms, 3)
-    msd_xyz = per_atom_dim.mean(axis=1)  # (frames, 3)
+    # per-atom, per-direction MSD, in chunks of atoms to bound the FFT work arrays
+    msd_xyz = np.zeros((n_frames, 3))
+    chunk = max(1, int(2e7 // (n_frames * 3)))
+    for start in range(0, n_mobile, chunk):
+        msd_xyz += msd_fft(sel[:, start : start + chunk, :, None]).sum(axis=1)
+    msd_xyz /= n_mobile  # (frames, 3)
     msd = msd_xyz.sum(axis=1)
     charge_disp = sel.sum(axis=1)  # (frames, 3)
     charge_msd = msd_fft(charge_disp) / n_mobile
