@@ -93,17 +93,28 @@ def build_system_flow(campaign: Campaign, system: SystemInstance) -> Flow:
             current = relax_job.output.structure
         if isinstance(stages.get("md"), MDStage):
             from superionic.engines.mlip import md_maker
-            from superionic.stages.md import analyze_diffusion, fit_arrhenius
+            from superionic.stages.md import (
+                analyze_diffusion,
+                analyze_rotation,
+                fit_arrhenius,
+                freeze_species,
+            )
 
             md = stages["md"]
             md_settings = settings(md)
             analyses = []
             interval = int(md_settings.get("trajectory_interval", 10))
             skip = math.ceil(int(md_settings.get("ramp_steps", 0)) / interval)
+            md_start = current
+            if md.frozen_species:
+                frozen = freeze_species(current, md.frozen_species)
+                frozen.name = f"{system.name} #{i} freeze {'+'.join(md.frozen_species)}"
+                jobs.append(_tag(frozen, campaign, system, "md", ordering=i))
+                md_start = frozen.output
             for temp in md.temperatures_K:
                 maker = md_maker(md_settings, temp)
                 maker.name = f"{system.name} #{i} md {temp:g} K"
-                md_job = maker.make(current)
+                md_job = maker.make(md_start)
                 jobs.append(_tag(md_job, campaign, system, "md", ordering=i, temperature_K=temp))
                 ana = analyze_diffusion(
                     md_job.output.objects["trajectory"],
@@ -117,6 +128,17 @@ def build_system_flow(campaign: Campaign, system: SystemInstance) -> Flow:
                 ana.name = f"{system.name} #{i} diffusion {temp:g} K"
                 jobs.append(_tag(ana, campaign, system, "diffusion", ordering=i, temperature_K=temp))
                 analyses.append(ana.output)
+                if md.rotation_units:
+                    rot = analyze_rotation(
+                        md_job.output.objects["trajectory"],
+                        temperature_K=temp,
+                        units=list(md.rotation_units),
+                        frame_interval_fs=float(md_settings.get("timestep_fs", 2.0)) * interval,
+                        skip_frames=skip,
+                        cation=md.species,
+                    )
+                    rot.name = f"{system.name} #{i} rotation {temp:g} K"
+                    jobs.append(_tag(rot, campaign, system, "rotation", ordering=i, temperature_K=temp))
             if len(md.temperatures_K) >= 2:
                 arr = fit_arrhenius(analyses)
                 arr.name = f"{system.name} #{i} arrhenius"

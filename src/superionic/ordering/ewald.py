@@ -299,7 +299,7 @@ def order_by_ewald(
     oxidation_states: dict[str, float] | None = None,
     seed: int = 0,
     n_restarts: int = 8,
-    steps_per_site: int = 400,
+    steps_per_site: int = 1000,
     exact_limit: int = 20000,
     progress: Callable[[int, int], None] | None = None,
     round_counts: bool = False,
@@ -320,7 +320,7 @@ def order_by_ewald(
     seed : int
         Random seed: the result is deterministic for a seed.
     n_restarts : int
-        Independent annealing runs (ignored for exact enumeration).
+        Independent annealing runs from random configurations (ignored for exact enumeration).
     steps_per_site : int
         Metropolis steps per mixed site in each run.
     exact_limit : int

@@ -131,6 +131,7 @@ def write_report(
         else:
             row["note"] = r.get("error", "")
         arrhenius.append(row)
+    rotation = _rotation_rows(by_stage["rotation"])
 
     written = []
     for name, rows in (
@@ -138,6 +139,7 @@ def write_report(
         ("relax.csv", relax),
         ("diffusion.csv", diffusion),
         ("arrhenius.csv", arrhenius),
+        ("rotation.csv", rotation),
     ):
         if rows:
             _write_csv(out_dir / name, rows)
@@ -146,6 +148,8 @@ def write_report(
         written.append(_plot_msd(by_stage["diffusion"], out_dir / "msd.png"))
     if diffusion:
         written.append(_plot_arrhenius(diffusion, by_stage["arrhenius"], out_dir / "arrhenius.png"))
+    if by_stage["rotation"]:
+        written.append(_plot_rotation(by_stage["rotation"], out_dir / "rotation_acf.png"))
 
     md = [f"# {campaign_name}: report\n"]
     for title, rows in (
@@ -157,13 +161,35 @@ def write_report(
             "per-point errors from He et al. 2018 RSD)",
             arrhenius,
         ),
+        ("Polyanion rotation (C(t) = <u(t).u(0)>; tau from exp(-t/tau) where C > 1/e)", rotation),
     ):
-        md.append(f"## {title}\n\n{_md_table(rows)}")
+        if rows:
+            md.append(f"## {title}\n\n{_md_table(rows)}")
     for png in [w for w in written if w.suffix == ".png"]:
         md.append(f"![{png.stem}]({png.name})\n")
     (out_dir / "summary.md").write_text("\n".join(md))
     written.insert(0, out_dir / "summary.md")
     return written
+
+
+def _rotation_rows(items: list[tuple[PlannedJob, dict]]) -> list[dict[str, Any]]:
+    rows = []
+    for p, d in items:
+        for unit, r in d["output"]["units"].items():
+            rows.append(
+                {
+                    "system": p.system,
+                    "ordering": d["metadata"].get("ordering", 0),
+                    "temperature_K": d["output"]["temperature_K"],
+                    "unit": unit,
+                    "n_units": r["n_units"],
+                    "rotation_time_ps": r["rotation_time_ps"],
+                    "rotation_time_err_ps": r["rotation_time_err_ps"],
+                    "extrapolated": r.get("extrapolated", False),
+                    "jump_rotation_ratio": r.get("jump_rotation", {}).get("ratio", float("nan")),
+                }
+            )
+    return sorted(rows, key=lambda r: (r["system"], r["ordering"], r["unit"], r["temperature_K"]))
 
 
 def _plot_msd(items: list[tuple[PlannedJob, dict]], path: Path) -> Path:
@@ -253,4 +279,22 @@ def _plot_arrhenius(rows: list[dict[str, Any]], fits: list[tuple[PlannedJob, dic
             ax=ax,
         )
     _finish_arrhenius(ax, path)
+    return path
+
+
+def _plot_rotation(items: list[tuple[PlannedJob, dict]], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for p, d in sorted(items, key=lambda t: t[1]["output"]["temperature_K"]):
+        for unit, r in d["output"]["units"].items():
+            ax.plot(
+                r["lag_times_ps"], r["acf"], label=f"{p.system} {unit} {d['output']['temperature_K']:g} K"
+            )
+    ax.axhline(np.exp(-1), color="k", lw=0.5, ls=":")
+    ax.set_xlabel("lag time (ps)")
+    ax.set_ylabel("C(t) = <u(t)·u(0)>")
+    ax.set_title("Orientation autocorrelation of polyanions")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
     return path

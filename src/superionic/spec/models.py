@@ -81,6 +81,12 @@ class MDStage(_StageBase):
     fit_start: float = Field(0.1, ge=0, lt=1)
     fit_end: float = Field(0.7, gt=0, le=1)
     seed: int = 0
+    rotation_units: list[Literal["BH4", "NH2", "PS4", "TaCl6", "ZrCl6", "AlH4"]] = Field(
+        default_factory=list, description="Polyanions whose orientation autocorrelation is analysed."
+    )
+    frozen_species: list[str] = Field(
+        default_factory=list, description="Elements held fixed during MD (study B's frozen-species runs)."
+    )
 
 
 class QuenchStage(_StageBase):

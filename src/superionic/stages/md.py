@@ -6,9 +6,11 @@ from typing import Any
 
 import numpy as np
 from jobflow import job
+from pymatgen.core import Structure
 from pymatgen.core.trajectory import Trajectory
 
 from superionic.analysis.diffusion import arrhenius_fit, diffusion_from_frac_coords
+from superionic.analysis.rotation import UNITS, jump_rotation_correlation, orientation_acf
 
 
 def trajectory_arrays(traj: Trajectory | dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -105,4 +107,62 @@ def fit_arrhenius(results: list[dict[str, Any]]) -> dict[str, Any]:
         [r["conductivity_err_mS_cm"] * r["temperature_K"] for r in ok],
         quantity="conductivity_T_mS_K_cm",
     ).as_dict()
+    return out
+
+
+@job
+def freeze_species(structure: Structure, species: list[str]) -> Structure:
+    """Return ``structure`` with every atom of ``species`` fixed (``selective_dynamics`` False).
+
+    The ASE adaptor turns this into ``FixAtoms`` constraints during MD (study B's "frozen species"
+    runs, in which Na, NH2 or BH4 are held in place).
+
+    Raises
+    ------
+    ValueError
+        When none of ``species`` is present.
+    """
+    present = {site.specie.symbol for site in structure}
+    missing = [sp for sp in species if sp not in present]
+    if len(missing) == len(species):
+        raise ValueError(
+            f"frozen_species {species}: none of these elements is in {structure.composition.formula}"
+        )
+    out = structure.copy()
+    out.add_site_property(
+        "selective_dynamics", [[site.specie.symbol not in species] * 3 for site in structure]
+    )
+    return out
+
+
+@job
+def analyze_rotation(
+    trajectory: Trajectory | dict,
+    temperature_K: float,
+    units: list[str],
+    frame_interval_fs: float,
+    skip_frames: int = 0,
+    cation: str | None = None,
+) -> dict[str, Any]:
+    """Orientation autocorrelation and rotation time of each polyanion species in ``units``.
+
+    Returns
+    -------
+    dict
+        ``temperature_K`` and, per unit name, :class:`RotationResult` as a dict (plus the
+        cation jump / anion rotation correlation when ``cation`` is given).
+    """
+    frac, lattice, symbols = trajectory_arrays(trajectory)
+    frac = frac[skip_frames:]
+    if lattice.ndim == 3:
+        lattice = lattice[skip_frames:]
+    out: dict[str, Any] = {"temperature_K": temperature_K, "units": {}}
+    for name in units:
+        centre, ligand, n = UNITS[name]
+        res = orientation_acf(frac, lattice, symbols, centre, ligand, n, frame_interval_fs).as_dict()
+        if cation:
+            res["jump_rotation"] = jump_rotation_correlation(
+                frac, lattice, symbols, cation, centre, ligand, n
+            )
+        out["units"][name] = res
     return out
