@@ -157,8 +157,17 @@ def run(
     file: CampaignArg,
     report: Annotated[bool, typer.Option(help="Write the report when the run ends.")] = True,
     out: Annotated[Path | None, typer.Option(help="Report folder (default report/<campaign>).")] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Write every relax job's inputs to <store>/dry-run/ instead of running."
+        ),
+    ] = False,
 ) -> None:
     """Run a campaign on this machine (embedded store, or MongoDB if the file gives a URI).
+
+    With SUPERIONIC_VASP_REPLAY=<dir>, VASP jobs replay the real outputs in <dir>/<stage>/outputs
+    after checking the inputs they wrote against the preset (no VASP needed).
 
     Finished jobs (same structure and settings, by fingerprint) are not recomputed: running a
     finished campaign again returns at once. One run per embedded store at a time.
@@ -179,6 +188,9 @@ def run(
     from superionic.spec import load_campaign
 
     campaign = load_campaign(file)
+    if dry_run:
+        _dry_run(campaign)
+        return
     flows = build_flows(campaign)
     planned = planned_jobs(flows)
     store = open_campaign_store(campaign, create=True)
@@ -208,7 +220,14 @@ def run(
                 progress.console.print(f"{mark} {job.name} {info}")
                 progress.advance(task)
 
-            summary = run_flows(flows, store, root / "jobs", on_event=on_event)
+            from contextlib import nullcontext
+
+            from superionic.engines.replay import replay_from_environment, vasp_replay
+
+            replay = replay_from_environment()
+            required = {st.stage: _stage_incar(campaign, st) for st in campaign.spec.stages}
+            with vasp_replay(replay, required) if replay else nullcontext():
+                summary = run_flows(flows, store, root / "jobs", on_event=on_event)
             progress.update(task, description="finished")
     console.print(
         f"{len(summary.done)} run, {len(summary.skipped)} already done, "
@@ -226,6 +245,62 @@ def run(
         console.print(f"report: {target}/ ({', '.join(f.name for f in files)})")
     if not summary.ok:
         raise typer.Exit(1)
+
+
+def _stage_incar(campaign: Any, stage: Any) -> dict[str, Any]:
+    from superionic.engines import stage_settings
+
+    engine = stage.engine or campaign.spec.engine
+    if engine != "vasp":
+        return {}
+    return dict(
+        stage_settings(stage.preset or campaign.spec.preset, "vasp", stage.stage, {}).get("incar", {})
+    )
+
+
+def _dry_run(campaign: Any) -> None:
+    """Write the inputs of every relax job (orderings computed now) under <store>/dry-run/."""
+    from superionic.inputs import write_stage_inputs
+    from superionic.ordering import order_by_ewald
+    from superionic.structures.polyanions import expand_polyanions
+
+    spec = campaign.spec
+    stages = {s.stage: s for s in spec.stages}
+    target = campaign.store_path / "dry-run"
+    n_written = 0
+    for system in campaign.systems:
+        if "order" in stages:
+            o = stages["order"]
+            orderings = order_by_ewald(
+                system.structure,
+                o.n_structures,
+                system.oxidation_states,
+                seed=o.seed,
+                n_restarts=o.n_restarts,
+                round_counts=o.round_counts,
+                group_by=o.group_by,
+            )
+            structures = [
+                expand_polyanions(x.structure, system.polyanions, seed=o.seed + k)
+                for k, x in enumerate(orderings)
+            ]
+        else:
+            structures = [system.structure]
+        for k, s in enumerate(structures):
+            s = s.copy()
+            s.remove_oxidation_states()
+            if "relax" in stages:
+                st = stages["relax"]
+                folder = target / system.name / f"ordering_{k}" / "relax"
+                write_stage_inputs(
+                    s, st.engine or spec.engine, st.preset or spec.preset, "relax", folder, _overrides(st)
+                )
+                n_written += 1
+    console.print(f"dry run: inputs of {n_written} relax job(s) written under {target}/ (nothing ran)")
+
+
+def _overrides(stage: Any) -> dict[str, Any]:
+    return stage.model_dump(exclude={"stage", "engine", "preset"})
 
 
 @app.command()
@@ -499,6 +574,72 @@ def order(
         f"{len(orderings)} orderings in {time.perf_counter() - t0:.1f} s; "
         f"lowest {e0:.3f} eV, highest kept {orderings[-1].ewald_energy_ev:.3f} eV -> {out}/"
     )
+
+
+@app.command()
+@_user_errors
+def inputs(
+    structure: Annotated[
+        str, typer.Argument(help="Structure file (CIF/POSCAR), or an ordered prototype name.")
+    ],
+    engine: Annotated[str, typer.Option(help="vasp or mlip.")] = "vasp",
+    preset: Annotated[str, typer.Option(help="Preset in configs/engines (e.g. argyrodite_bh4).")] = "default",
+    stage: Annotated[str, typer.Option(help="Stage whose inputs to write (relax).")] = "relax",
+    out: Annotated[Path, typer.Option(help="Folder for the input files.")] = Path("inputs"),
+    supercell: Annotated[tuple[int, int, int], typer.Option(help="Supercell multiples A B C.")] = (1, 1, 1),
+    param: Annotated[
+        list[str] | None, typer.Option(help="Prototype parameter KEY=VALUE (repeatable).")
+    ] = None,
+) -> None:
+    """Write the inputs a job would run with (INCAR/KPOINTS/POSCAR/POTCAR.spec for VASP), without running.
+
+    A prototype name is ordered first (lowest Ewald energy, seed 0). Example::
+
+        superionic inputs argyrodite_bh4 --supercell 2 1 1 --engine vasp --preset argyrodite_bh4 --out A/
+    """
+    from pymatgen.core import Structure
+
+    from superionic.inputs import write_stage_inputs
+    from superionic.ordering import order_by_ewald
+    from superionic.structures import build_disordered, list_prototypes, load_prototype
+    from superionic.structures.polyanions import expand_polyanions
+
+    _quiet()
+    path = Path(structure)
+    if path.is_file():
+        try:
+            s = Structure.from_file(path)
+        except Exception as exc:
+            raise SuperionicError.single(
+                "STRUCTURE", f"cannot read structure: {exc}", str(path), "a CIF or POSCAR"
+            ) from None
+        s.make_supercell(list(supercell))
+    elif structure in list_prototypes():
+        proto = load_prototype(structure)
+        s = build_disordered(structure, _parse_pairs(param or [], "--param", number=False), where="--param")
+        s.make_supercell(list(supercell))
+        if not s.is_ordered:
+            s = order_by_ewald(s, 1, proto.oxidation_states, seed=0)[0].structure
+            s = expand_polyanions(s, proto.polyanions, seed=0)
+        s.remove_oxidation_states()
+    else:
+        raise SuperionicError.single(
+            "STRUCTURE",
+            "neither a file nor a prototype",
+            structure,
+            "a structure file or one of " + ", ".join(list_prototypes()),
+        )
+    if not s.is_ordered:
+        raise SuperionicError.single(
+            "STRUCTURE",
+            "the structure has partial occupancies",
+            structure,
+            "an ordered structure (use `superionic order` first)",
+        )
+    if engine not in ("vasp", "mlip", "cp2k"):
+        raise SuperionicError.single("--engine", "unknown engine", engine, "vasp, mlip or cp2k")
+    files = write_stage_inputs(s, engine, preset, stage, out)
+    console.print(f"{s.composition.formula} ({len(s)} atoms) -> {out}/: " + ", ".join(f.name for f in files))
 
 
 analyze_app = typer.Typer(

@@ -84,9 +84,13 @@ def build_system_flow(campaign: Campaign, system: SystemInstance) -> Flow:
     for i, structure in enumerate(structures):
         current = structure
         if isinstance(stages.get("relax"), RelaxStage):
-            from superionic.engines.mlip import relax_maker
+            relax_stage = stages["relax"]
+            if (relax_stage.engine or spec.engine) == "vasp":
+                from superionic.engines.vasp import relax_maker
+            else:
+                from superionic.engines.mlip import relax_maker
 
-            maker = relax_maker(settings(stages["relax"]))
+            maker = relax_maker(settings(relax_stage))
             maker.name = f"{system.name} #{i} relax"
             relax_job = maker.make(current)
             jobs.append(_tag(relax_job, campaign, system, "relax", ordering=i))

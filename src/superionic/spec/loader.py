@@ -45,7 +45,7 @@ _STAGE_MODELS: dict[str, type[BaseModel]] = {
 # message naming the issue that adds them, never half-run.
 SUPPORTED: dict[str, set[str]] = {
     "order": {"mlip", "vasp", "cp2k"},  # engine-independent
-    "relax": {"mlip"},
+    "relax": {"mlip", "vasp"},
     "md": {"mlip"},
     "hull": set(),
     "nmr": set(),
@@ -308,6 +308,20 @@ def _check_stages(spec: CampaignSpec, data: Any, systems: list[SystemInstance]) 
                     _line_of(data, loc),
                 )
             )
+        if engine == "vasp" and engine in SUPPORTED[stage.stage]:
+            from superionic.engines.vasp import vasp_available
+
+            ok, why = vasp_available()
+            if not ok:
+                problems.append(
+                    Problem(
+                        f"stages[{i}].engine" if stage.engine else "engine",
+                        why,
+                        engine,
+                        "an installed VASP, or SUPERIONIC_VASP_REPLAY for replay",
+                        _line_of(data, loc),
+                    )
+                )
         preset = stage.preset or spec.preset
         if not (configs_dir() / "engines" / f"{preset}.yaml").is_file():
             known = sorted(p.stem for p in (configs_dir() / "engines").glob("*.yaml"))

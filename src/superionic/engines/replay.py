@@ -1,0 +1,107 @@
+"""Replay real VASP outputs instead of running VASP (atomate2 mock-VASP style, for the engine).
+
+Within :func:`vasp_replay`, atomate2's ``run_vasp`` is replaced by a function that
+
+1. checks the INCAR the job just wrote against the settings the preset requires (every key and
+   value; a mismatch raises :class:`ReplayMismatchError` naming the key), and that KPOINTS exists;
+2. copies the reference ``outputs/`` folder into the job directory;
+
+and input sets write ``POTCAR.spec`` instead of a POTCAR (none is licensed here). Everything
+else - input generation, output parsing into atomate2's TaskDoc, the flow and the store - is the
+production code path. Set ``SUPERIONIC_VASP_REPLAY=<dir>`` (folders ``<dir>/<stage>/outputs``) to
+replay a whole campaign from the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pymatgen.io.vasp import Incar
+
+
+class ReplayMismatchError(AssertionError):
+    """The inputs a job wrote differ from what the preset requires."""
+
+
+def check_incar(path: Path, required: dict[str, Any]) -> None:
+    """Compare the INCAR at ``path`` with ``required`` (key by key; floats to 1e-8 relative)."""
+    incar = Incar.from_file(path)
+    for key, want in required.items():
+        got = incar.get(key.upper())
+        same = got == want
+        if isinstance(want, float) and isinstance(got, int | float):
+            same = abs(got - want) <= 1e-8 * max(1.0, abs(want))
+        if not same:
+            raise ReplayMismatchError(f"INCAR {key} = {got!r}, but the preset requires {want!r} ({path})")
+
+
+@contextmanager
+def vasp_replay(
+    references: dict[str, Path] | Path, required_incar: dict[str, dict[str, Any]] | None = None
+) -> Iterator[list[dict[str, Any]]]:
+    """Replay reference VASP outputs for the jobs run inside the block.
+
+    Parameters
+    ----------
+    references : dict or Path
+        Stage name (``relax``, ``static``, ``md``) -> reference folder with ``outputs/``; or a
+        folder holding one such folder per stage.
+    required_incar : dict, optional
+        Stage -> INCAR settings the written INCAR must contain.
+
+    Yields
+    ------
+    list of dict
+        One record per replayed job: ``stage``, ``reference``, ``incar`` (as written).
+    """
+    import atomate2.vasp.jobs.base as jobs_base
+    import atomate2.vasp.run as vasp_run
+    from jobflow import CURRENT_JOB
+    from pymatgen.io.vasp.sets import VaspInputSet
+
+    records: list[dict[str, Any]] = []
+
+    def reference_for(stage: str) -> Path:
+        if isinstance(references, dict):
+            if stage not in references:
+                raise ReplayMismatchError(
+                    f"no reference outputs for stage '{stage}'; have {sorted(references)}"
+                )
+            return Path(references[stage])
+        return Path(references) / stage
+
+    def fake_run_vasp(*_args: Any, **_kwargs: Any) -> None:
+        stage = (CURRENT_JOB.job.metadata or {}).get("stage", "relax")
+        ref = reference_for(stage)
+        if not Path("INCAR").is_file() or not Path("KPOINTS").is_file():
+            raise ReplayMismatchError("the job did not write INCAR and KPOINTS before running VASP")
+        check_incar(Path("INCAR"), (required_incar or {}).get(stage, {}))
+        records.append({"stage": stage, "reference": str(ref), "incar": dict(Incar.from_file("INCAR"))})
+        for item in (ref / "outputs").iterdir():
+            shutil.copy(item, item.name)
+
+    original_get_input_set = VaspInputSet.get_input_set
+
+    def get_input_set(self: VaspInputSet, *args: Any, **kwargs: Any) -> Any:
+        kwargs["potcar_spec"] = True
+        return original_get_input_set(self, *args, **kwargs)
+
+    saved = (vasp_run.run_vasp, jobs_base.run_vasp, VaspInputSet.get_input_set)
+    vasp_run.run_vasp = fake_run_vasp
+    jobs_base.run_vasp = fake_run_vasp
+    VaspInputSet.get_input_set = get_input_set  # type: ignore[method-assign]
+    try:
+        yield records
+    finally:
+        vasp_run.run_vasp, jobs_base.run_vasp, VaspInputSet.get_input_set = saved  # type: ignore[method-assign]
+
+
+def replay_from_environment() -> Path | None:
+    """Return the replay folder named by ``SUPERIONIC_VASP_REPLAY``, if any."""
+    value = os.environ.get("SUPERIONIC_VASP_REPLAY")
+    return Path(value) if value else None

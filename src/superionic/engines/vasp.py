@@ -1,0 +1,82 @@
+"""VASP engine: preset -> atomate2 ``RelaxMaker`` with a pymatgen MP input set, run under custodian.
+
+The papers' settings live in ``configs/engines/<preset>.yaml`` under ``vasp:``. A preset may fix
+the k-point mesh by a reciprocal-space spacing (``kpoint_spacing_per_A``: n_i = ceil(|b_i| / s),
+|b_i| including 2 pi), so that the same preset gives study A's 1x2x2 Gamma mesh on the 2x1x1
+argyrodite cell and a consistent density on any other cell.
+
+VASP itself is licensed and not installed here: its command comes from ``SUPERIONIC_VASP_CMD`` or
+atomate2's ``VASP_CMD`` setting; :mod:`superionic.engines.replay` replays real outputs instead.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Any
+
+from pymatgen.io.vasp import Kpoints
+from pymatgen.io.vasp.sets import MPRelaxSet, MPStaticSet
+
+
+@dataclass
+class SpacingRelaxSet(MPRelaxSet):
+    """MPRelaxSet whose Gamma-centred mesh follows a fixed reciprocal-space spacing (1/A)."""
+
+    kpoint_spacing_per_A: float | None = None
+
+    @property
+    def kpoints(self) -> Kpoints | None:  # type: ignore[override]
+        """Return the mesh from the spacing, or the MP default when no spacing is set."""
+        if self.kpoint_spacing_per_A is None or self.structure is None:
+            return super().kpoints
+        return Kpoints.gamma_automatic(kpoint_mesh(self.structure.lattice, self.kpoint_spacing_per_A))
+
+
+def kpoint_mesh(lattice: Any, spacing_per_A: float) -> tuple[int, int, int]:
+    """Return n_i = max(1, ceil(|b_i| / spacing)) with |b_i| the reciprocal lengths (2 pi / A)."""
+    b = lattice.reciprocal_lattice.abc
+    return tuple(max(1, math.ceil(x / spacing_per_A - 1e-9)) for x in b)  # type: ignore[return-value]
+
+
+def input_set(settings: dict[str, Any], stage: str) -> MPRelaxSet | MPStaticSet:
+    """Return the pymatgen input set for a stage from the merged preset settings.
+
+    Keys: ``incar`` (INCAR overrides), ``kpoint_spacing_per_A`` (optional), ``base``
+    (``mp_relax`` default, or ``mp_static``).
+    """
+    incar = dict(settings.get("incar", {}))
+    spacing = settings.get("kpoint_spacing_per_A")
+    if settings.get("base", "mp_relax") == "mp_static" or stage == "static":
+        return MPStaticSet(user_incar_settings=incar)
+    return SpacingRelaxSet(user_incar_settings=incar, kpoint_spacing_per_A=spacing)
+
+
+def relax_maker(settings: dict[str, Any]) -> Any:
+    """Return atomate2's ``RelaxMaker`` (custodian with its default VASP handlers)."""
+    from atomate2.vasp.jobs.core import RelaxMaker
+
+    return RelaxMaker(name="vasp relax", input_set_generator=input_set(settings, "relax"))
+
+
+def vasp_command() -> str:
+    """Return the command that runs VASP (``SUPERIONIC_VASP_CMD`` or atomate2's ``VASP_CMD``)."""
+    from atomate2 import SETTINGS
+
+    return os.environ.get("SUPERIONIC_VASP_CMD") or SETTINGS.VASP_CMD
+
+
+def vasp_available() -> tuple[bool, str]:
+    """Whether VASP can run here (or is replayed), with the reason when not."""
+    if os.environ.get("SUPERIONIC_VASP_REPLAY"):
+        return True, "replay"
+    cmd = vasp_command().split()
+    exe = next((c for c in cmd if not c.startswith("-") and c not in ("mpirun", "srun", "mpiexec")), cmd[-1])
+    if shutil.which(exe) is None:
+        return False, (
+            f"VASP executable '{exe}' (from '{vasp_command()}') is not on PATH: set SUPERIONIC_VASP_CMD "
+            "(e.g. 'srun vasp_std'), submit to a cluster with VASP, or use engine mlip/cp2k"
+        )
+    return True, exe

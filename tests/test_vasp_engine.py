@@ -1,0 +1,142 @@
+"""VASP engine: preset inputs, and real outputs replayed through the production flow code."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pymatgen.io.vasp import Incar, Kpoints, Vasprun
+from typer.testing import CliRunner
+
+from superionic.cli import app
+
+runner = CliRunner()
+
+
+def test_study_a_inputs_on_2x1x1_argyrodite(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "inputs",
+            "argyrodite_bh4",
+            "--supercell",
+            "2",
+            "1",
+            "1",
+            "--engine",
+            "vasp",
+            "--preset",
+            "argyrodite_bh4",
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    incar = Incar.from_file(tmp_path / "INCAR")
+    assert incar["ENCUT"] == 520 and incar["ISIF"] == 3
+    kpts = Kpoints.from_file(tmp_path / "KPOINTS")
+    assert tuple(kpts.kpts[0]) == (1, 2, 2)
+    assert (tmp_path / "POTCAR.spec").is_file() and not (tmp_path / "POTCAR").exists()
+
+
+def test_study_b_inputs(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "inputs",
+            "antiperovskite_amide",
+            "--param",
+            "x=1",
+            "--engine",
+            "vasp",
+            "--preset",
+            "antiperovskite_amide",
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    incar = Incar.from_file(tmp_path / "INCAR")
+    assert (incar["ENCUT"], incar["EDIFF"], incar["EDIFFG"]) == (550, 1e-5, -0.01)
+
+
+def test_missing_vasp_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    env_before = os.environ.pop("SUPERIONIC_VASP_REPLAY", None)
+    try:
+        (tmp_path / "c.yaml").write_text(
+            "name: v\nengine: vasp\npreset: argyrodite_bh4\nsystems:\n  - prototype: argyrodite\n"
+            "stages:\n  - stage: order\n  - stage: relax\n"
+        )
+        result = runner.invoke(app, ["run", str(tmp_path / "c.yaml")])
+        assert result.exit_code == 2
+        assert "not on PATH" in result.output and "SUPERIONIC_VASP_CMD" in result.output
+        assert not (tmp_path / ".superionic").exists()
+    finally:
+        if env_before is not None:
+            os.environ["SUPERIONIC_VASP_REPLAY"] = env_before
+
+
+def replay_setup(tmp_path: Path) -> tuple[Path, Path]:
+    from conftest import require_fixtures
+
+    ref = require_fixtures("vasp/nmr_LiAlSiO4/structure_optimization")
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    (refs / "relax").symlink_to(ref)
+    (tmp_path / "LiAlSiO4.vasp").write_text((ref / "inputs" / "POSCAR").read_text())
+    (tmp_path / "c.yaml").write_text(
+        "name: replay\nengine: vasp\npreset: argyrodite_bh4\nsystems:\n  - name: LiAlSiO4\n"
+        "    structure: LiAlSiO4.vasp\nstages:\n  - stage: relax\n"
+    )
+    return ref, refs
+
+
+def test_replayed_relax_goes_through_the_flow(tmp_path: Path) -> None:
+    ref, refs = replay_setup(tmp_path)
+    exe = Path(sys.executable).parent / "superionic"
+    env = {**os.environ, "SUPERIONIC_VASP_REPLAY": str(refs)}
+    result = subprocess.run(
+        [str(exe), "run", "c.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    import csv
+
+    row = next(csv.DictReader(open(tmp_path / "report" / "replay" / "relax.csv")))
+    vasprun = Vasprun(
+        str(ref / "outputs" / "vasprun.xml.relax2.gz"),
+        parse_dos=False,
+        parse_eigen=False,
+        parse_potcar_file=False,
+    )
+    assert float(row["energy_per_atom_ev"]) == pytest.approx(
+        vasprun.final_energy / len(vasprun.final_structure), abs=1e-8
+    )
+    # the job wrote the preset's inputs (checked by the replay) before the outputs were copied
+    job_dirs = list((tmp_path / ".superionic" / "jobs").iterdir())
+    assert len(job_dirs) == 1
+    written = Incar.from_file(next(job_dirs[0].glob("INCAR*")))
+    assert written["ENCUT"] == 520 and written["ISIF"] == 3
+
+
+def test_replay_refuses_inputs_that_differ_from_the_preset(tmp_path: Path) -> None:
+    from superionic.dispatch.campaign_store import open_campaign_store
+    from superionic.dispatch.local import run_flows
+    from superionic.engines.replay import vasp_replay
+    from superionic.flows import build_flows
+    from superionic.spec import load_campaign
+
+    _, refs = replay_setup(tmp_path)
+    os.environ["SUPERIONIC_VASP_REPLAY"] = str(refs)
+    try:
+        campaign = load_campaign(tmp_path / "c.yaml")
+    finally:
+        del os.environ["SUPERIONIC_VASP_REPLAY"]
+    store = open_campaign_store(campaign)
+    assert store is not None
+    with vasp_replay(refs, {"relax": {"ENCUT": 600}}):
+        summary = run_flows(build_flows(campaign), store, tmp_path / "jobs")
+    (message,) = summary.failed.values()
+    assert "ReplayMismatchError" in message and "ENCUT = 520" in message and "600" in message
