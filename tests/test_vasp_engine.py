@@ -140,3 +140,24 @@ def test_replay_refuses_inputs_that_differ_from_the_preset(tmp_path: Path) -> No
         summary = run_flows(build_flows(campaign), store, tmp_path / "jobs")
     (message,) = summary.failed.values()
     assert "ReplayMismatchError" in message and "ENCUT = 520" in message and "600" in message
+
+
+def test_dry_run_writes_every_relax_input_without_vasp(tmp_path: Path) -> None:
+    env_before = os.environ.pop("SUPERIONIC_VASP_REPLAY", None)
+    try:
+        (tmp_path / "c.yaml").write_text(
+            "name: dry\nengine: vasp\npreset: argyrodite_bh4\nsystems:\n  - prototype: argyrodite_bh4\n"
+            "    params: {bh4_vacancies: 0.25, vacancy_site: [4a, 4d]}\n    supercell: [2, 1, 1]\n"
+            "stages:\n  - stage: order\n    n_structures: 2\n  - stage: relax\n"
+        )
+        result = runner.invoke(app, ["run", str(tmp_path / "c.yaml"), "--dry-run"])
+        assert result.exit_code == 0, result.output
+        incars = sorted((tmp_path / ".superionic" / "dry-run").rglob("INCAR"))
+        assert len(incars) == 4  # 2 systems x 2 orderings
+        for path in incars:
+            assert Incar.from_file(path)["ENCUT"] == 520
+            assert tuple(Kpoints.from_file(path.parent / "KPOINTS").kpts[0]) == (1, 2, 2)
+        assert not (tmp_path / ".superionic" / "outputs.jsonl").exists()  # nothing ran
+    finally:
+        if env_before is not None:
+            os.environ["SUPERIONIC_VASP_REPLAY"] = env_before

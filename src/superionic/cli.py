@@ -187,7 +187,7 @@ def run(
     from superionic.flows import build_flows, planned_jobs
     from superionic.spec import load_campaign
 
-    campaign = load_campaign(file)
+    campaign = load_campaign(file, check_engines=not dry_run)
     if dry_run:
         _dry_run(campaign)
         return
@@ -261,8 +261,7 @@ def _stage_incar(campaign: Any, stage: Any) -> dict[str, Any]:
 def _dry_run(campaign: Any) -> None:
     """Write the inputs of every relax job (orderings computed now) under <store>/dry-run/."""
     from superionic.inputs import write_stage_inputs
-    from superionic.ordering import order_by_ewald
-    from superionic.structures.polyanions import expand_polyanions
+    from superionic.stages.order import order_maker_for
 
     spec = campaign.spec
     stages = {s.stage: s for s in spec.stages}
@@ -271,19 +270,7 @@ def _dry_run(campaign: Any) -> None:
     for system in campaign.systems:
         if "order" in stages:
             o = stages["order"]
-            orderings = order_by_ewald(
-                system.structure,
-                o.n_structures,
-                system.oxidation_states,
-                seed=o.seed,
-                n_restarts=o.n_restarts,
-                round_counts=o.round_counts,
-                group_by=o.group_by,
-            )
-            structures = [
-                expand_polyanions(x.structure, system.polyanions, seed=o.seed + k)
-                for k, x in enumerate(orderings)
-            ]
+            structures = order_maker_for(o, system).run(system.structure)[1]
         else:
             structures = [system.structure]
         for k, s in enumerate(structures):
@@ -411,6 +398,44 @@ def _parse_pairs(values: list[str], option: str, number: bool) -> dict[str, Any]
     return out
 
 
+def _load_input(
+    name: str, params: dict[str, Any], option: str
+) -> tuple[Any, dict[str, float], dict[str, dict]]:
+    """Read a structure file or build a prototype: (structure, oxidation states, polyanions)."""
+    from pymatgen.core import Structure
+
+    from superionic.structures import build_disordered, list_prototypes, load_prototype
+
+    path = Path(name)
+    if path.is_file():
+        if params:
+            raise SuperionicError.single(
+                "--param",
+                "parameters apply to prototypes, not files",
+                params,
+                "omit --param for a structure file",
+            )
+        try:
+            return Structure.from_file(path), {}, {}
+        except Exception as exc:
+            raise SuperionicError.single(
+                option, f"cannot read structure: {exc}", str(path), "a CIF or POSCAR readable by pymatgen"
+            ) from None
+    if name in list_prototypes():
+        proto = load_prototype(name)
+        return (
+            build_disordered(name, params, where="--param"),
+            dict(proto.oxidation_states),
+            dict(proto.polyanions),
+        )
+    raise SuperionicError.single(
+        option,
+        "neither a file nor a prototype",
+        name,
+        "a structure file path or one of " + ", ".join(list_prototypes()),
+    )
+
+
 @app.command()
 @_user_errors
 def order(
@@ -458,49 +483,21 @@ def order(
     import csv
     import time
 
-    from pymatgen.core import Structure
     from rich.progress import Progress
     from ruamel.yaml import YAML
 
-    from superionic.ordering import count_orderings, order_by_ewald
+    from superionic.ordering import count_orderings
     from superionic.ordering.ewald import find_sublattices
     from superionic.paths import configs_dir
-    from superionic.structures import build_disordered, list_prototypes, load_prototype
-    from superionic.structures.polyanions import check_polyanions, expand_polyanions
+    from superionic.stages.order import ordered_structures
+    from superionic.structures.polyanions import check_polyanions
 
     _quiet()
     if orientation not in ("random", "aligned"):
         raise SuperionicError.single("--orientation", "unknown orientation", orientation, "random or aligned")
     params = _parse_pairs(param or [], "--param", number=False)
-    ox = {k: float(v) for k, v in _parse_pairs(oxidation or [], "--oxidation", number=True).items()}
-    units: dict[str, dict] = {}
-    path = Path(input)
-    if path.is_file():
-        try:
-            structure = Structure.from_file(path)
-        except Exception as exc:
-            raise SuperionicError.single(
-                "INPUT", f"cannot read structure: {exc}", str(path), "a CIF or POSCAR readable by pymatgen"
-            ) from None
-        if params:
-            raise SuperionicError.single(
-                "--param",
-                "parameters apply to prototypes, not files",
-                param,
-                "omit --param for a structure file",
-            )
-    elif input in list_prototypes():
-        proto = load_prototype(input)
-        structure = build_disordered(input, params, where="--param")
-        ox = {**proto.oxidation_states, **ox}
-        units.update(proto.polyanions)
-    else:
-        raise SuperionicError.single(
-            "INPUT",
-            "neither a file nor a prototype",
-            input,
-            "a structure file path or one of " + ", ".join(list_prototypes()),
-        )
+    structure, ox, units = _load_input(input, params, "INPUT")
+    ox.update({k: float(v) for k, v in _parse_pairs(oxidation or [], "--oxidation", number=True).items()})
     library = YAML(typ="safe").load((configs_dir() / "polyanions.yaml").read_text())
     for centre, name in _parse_pairs(polyanion or [], "--polyanion", number=False).items():
         if name not in library:
@@ -523,29 +520,27 @@ def order(
     t0 = time.perf_counter()
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("ordering", total=restarts if total > 20000 else 1)
-        orderings = order_by_ewald(
+        orderings, expanded = ordered_structures(
             structure,
             n,
             ox,
+            units,
             seed=seed,
+            orientation=orientation,
             n_restarts=restarts,
             round_counts=round_counts,
             group_by=group_by,
             progress=lambda done, tot: progress.update(task, completed=done, total=tot),
         )
-    expanded = []
-    for rank, o in enumerate(orderings):
-        s = expand_polyanions(o.structure, units, seed=seed + rank, orientation=orientation)
-        s.remove_oxidation_states()
+    for s in expanded:
         bad = check_polyanions(s, units)
         if bad:
             raise SuperionicError.single(
                 "polyanions",
                 "a molecule is not whole after expansion",
                 bad[0],
-                "a smaller --orientation clash or a larger cell",
+                "a larger cell or fewer crowded units",
             )
-        expanded.append(s)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     e0 = orderings[0].ewald_energy_ev if orderings else 0.0
@@ -597,38 +592,14 @@ def inputs(
 
         superionic inputs argyrodite_bh4 --supercell 2 1 1 --engine vasp --preset argyrodite_bh4 --out A/
     """
-    from pymatgen.core import Structure
-
     from superionic.inputs import write_stage_inputs
-    from superionic.ordering import order_by_ewald
-    from superionic.structures import build_disordered, list_prototypes, load_prototype
-    from superionic.structures.polyanions import expand_polyanions
+    from superionic.stages.order import ordered_structures
 
     _quiet()
-    path = Path(structure)
-    if path.is_file():
-        try:
-            s = Structure.from_file(path)
-        except Exception as exc:
-            raise SuperionicError.single(
-                "STRUCTURE", f"cannot read structure: {exc}", str(path), "a CIF or POSCAR"
-            ) from None
-        s.make_supercell(list(supercell))
-    elif structure in list_prototypes():
-        proto = load_prototype(structure)
-        s = build_disordered(structure, _parse_pairs(param or [], "--param", number=False), where="--param")
-        s.make_supercell(list(supercell))
-        if not s.is_ordered:
-            s = order_by_ewald(s, 1, proto.oxidation_states, seed=0)[0].structure
-            s = expand_polyanions(s, proto.polyanions, seed=0)
-        s.remove_oxidation_states()
-    else:
-        raise SuperionicError.single(
-            "STRUCTURE",
-            "neither a file nor a prototype",
-            structure,
-            "a structure file or one of " + ", ".join(list_prototypes()),
-        )
+    s, ox, units = _load_input(structure, _parse_pairs(param or [], "--param", number=False), "STRUCTURE")
+    s.make_supercell(list(supercell))
+    if not s.is_ordered and ox:  # a prototype: order it (lowest Ewald energy, seed 0)
+        s = ordered_structures(s, 1, ox, units)[1][0]
     if not s.is_ordered:
         raise SuperionicError.single(
             "STRUCTURE",

@@ -62,20 +62,9 @@ def build_system_flow(campaign: Campaign, system: SystemInstance) -> Flow:
     structures: list[Any]
     if isinstance(stages.get("order"), OrderStage):
         o = stages["order"]
-        from superionic.stages.order import OrderMaker
+        from superionic.stages.order import order_maker_for
 
-        order_job = OrderMaker(
-            name=f"{system.name} order",
-            n_structures=o.n_structures,
-            oxidation_states=system.oxidation_states,
-            seed=o.seed,
-            n_restarts=o.n_restarts,
-            round_counts=o.round_counts,
-            polyanions=system.polyanions,
-            orientation=o.orientation,
-            clash_A=o.clash_A,
-            group_by=o.group_by,
-        ).make(system.structure)
+        order_job = order_maker_for(o, system).make(system.structure)
         jobs.append(_tag(order_job, campaign, system, "order"))
         structures = [order_job.output["structures"][i] for i in range(o.n_structures)]
     else:

@@ -279,7 +279,9 @@ def _build_system(
     return instances, problems
 
 
-def _check_stages(spec: CampaignSpec, data: Any, systems: list[SystemInstance]) -> list[Problem]:
+def _check_stages(
+    spec: CampaignSpec, data: Any, systems: list[SystemInstance], check_engines: bool = True
+) -> list[Problem]:
     problems = []
     seen: set[str] = set()
     names = [s.stage for s in spec.stages]
@@ -308,7 +310,7 @@ def _check_stages(spec: CampaignSpec, data: Any, systems: list[SystemInstance]) 
                     _line_of(data, loc),
                 )
             )
-        if engine == "vasp" and engine in SUPPORTED[stage.stage]:
+        if check_engines and engine == "vasp" and engine in SUPPORTED[stage.stage]:
             from superionic.engines.vasp import vasp_available
 
             ok, why = vasp_available()
@@ -384,13 +386,15 @@ def _version() -> str:
     return __version__
 
 
-def load_campaign(path: str | Path) -> Campaign:
+def load_campaign(path: str | Path, check_engines: bool = True) -> Campaign:
     """Read, validate and expand a campaign file.
 
     Parameters
     ----------
     path : str or Path
         The campaign YAML.
+    check_engines : bool
+        Refuse engines that cannot run here (e.g. VASP not installed); off for a dry run.
 
     Returns
     -------
@@ -460,7 +464,7 @@ def load_campaign(path: str | Path) -> Campaign:
                 "give each system a distinct 'name'",
             )
         )
-    problems.extend(_check_stages(spec, data, systems))
+    problems.extend(_check_stages(spec, data, systems, check_engines))
     if problems:
         raise SpecError(problems, shown)
     return Campaign(spec=spec, file=file.resolve(), systems=systems)

@@ -7,9 +7,36 @@ from dataclasses import dataclass, field
 from jobflow import Maker, job
 from pymatgen.core import Structure
 
-from superionic.ordering import count_orderings, order_by_ewald
+from superionic.ordering import Ordering, count_orderings, order_by_ewald
 from superionic.ordering.ewald import find_sublattices
 from superionic.structures.polyanions import expand_polyanions
+
+
+def ordered_structures(
+    structure: Structure,
+    n_structures: int,
+    oxidation_states: dict[str, float],
+    polyanions: dict[str, dict] | None = None,
+    seed: int = 0,
+    orientation: str = "random",
+    clash_A: float = 1.6,
+    **search: object,
+) -> tuple[list[Ordering], list[Structure]]:
+    """Order ``structure`` and expand its polyanions: the orderings and plain structures.
+
+    ``search`` is passed to :func:`superionic.ordering.order_by_ewald` (``n_restarts``,
+    ``round_counts``, ``group_by``, ``progress`` ...). Ordering ``k`` is expanded with seed
+    ``seed + k``; oxidation states are removed from the returned structures.
+    """
+    orderings = order_by_ewald(structure, n_structures, oxidation_states, seed=seed, **search)  # type: ignore[arg-type]
+    expanded = []
+    for rank, o in enumerate(orderings):
+        s = expand_polyanions(
+            o.structure, polyanions or {}, seed=seed + rank, orientation=orientation, clash_A=clash_A
+        )
+        s.remove_oxidation_states()
+        expanded.append(s)
+    return orderings, expanded
 
 
 @dataclass
@@ -51,6 +78,21 @@ class OrderMaker(Maker):
     clash_A: float = 1.6
     group_by: str = "wyckoff"
 
+    def run(self, structure: Structure) -> tuple[list[Ordering], list[Structure]]:
+        """Order ``structure`` now (no job): the orderings and their expanded structures."""
+        return ordered_structures(
+            structure,
+            self.n_structures,
+            self.oxidation_states,
+            self.polyanions,
+            seed=self.seed,
+            orientation=self.orientation,
+            clash_A=self.clash_A,
+            n_restarts=self.n_restarts,
+            round_counts=self.round_counts,
+            group_by=self.group_by,
+        )
+
     @job
     def make(self, structure: Structure) -> dict:
         """Order ``structure``.
@@ -64,32 +106,13 @@ class OrderMaker(Maker):
 
         """
         subs, _ = find_sublattices(structure, round_counts=self.round_counts, group_by=self.group_by)
-        orderings = order_by_ewald(
-            structure,
-            self.n_structures,
-            self.oxidation_states,
-            seed=self.seed,
-            n_restarts=self.n_restarts,
-            round_counts=self.round_counts,
-            group_by=self.group_by,
-        )
+        orderings, structures = self.run(structure)
         if len(orderings) < self.n_structures:
             raise ValueError(
                 f"only {len(orderings)} distinct orderings exist for {structure.composition.formula} "
                 f"in this cell, {self.n_structures} requested: lower n_structures or use a larger "
                 "supercell"
             )
-        structures = []
-        for rank, o in enumerate(orderings):
-            s = expand_polyanions(
-                o.structure,
-                self.polyanions,
-                seed=self.seed + rank,
-                orientation=self.orientation,
-                clash_A=self.clash_A,
-            )
-            s.remove_oxidation_states()
-            structures.append(s)
         return {
             "structures": structures,
             "ewald_energies_ev": [o.ewald_energy_ev for o in orderings],
@@ -97,3 +120,19 @@ class OrderMaker(Maker):
             "n_configurations": str(count_orderings(subs)),
             "formula": structures[0].composition.formula if structures else "",
         }
+
+
+def order_maker_for(stage: object, system: object) -> OrderMaker:
+    """Return the OrderMaker of a campaign's ``order`` stage for one system."""
+    return OrderMaker(
+        name=f"{system.name} order",  # type: ignore[attr-defined]
+        n_structures=stage.n_structures,  # type: ignore[attr-defined]
+        oxidation_states=system.oxidation_states,  # type: ignore[attr-defined]
+        seed=stage.seed,  # type: ignore[attr-defined]
+        n_restarts=stage.n_restarts,  # type: ignore[attr-defined]
+        round_counts=stage.round_counts,  # type: ignore[attr-defined]
+        polyanions=system.polyanions,  # type: ignore[attr-defined]
+        orientation=stage.orientation,  # type: ignore[attr-defined]
+        clash_A=stage.clash_A,  # type: ignore[attr-defined]
+        group_by=stage.group_by,  # type: ignore[attr-defined]
+    )
