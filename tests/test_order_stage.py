@@ -99,11 +99,6 @@ def test_mixed_argyrodite_orderings_distinct_and_below_pymatgen(params: dict, gr
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (issue 3 open): on this mixed cell the default annealing lands 1-1.5 eV above "
-    "a long run depending on the seed; needs better moves for the small anion sublattice",
-)
 def test_default_search_within_1_ev_of_long_annealing() -> None:
     params = {"x": 0.5, "site_mixing": 0.5}
     default, _ = ordered("argyrodite", params, [2, 1, 1], 1, seed=0)

@@ -292,6 +292,45 @@ class _Search:
         keep(e, labels)
         return labels
 
+    def energy_of(self, labels: np.ndarray) -> float:
+        """Ewald energy of a labelling."""
+        q = self.q_of(labels)
+        return float(q @ self.M @ q)
+
+    def hop_small_sublattices(
+        self,
+        labels: np.ndarray,
+        keep: Callable[[float, np.ndarray], None],
+        max_sites: int = 32,
+        max_sweeps: int = 5,
+    ) -> np.ndarray:
+        """Basin hopping on small mixed sublattices (e.g. S/Cl on 4a/4d).
+
+        Annealing freezes a small sublattice early: its swaps are rare and each costs eV while
+        the large sublattice has not settled. Here every swap on a small sublattice is tried with
+        the rest re-descended greedily, and the best improvement is kept, until none improves.
+        """
+        small = [s for s in self.subs if len(s.counts) > 1 and len(s.sites) <= max_sites]
+        if not small:
+            return labels
+        best = labels.copy()
+        best_e = self.energy_of(best)
+        for _ in range(max_sweeps):
+            improved = False
+            for sub in small:
+                for a, b in itertools.combinations(sub.sites, 2):
+                    if best[a] == best[b]:
+                        continue
+                    trial = best.copy()
+                    trial[a], trial[b] = trial[b], trial[a]
+                    trial = self.descend(trial, keep)
+                    e = self.energy_of(trial)
+                    if e < best_e - 1e-9:
+                        best, best_e, improved = trial, e, True
+            if not improved:
+                break
+        return best
+
 
 def order_by_ewald(
     structure: Structure,
@@ -404,7 +443,8 @@ def order_by_ewald(
         n_steps = steps_per_site * n_mixed
         t_start = _start_temperature(search)
         for r in range(n_restarts):
-            search.anneal(search.random_state(), n_steps, t_start, t_start * 1e-3, keep)
+            labels = search.anneal(search.random_state(), n_steps, t_start, t_start * 1e-3, keep)
+            search.hop_small_sublattices(labels, keep)
             if progress:
                 progress(r + 1, n_restarts)
     accepted: list[Ordering] = []
