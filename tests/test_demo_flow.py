@@ -151,3 +151,33 @@ def test_frozen_framework_and_bh4_rotation_through_the_flow(tmp_path: Path) -> N
     sym = np.array(species)
     assert moved[(sym == "P") | (sym == "S")].max() < 1e-6
     assert moved[sym == "H"].max() > 1e-3
+
+
+CHUNKED = """\
+name: chunks
+systems:
+  - name: LPSC
+    prototype: argyrodite
+stages:
+  - stage: order
+  - stage: md
+    temperatures_K: [1000, 1200]
+    production_steps: 20
+    trajectory_interval: 2
+    target_rsd: 0.01       # unreachable: every temperature runs max_chunks chunks
+    max_chunks: 3
+"""
+
+
+def test_md_extended_in_chunks_until_rsd_or_max(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(CHUNKED)
+    result = cli("run", "c.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = list(csv.DictReader(open(tmp_path / "report" / "chunks" / "diffusion.csv")))
+    assert [float(r["temperature_K"]) for r in rows] == [1000.0, 1200.0]
+    for r in rows:
+        # 3 chunks x 20 steps x 2 fs, frames every 2 steps, joined without repeated frames
+        assert float(r["total_time_ps"]) == pytest.approx(0.12)
+    assert (tmp_path / "report" / "chunks" / "arrhenius.csv").is_file()
+    again = cli("run", "c.yaml", "--no-report", cwd=tmp_path)
+    assert "0 run" in again.stdout, again.stdout

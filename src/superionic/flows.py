@@ -89,6 +89,7 @@ def build_system_flow(campaign: Campaign, system: SystemInstance) -> Flow:
             from superionic.stages.md import (
                 analyze_diffusion,
                 analyze_rotation,
+                converge_diffusion,
                 fit_arrhenius,
                 freeze_species,
             )
@@ -119,8 +120,29 @@ def build_system_flow(campaign: Campaign, system: SystemInstance) -> Flow:
                     fit_end=md.fit_end,
                 )
                 ana.name = f"{system.name} #{i} diffusion {temp:g} K"
-                jobs.append(_tag(ana, campaign, system, "diffusion", ordering=i, temperature_K=temp))
-                analyses.append(ana.output)
+                if md.target_rsd is None:
+                    jobs.append(_tag(ana, campaign, system, "diffusion", ordering=i, temperature_K=temp))
+                    analyses.append(ana.output)
+                else:
+                    jobs.append(
+                        _tag(ana, campaign, system, "diffusion_chunk", ordering=i, temperature_K=temp)
+                    )
+                    conv = converge_diffusion(
+                        ana.output,
+                        [md_job.output.objects["trajectory"]],
+                        md_settings,
+                        temp,
+                        md.species,
+                        float(md_settings.get("timestep_fs", 2.0)) * interval,
+                        skip,
+                        md.fit_start,
+                        md.fit_end,
+                        md.target_rsd,
+                        md.max_chunks,
+                    )
+                    conv.name = f"{system.name} #{i} converge {temp:g} K"
+                    jobs.append(_tag(conv, campaign, system, "diffusion", ordering=i, temperature_K=temp))
+                    analyses.append(conv.output)
                 if md.rotation_units:
                     rot = analyze_rotation(
                         md_job.output.objects["trajectory"],

@@ -43,9 +43,12 @@ class CampaignStore:
         self.job_store.connect()
         self.state.connect()
 
-    def has_output(self, uuid: str) -> bool:
-        """Whether the job store holds an output for this job uuid."""
-        return self.job_store.docs_store.count({"uuid": uuid}) > 0
+    def has_output(self, uuid: str, index: int | None = None) -> bool:
+        """Whether the job store holds an output for this job uuid (and index, when given)."""
+        criteria: dict[str, Any] = {"uuid": uuid}
+        if index is not None:
+            criteria["index"] = index
+        return self.job_store.docs_store.count(criteria) > 0
 
     def set_state(self, job: Job, state: str, **extra: Any) -> None:
         """Record a job's state."""
@@ -157,7 +160,7 @@ def run_flows(
                 store.set_state(job, "blocked", error="an upstream job failed")
                 emit("block", job)
                 continue
-            if store.has_output(job.uuid):
+            if store.has_output(job.uuid, job.index):
                 summary.skipped.append(job.uuid)
                 store.set_state(job, "done")
                 emit("skip", job)

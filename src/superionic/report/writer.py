@@ -18,11 +18,21 @@ from superionic.flows import PlannedJob
 
 
 def _outputs(store: CampaignStore, planned: list[PlannedJob]) -> dict[str, dict[str, Any]]:
+    """Output documents by job uuid; a job replaced at run time is represented by its last index."""
     uuids = [p.uuid for p in planned]
     docs = store.job_store.query(
-        {"uuid": {"$in": uuids}}, properties=["uuid", "output", "metadata"], load=False
+        {"uuid": {"$in": uuids}}, properties=["uuid", "index", "output", "metadata"], load=False
     )
-    return {d["uuid"]: d for d in docs}
+    latest: dict[str, dict[str, Any]] = {}
+    for d in docs:
+        if d["uuid"] not in latest or d.get("index", 1) > latest[d["uuid"]].get("index", 1):
+            latest[d["uuid"]] = d
+    for d in latest.values():
+        out = d.get("output")
+        if isinstance(out, dict) and out.get("@class") == "OutputReference":
+            # a job replaced at run time stores a reference to its replacement's output
+            d["output"] = store.job_store.get_output(d["uuid"], which="last")
+    return latest
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -106,6 +116,8 @@ def write_report(
                 "haven_ratio": r["haven_ratio"],
                 "n_jumps": r["n_jumps"],
                 "total_time_ps": r["total_time_ps"],
+                "n_chunks": r.get("n_chunks", 1),
+                "rsd": r["rsd"],
                 "fit_window_ps": f"{r['fit_window_ps'][0]:.2f}-{r['fit_window_ps'][1]:.2f}",
             }
         )

@@ -87,6 +87,13 @@ class MDStage(_StageBase):
     frozen_species: list[str] = Field(
         default_factory=list, description="Elements held fixed during MD (study B's frozen-species runs)."
     )
+    target_rsd: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Extend MD in chunks until the diffusivity RSD is at most this (study C).",
+    )
+    max_chunks: PositiveInt = Field(5, description="Most production chunks per temperature with target_rsd.")
 
 
 class QuenchStage(_StageBase):

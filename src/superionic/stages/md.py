@@ -28,9 +28,30 @@ def trajectory_arrays(traj: Trajectory | dict) -> tuple[np.ndarray, np.ndarray, 
     return frac, lattice, species
 
 
+def concatenate_chunks(
+    trajectories: list[Trajectory | dict], skip_frames: int = 0
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Join MD chunks into one run (each later chunk's first frame repeats the previous last one).
+
+    ``skip_frames`` are dropped from the start of the first chunk only.
+    """
+    parts = [trajectory_arrays(t) for t in trajectories]
+    fracs, lats = [], []
+    for k, (frac, lattice, _symbols) in enumerate(parts):
+        start = skip_frames if k == 0 else 1
+        fracs.append(frac[start:])
+        lats.append(
+            lattice[start:] if lattice.ndim == 3 else np.repeat(lattice[None], len(frac) - start, axis=0)
+        )
+    lattice_all = np.concatenate(lats)
+    if np.allclose(lattice_all, lattice_all[0]):
+        lattice_all = lattice_all[0]
+    return np.concatenate(fracs), lattice_all, parts[0][2]
+
+
 @job
 def analyze_diffusion(
-    trajectory: Trajectory | dict,
+    trajectory: Trajectory | dict | list,
     temperature_K: float,
     species: str,
     frame_interval_fs: float,
@@ -42,8 +63,8 @@ def analyze_diffusion(
 
     Parameters
     ----------
-    trajectory : Trajectory
-        MD trajectory (from the blob store).
+    trajectory : Trajectory or list of Trajectory
+        MD trajectory (from the blob store), or consecutive chunks of one run.
     temperature_K : float
         Production temperature.
     species : str
@@ -61,10 +82,8 @@ def analyze_diffusion(
         :class:`superionic.analysis.diffusion.DiffusionResult` as a dict.
 
     """
-    frac, lattice, symbols = trajectory_arrays(trajectory)
-    frac = frac[skip_frames:]
-    if lattice.ndim == 3:
-        lattice = lattice[skip_frames:]
+    chunks = trajectory if isinstance(trajectory, list) else [trajectory]
+    frac, lattice, symbols = concatenate_chunks(chunks, skip_frames)
     result = diffusion_from_frac_coords(
         frac,
         lattice,
@@ -166,3 +185,65 @@ def analyze_rotation(
             )
         out["units"][name] = res
     return out
+
+
+@job
+def converge_diffusion(
+    result: dict[str, Any],
+    trajectories: list[Trajectory | dict],
+    md_settings: dict[str, Any],
+    temperature_K: float,
+    species: str,
+    frame_interval_fs: float,
+    skip_frames: int,
+    fit_start: float,
+    fit_end: float,
+    target_rsd: float,
+    max_chunks: int,
+    chunk: int = 1,
+) -> Any:
+    """Extend an MD run chunk by chunk until the diffusivity's RSD reaches ``target_rsd``.
+
+    Study C's criterion: RSD = 3.43 / sqrt(N_jumps) + 0.04, target 20-40 %. When the target is
+    not met and fewer than ``max_chunks`` chunks ran, the job replaces itself with one more
+    production chunk started from the last frame (velocities redrawn at ``temperature_K``), an
+    analysis of all chunks together and another check.
+
+    Returns
+    -------
+    dict or Response
+        The diffusion result with ``n_chunks`` and ``rsd_converged``, or the replacement flow.
+    """
+    from jobflow import Flow, Response
+
+    done = result["rsd"] <= target_rsd
+    if done or chunk >= max_chunks:
+        return {**result, "n_chunks": chunk, "rsd_converged": bool(done), "target_rsd": target_rsd}
+    from superionic.engines.mlip import md_maker
+
+    frac, lattice, symbols = trajectory_arrays(trajectories[-1])
+    lat = lattice if lattice.ndim == 2 else lattice[-1]
+    last = Structure(lat, symbols, frac[-1])
+    settings = {**md_settings, "ramp_steps": 0, "seed": int(md_settings.get("seed", 0)) + chunk}
+    maker = md_maker(settings, temperature_K)
+    maker.name = f"{maker.name} chunk {chunk + 1}"
+    md_job = maker.make(last)
+    chunks = [*trajectories, md_job.output.objects["trajectory"]]
+    ana = analyze_diffusion(
+        chunks, temperature_K, species, frame_interval_fs, skip_frames, fit_start, fit_end
+    )
+    check = converge_diffusion(
+        ana.output,
+        chunks,
+        md_settings,
+        temperature_K,
+        species,
+        frame_interval_fs,
+        skip_frames,
+        fit_start,
+        fit_end,
+        target_rsd,
+        max_chunks,
+        chunk + 1,
+    )
+    return Response(replace=Flow([md_job, ana, check], output=check.output))
