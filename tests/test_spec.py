@@ -95,6 +95,12 @@ BAD = {
         GOOD.replace("[Cl, Br]", "[Cl, F]"),
         ["systems[0].params.halide", "'F'", "['Cl', 'Br', 'I']"],
     ),
+    "npt_langevin": (
+        GOOD.replace(
+            "production_steps: 100", "production_steps: 100\n    ensemble: npt\n    thermostat: langevin"
+        ),
+        ["stages[2].thermostat", "Langevin NpT", "nose-hoover or berendsen"],
+    ),
     "unknown_preset": (
         GOOD.replace("engine: mlip", "engine: mlip\npreset: nosuch"),
         ["preset", "unknown preset", "nosuch", "default"],

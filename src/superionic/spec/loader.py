@@ -336,6 +336,16 @@ def _check_stages(
                     _line_of(data, (*loc, "preset")) or _line_of(data, ("preset",)),
                 )
             )
+        if isinstance(stage, MDStage) and stage.ensemble == "npt" and stage.thermostat == "langevin":
+            problems.append(
+                Problem(
+                    f"stages[{i}].thermostat",
+                    "no Langevin NpT integrator for the MLIP engine",
+                    stage.thermostat,
+                    "nose-hoover or berendsen with ensemble npt",
+                    _line_of(data, (*loc, "thermostat")),
+                )
+            )
         if isinstance(stage, MDStage) and stage.fit_start >= stage.fit_end:
             problems.append(
                 Problem(
