@@ -63,6 +63,21 @@ def _from_ase(frames: list) -> TrajectoryArrays:
     return TrajectoryArrays(frac, lattices, list(frames[0].get_chemical_symbols()))
 
 
+def from_pymatgen_trajectory(traj: object) -> TrajectoryArrays:
+    """Return the arrays of a pymatgen ``Trajectory`` (or its dict), coordinates as positions."""
+    from pymatgen.core.trajectory import Trajectory
+
+    if isinstance(traj, dict):
+        traj = Trajectory.from_dict(traj)
+    if traj.coords_are_displacement:  # type: ignore[attr-defined]
+        traj.to_positions()  # type: ignore[attr-defined]
+    return TrajectoryArrays(
+        np.asarray(traj.coords, dtype=float),  # type: ignore[attr-defined]
+        np.asarray(traj.lattice, dtype=float),  # type: ignore[attr-defined]
+        [getattr(sp, "symbol", str(sp)) for sp in traj.species],  # type: ignore[attr-defined]
+    )
+
+
 def read_trajectory(path: str | Path, structure: str | Path | None = None) -> TrajectoryArrays:
     """Read a trajectory file.
 
@@ -98,17 +113,8 @@ def read_trajectory(path: str | Path, structure: str | Path | None = None) -> Tr
             return _from_ase(read(str(p), index=":"))
         if name.endswith((".json", ".json.gz")):
             from monty.serialization import loadfn
-            from pymatgen.core.trajectory import Trajectory
 
-            obj = loadfn(str(p))
-            if isinstance(obj, dict):
-                obj = Trajectory.from_dict(obj)
-            if obj.coords_are_displacement:
-                obj.to_positions()
-            lat = np.asarray(obj.lattice, dtype=float)
-            return TrajectoryArrays(
-                np.asarray(obj.coords, dtype=float), lat, [getattr(s, "symbol", str(s)) for s in obj.species]
-            )
+            return from_pymatgen_trajectory(loadfn(str(p)))
         if name.endswith(".npy"):
             if structure is None:
                 raise DiffusionInputError(

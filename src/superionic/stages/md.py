@@ -11,6 +11,7 @@ from pymatgen.core.trajectory import Trajectory
 
 from superionic.analysis.diffusion import arrhenius_fit, diffusion_from_frac_coords
 from superionic.analysis.rotation import UNITS, jump_rotation_correlation, orientation_acf
+from superionic.analysis.trajectory_io import from_pymatgen_trajectory
 
 
 def trajectory_arrays(traj: Trajectory | dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -18,14 +19,8 @@ def trajectory_arrays(traj: Trajectory | dict) -> tuple[np.ndarray, np.ndarray, 
 
     ``lattices`` has shape (3, 3) for a constant lattice, else (n_frames, 3, 3).
     """
-    if isinstance(traj, dict):
-        traj = Trajectory.from_dict(traj)
-    if traj.coords_are_displacement:
-        traj.to_positions()
-    frac = np.asarray(traj.coords, dtype=float)
-    lattice = np.asarray(traj.lattice, dtype=float)
-    species = [getattr(s, "symbol", str(s)) for s in traj.species]
-    return frac, lattice, species
+    arrays = from_pymatgen_trajectory(traj)
+    return arrays.frac_coords, arrays.lattices, arrays.species
 
 
 def concatenate_chunks(
