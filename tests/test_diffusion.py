@@ -163,3 +163,29 @@ def test_defaults_agree_with_pymatgen_on_a_diffusive_walk() -> None:
     pmg = DiffusionAnalyzer.from_structures(structures, "Li", 800, 2, 50, smoothed="max")
     assert ours.diffusivity_cm2_s == pytest.approx(pmg.diffusivity, rel=0.10)
     assert abs(ours.diffusivity_cm2_s - 5e-5) <= ours.diffusivity_err_cm2_s
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--species", "Na"], "species 'Na' is not in the trajectory"),
+        (["--species", "Li", "--timestep-fs", "0"], "--timestep-fs must be positive"),
+    ],
+)
+def test_analyze_cli_errors_name_the_trajectory(tmp_path, args: list[str], message: str) -> None:
+    from ase import Atoms
+    from ase.io import write
+    from typer.testing import CliRunner
+
+    from superionic.cli import app
+
+    frac, lattice, species = random_walk(1e-5, 20, 4, 2.0, 0)
+    path = tmp_path / "walk.extxyz"
+    write(path, [Atoms(species, scaled_positions=f, cell=lattice, pbc=True) for f in frac])
+    base = ["analyze", "diffusion", str(path), "--timestep-fs", "2", "--temperature-K", "600"]
+    result = CliRunner().invoke(app, base + args)
+    assert result.exit_code == 2
+    assert f"error: {path}: {message}" in result.output
+    ok = CliRunner().invoke(app, [*base, "--species", "Li", "--out", str(tmp_path / "d.json")])
+    assert ok.exit_code == 0, ok.output
+    assert (tmp_path / "d.json").is_file()

@@ -57,7 +57,11 @@ def _user_errors(func: F) -> F:
 
             if not isinstance(exc, DiffusionInputError):
                 raise
-            typer.echo(f"error: {exc}", err=True)
+            source = kwargs.get("traj")
+            text = str(exc)
+            if source is not None and not text.startswith(str(source)):
+                text = f"{source}: {text}"  # name the trajectory the problem is in
+            typer.echo(f"error: {text}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
