@@ -49,3 +49,45 @@ def test_prototype_errors() -> None:
     with pytest.raises(StructureError, match="out of range"):
         build_disordered("argyrodite", {"site_mixing": 2})
     assert "argyrodite" in list_prototypes()
+
+
+def test_ucl3_type_halide_metal_chlorine_prism_and_68_atom_cell() -> None:
+    proto = load_prototype("ucl3_halide")
+    for metal, (lo, hi) in {"La": (2.94, 2.97), "Sm": (2.85, 2.92)}.items():
+        s = build_disordered("ucl3_halide", {"metal": metal})
+        assert s.composition.reduced_formula == f"Na0.75{metal}1.75Cl6"
+        m_site = next(site for site in s if site.properties["wyckoff"] == "M_2c")
+        d = sorted(n.nn_distance for n in s.get_neighbors(m_site, 3.5))
+        assert len(d) == 9  # tricapped trigonal prism of the UCl3 type
+        assert lo <= d[0] and d[-1] <= hi
+    disordered = build_disordered("ucl3_halide")
+    disordered.make_supercell([2, 2, 2])
+    ordered = order_by_ewald(disordered, 2, proto.oxidation_states, steps_per_site=200)
+    assert len(ordered[0].structure) == 68  # the AIMD cell of study C
+    assert ordered[0].structure.composition.formula.replace(" ", "") == "Na6La14Cl48"
+    assert ordered[0].ewald_energy_ev <= ordered[1].ewald_energy_ev
+
+
+def test_natacl6_128_atom_cell_keeps_cations_apart() -> None:
+    proto = load_prototype("natacl6")
+    s = build_disordered("natacl6")
+    s.make_supercell([2, 3, 4])
+    best = order_by_ewald(s, 1, proto.oxidation_states, steps_per_site=200)[0].structure
+    assert best.composition.formula.replace(" ", "") == "Na16Ta16Cl96"
+    dm = best.distance_matrix
+    sym = np.array([site.specie.symbol for site in best])
+    ta_ta = dm[np.ix_(sym == "Ta", sym == "Ta")]
+    # Ta5+ never on nearest-neighbour holes (a/sqrt(2) = 3.7 A) in the lowest-Ewald ordering
+    assert np.min(ta_ta[ta_ta > 0]) > 5.0
+    ta_cl = dm[np.ix_(sym == "Ta", sym == "Cl")]
+    assert np.sort(ta_cl, axis=1)[:, :6] == pytest.approx(5.24 / 2, abs=1e-6)  # TaCl6 octahedra
+
+
+def test_li_zr_oxychloride_end_members() -> None:
+    pure = build_disordered("li_zr_oxychloride").composition
+    assert pure["Cl"] / pure["Zr"] == pytest.approx(6.0)
+    assert pure["Li"] / pure["Zr"] == pytest.approx(2.0)
+    oxy = build_disordered("li_zr_oxychloride", {"t": 1.0}).composition
+    assert oxy["Li"] / oxy["Zr"] == pytest.approx(3.0)
+    assert oxy["Cl"] / oxy["Zr"] == pytest.approx(4.0)
+    assert oxy["O"] / oxy["Zr"] == pytest.approx(1.5)

@@ -190,7 +190,8 @@ def _lattice(proto: Prototype, values: dict[str, Any]) -> Lattice:
     lat = dict(proto.lattice)
     for pname, table in proto.lattice_by_parameter.items():
         if values.get(pname) in table:
-            lat["a"] = table[values[pname]]
+            entry = table[values[pname]]
+            lat.update(entry if isinstance(entry, dict) else {"a": entry})
     for key, expr in proto.lattice_by_expression.items():
         lat[key] = evaluate_expression(expr, values)
     for key in ("a", "b", "c", "alpha", "beta", "gamma"):
