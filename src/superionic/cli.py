@@ -581,20 +581,25 @@ def inputs(
     structure: Annotated[
         str, typer.Argument(help="Structure file (CIF/POSCAR), or an ordered prototype name.")
     ],
-    engine: Annotated[str, typer.Option(help="vasp or mlip.")] = "vasp",
+    engine: Annotated[str, typer.Option(help="vasp, cp2k or mlip.")] = "vasp",
     preset: Annotated[str, typer.Option(help="Preset in configs/engines (e.g. argyrodite_bh4).")] = "default",
-    stage: Annotated[str, typer.Option(help="Stage whose inputs to write (relax).")] = "relax",
+    stage: Annotated[
+        str, typer.Option(help="Stage whose inputs to write: relax (all engines), static (cp2k), md (mlip).")
+    ] = "relax",
     out: Annotated[Path, typer.Option(help="Folder for the input files.")] = Path("inputs"),
     supercell: Annotated[tuple[int, int, int], typer.Option(help="Supercell multiples A B C.")] = (1, 1, 1),
     param: Annotated[
         list[str] | None, typer.Option(help="Prototype parameter KEY=VALUE (repeatable).")
     ] = None,
 ) -> None:
-    """Write the inputs a job would run with (INCAR/KPOINTS/POSCAR/POTCAR.spec for VASP), without running.
+    """Write the inputs a job would run with, without running.
 
-    A prototype name is ordered first (lowest Ewald energy, seed 0). Example::
+    VASP: INCAR, KPOINTS, POSCAR and POTCAR.spec (a POTCAR when PMG_VASP_PSP_DIR is set).
+    CP2K: cp2k.inp with the BASIS and POTENTIAL files it reads. MLIP: POSCAR and settings.json.
+    A prototype name is ordered first (lowest Ewald energy, seed 0). Examples::
 
         superionic inputs argyrodite_bh4 --supercell 2 1 1 --engine vasp --preset argyrodite_bh4 --out A/
+        superionic inputs antiperovskite_amide --engine cp2k --preset antiperovskite_amide --out B/
     """
     from superionic.inputs import write_stage_inputs
     from superionic.stages.order import ordered_structures

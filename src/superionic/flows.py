@@ -74,8 +74,11 @@ def build_system_flow(campaign: Campaign, system: SystemInstance) -> Flow:
         current = structure
         if isinstance(stages.get("relax"), RelaxStage):
             relax_stage = stages["relax"]
-            if (relax_stage.engine or spec.engine) == "vasp":
+            relax_engine = relax_stage.engine or spec.engine
+            if relax_engine == "vasp":
                 from superionic.engines.vasp import relax_maker
+            elif relax_engine == "cp2k":
+                from superionic.engines.cp2k import relax_maker
             else:
                 from superionic.engines.mlip import relax_maker
 

@@ -2,7 +2,8 @@
 
 VASP: INCAR, KPOINTS, POSCAR and POTCAR.spec (the POTCAR itself needs a licensed library; with
 ``PMG_VASP_PSP_DIR`` configured a real POTCAR is written instead). MLIP: the POSCAR and a
-``settings.json`` of the atomate2 forcefield maker.
+``settings.json`` of the atomate2 forcefield maker. CP2K: ``cp2k.inp`` with the ``BASIS`` and
+``POTENTIAL`` files it reads (taken from the local CP2K data).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pymatgen.core import Structure
 from superionic.engines import stage_settings
 from superionic.errors import SuperionicError
 
-WRITABLE = {"vasp": {"relax"}, "mlip": {"relax", "md"}}
+WRITABLE = {"vasp": {"relax"}, "cp2k": {"relax", "static"}, "mlip": {"relax", "md"}}
 
 
 def write_stage_inputs(
@@ -53,6 +54,11 @@ def write_stage_inputs(
         vis = input_set(settings, stage)
         use_spec = not os.environ.get("PMG_VASP_PSP_DIR")
         vis.get_input_set(structure, potcar_spec=use_spec).write_input(out_dir)
+        return sorted(p for p in out_dir.iterdir() if p.is_file())
+    if engine == "cp2k":
+        from superionic.engines.cp2k import input_generator
+
+        input_generator(settings, stage).get_input_set(structure).write_input(out_dir, overwrite=True)
         return sorted(p for p in out_dir.iterdir() if p.is_file())
     structure.to(filename=str(out_dir / "POSCAR"), fmt="poscar")
     if stage == "relax":

@@ -45,12 +45,27 @@ _STAGE_MODELS: dict[str, type[BaseModel]] = {
 # message naming the issue that adds them, never half-run.
 SUPPORTED: dict[str, set[str]] = {
     "order": {"mlip", "vasp", "cp2k"},  # engine-independent
-    "relax": {"mlip", "vasp"},
+    "relax": {"mlip", "vasp", "cp2k"},
     "md": {"mlip"},
     "hull": set(),
     "nmr": set(),
     "quench": set(),
 }
+
+
+def engine_available(engine: str) -> tuple[bool, str, str]:
+    """Whether an engine can run here: (ok, reason, how to fix)."""
+    if engine == "vasp":
+        from superionic.engines.vasp import vasp_available
+
+        ok, why = vasp_available()
+        return ok, why, "an installed VASP, or SUPERIONIC_VASP_REPLAY for replay"
+    if engine == "cp2k":
+        from superionic.engines.cp2k import cp2k_available
+
+        ok, why = cp2k_available()
+        return ok, why, "an installed CP2K (apt-get install cp2k), or engine mlip"
+    return True, "", ""
 
 
 @dataclass
@@ -310,17 +325,15 @@ def _check_stages(
                     _line_of(data, loc),
                 )
             )
-        if check_engines and engine == "vasp" and engine in SUPPORTED[stage.stage]:
-            from superionic.engines.vasp import vasp_available
-
-            ok, why = vasp_available()
+        if check_engines and stage.stage != "order" and engine in SUPPORTED[stage.stage]:
+            ok, why, fix = engine_available(engine)
             if not ok:
                 problems.append(
                     Problem(
                         f"stages[{i}].engine" if stage.engine else "engine",
                         why,
                         engine,
-                        "an installed VASP, or SUPERIONIC_VASP_REPLAY for replay",
+                        fix,
                         _line_of(data, loc),
                     )
                 )

@@ -1,0 +1,279 @@
+"""CP2K engine: preset -> atomate2 CP2K makers with basis sets and pseudopotentials from the local data.
+
+atomate2's CP2K input sets name basis sets by content hash and expect pymatgen's CP2K data
+files; superionic instead reads the files that ship with the CP2K installation
+(``/usr/share/cp2k`` on Debian, or ``$CP2K_DATA_DIR``): by default ``DZVP-MOLOPT-SR-GTH`` from
+``BASIS_MOLOPT`` with ``GTH-PBE`` from ``GTH_POTENTIALS``, PBE, GPW, non-spin-polarised, no
+smearing. The preset's ``cp2k:`` section sets the plane-wave cutoff (``cutoff_Ry``), the
+k-point density, SCF and geometry tolerances and any raw ``override`` of the CP2K input tree.
+
+CP2K runs through atomate2's ``run_cp2k`` (custodian with its CP2K handlers); the command comes
+from ``SUPERIONIC_CP2K_CMD``, else ``cp2k.psmp`` or ``cp2k`` found on PATH.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from atomate2.cp2k.sets.base import Cp2kInputGenerator, recursive_update
+from atomate2.cp2k.sets.core import CellOptSetGenerator, RelaxSetGenerator, StaticSetGenerator
+from pymatgen.core import Structure
+from pymatgen.io.cp2k.inputs import BasisFile, PotentialFile
+from pymatgen.io.vasp import Kpoints
+
+from superionic.engines.vasp import kpoint_mesh
+from superionic.errors import Problem, SpecError
+
+DEFAULT_BASIS = "DZVP-MOLOPT-SR-GTH"
+DEFAULT_POTENTIAL = "GTH-PBE"
+
+
+def cp2k_data_dir() -> Path:
+    """Return the CP2K data folder (``$CP2K_DATA_DIR`` or ``/usr/share/cp2k``)."""
+    return Path(os.environ.get("CP2K_DATA_DIR", "/usr/share/cp2k"))
+
+
+def cp2k_command() -> str:
+    """Return the command that runs CP2K (``SUPERIONIC_CP2K_CMD``, else the first CP2K on PATH)."""
+    if os.environ.get("SUPERIONIC_CP2K_CMD"):
+        return os.environ["SUPERIONIC_CP2K_CMD"]
+    for exe in ("cp2k.psmp", "cp2k.ssmp", "cp2k.popt", "cp2k.sopt", "cp2k"):
+        if shutil.which(exe):
+            return exe
+    return "cp2k.psmp"
+
+
+def cp2k_available() -> tuple[bool, str]:
+    """Whether CP2K and its data files are installed, with the reason when not."""
+    cmd = cp2k_command().split()
+    exe = next((c for c in cmd if not c.startswith("-") and c not in ("mpirun", "srun", "mpiexec")), cmd[-1])
+    if shutil.which(exe) is None:
+        return False, (
+            f"CP2K executable '{exe}' is not on PATH: install it (Debian: apt-get install cp2k) or set "
+            "SUPERIONIC_CP2K_CMD"
+        )
+    if not (cp2k_data_dir() / "BASIS_MOLOPT").is_file():
+        return False, f"CP2K data folder {cp2k_data_dir()} has no BASIS_MOLOPT: set CP2K_DATA_DIR"
+    return True, exe
+
+
+@lru_cache(maxsize=8)
+def _basis_file(path: str) -> BasisFile:
+    return BasisFile.from_file(path)
+
+
+@lru_cache(maxsize=8)
+def _potential_file(path: str) -> PotentialFile:
+    return PotentialFile.from_file(path)
+
+
+def basis_and_potential(
+    elements: list[str],
+    basis: str = DEFAULT_BASIS,
+    potential: str = DEFAULT_POTENTIAL,
+    basis_file: str = "BASIS_MOLOPT",
+    potential_file: str = "GTH_POTENTIALS",
+) -> dict[str, dict[str, Any]]:
+    """Pick the basis set and pseudopotential of each element from the CP2K data files.
+
+    Parameters
+    ----------
+    elements : list of str
+        Element symbols.
+    basis, potential : str
+        Basis-set name and pseudopotential family (the valence suffix ``-qN`` is chosen per element).
+    basis_file, potential_file : str
+        File names inside :func:`cp2k_data_dir`.
+
+    Returns
+    -------
+    dict
+        ``{element: {"basis": GaussianTypeOrbitalBasisSet, "potential": GthPotential, "aux_basis": None}}``.
+
+    Raises
+    ------
+    SpecError
+        Naming every element that has no such basis or potential in the files.
+
+    """
+    data = cp2k_data_dir()
+    bfile, pfile = data / basis_file, data / potential_file
+    problems: list[Problem] = []
+    for f in (bfile, pfile):
+        if not f.is_file():
+            problems.append(Problem("cp2k", "CP2K data file not found", str(f), "set CP2K_DATA_DIR"))
+    if problems:
+        raise SpecError(problems)
+    bases, pots = _basis_file(str(bfile)).objects, _potential_file(str(pfile)).objects
+    out: dict[str, dict[str, Any]] = {}
+    for el in elements:
+        b = [o for o in bases if o.element.symbol == el and o.name == basis]
+        p = [o for o in pots if o.element.symbol == el and (o.name or "").startswith(f"{potential}-q")]
+        if not b:
+            problems.append(Problem(f"cp2k.basis.{el}", f"no basis set '{basis}' for {el}", str(bfile), ""))
+        if not p:
+            problems.append(
+                Problem(f"cp2k.potential.{el}", f"no pseudopotential '{potential}' for {el}", str(pfile), "")
+            )
+        if b and p:
+            # the basis is built for one valence count: take the potential with the same count
+            nval = getattr(getattr(b[0], "info", None), "electrons", None)
+            same = [o for o in p if nval is None or sum(o.n_elecs.values()) == nval]
+            out[el] = {"basis": b[0], "potential": (same or p)[0], "aux_basis": None}
+    if problems:
+        raise SpecError(problems)
+    return out
+
+
+def _input_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """Translate preset keys into atomate2/pymatgen ``DftSet`` settings."""
+    user: dict[str, Any] = {
+        "xc_functionals": [settings.get("functional", "PBE")],
+        "spin_polarized": bool(settings.get("spin_polarized", False)),
+        "smearing": bool(settings.get("smearing", False)),
+        "cutoff": float(settings.get("cutoff_Ry", 400.0)),
+        "rel_cutoff": float(settings.get("rel_cutoff_Ry", 50.0)),
+        "eps_scf": float(settings.get("eps_scf", 1e-6)),
+        "max_scf": int(settings.get("max_scf", 50)),
+        "ot": bool(settings.get("ot", True)),
+    }
+    override = dict(settings.get("override", {}))
+    if "max_force_Ha_per_bohr" in settings or "max_iter" in settings:
+        geo = {}
+        if "max_force_Ha_per_bohr" in settings:
+            geo["MAX_FORCE"] = float(settings["max_force_Ha_per_bohr"])
+        if "max_iter" in settings:
+            geo["MAX_ITER"] = int(settings["max_iter"])
+        override = recursive_update(override, {"MOTION": {"GEO_OPT": geo, "CELL_OPT": geo}})
+    if override:
+        user["override_default_params"] = override
+    return user
+
+
+class _LocalDataMixin:
+    """Resolve basis sets and potentials from the local CP2K data for each structure."""
+
+    basis: str
+    potential: str
+    kpoint_spacing_per_A: float | None
+    user_input_settings: dict
+    user_kpoints_settings: Any
+
+    def get_input_set(
+        self, structure: Structure | None = None, prev_dir: Any = None, optional_files: Any = None
+    ):  # type: ignore[no-untyped-def]
+        """Return the input set with this structure's basis sets, potentials and k-mesh filled in."""
+        if structure is not None:
+            elements = sorted({sp.symbol for sp in structure.composition.elements})
+            bp = basis_and_potential(elements, self.basis, self.potential)
+            self.user_input_settings = {**self.user_input_settings, "basis_and_potential": bp}
+            if self.kpoint_spacing_per_A:
+                mesh = kpoint_mesh(structure.lattice, self.kpoint_spacing_per_A)
+                # a 1x1x1 mesh is the Gamma point: no &KPOINTS, so OT stays available
+                self.user_kpoints_settings = None if mesh == (1, 1, 1) else Kpoints.gamma_automatic(mesh)
+        return super().get_input_set(structure, prev_dir, optional_files)  # type: ignore[misc]
+
+
+@dataclass
+class LocalStaticSet(_LocalDataMixin, StaticSetGenerator):
+    """Single-point energy and forces (ENERGY_FORCE)."""
+
+    basis: str = DEFAULT_BASIS
+    potential: str = DEFAULT_POTENTIAL
+    kpoint_spacing_per_A: float | None = None
+    user_input_settings: dict = field(default_factory=dict)
+
+
+@dataclass
+class LocalRelaxSet(_LocalDataMixin, RelaxSetGenerator):
+    """Fixed-cell geometry optimisation (GEO_OPT, BFGS)."""
+
+    basis: str = DEFAULT_BASIS
+    potential: str = DEFAULT_POTENTIAL
+    kpoint_spacing_per_A: float | None = None
+    user_input_settings: dict = field(default_factory=dict)
+
+
+@dataclass
+class LocalCellOptSet(_LocalDataMixin, CellOptSetGenerator):
+    """Cell and positions optimisation (CELL_OPT, BFGS)."""
+
+    basis: str = DEFAULT_BASIS
+    potential: str = DEFAULT_POTENTIAL
+    kpoint_spacing_per_A: float | None = None
+    user_input_settings: dict = field(default_factory=dict)
+
+
+_PATCHED = False
+
+
+def patch_rks_parsing() -> None:
+    """Let atomate2 parse closed-shell (RKS) CP2K runs.
+
+    atomate2 0.1.x's ``CalculationInput.cleanup_dft`` validator calls ``.upper()`` on every value
+    of pymatgen's parsed ``dft`` block; an RKS run has integers, lists and dicts there and the
+    parse fails (UKS runs pass only because their first value is the string "UKS"). We swap in
+    the same check restricted to strings and rebuild the model (idempotent).
+    """
+    global _PATCHED
+    if _PATCHED:
+        return
+    from atomate2.cp2k.schemas import calculation
+
+    def cleanup_dft(cls: type, dft: dict) -> dict:
+        if any(isinstance(v, str) and v.upper() == "UKS" for v in dft.values()):
+            dft["UKS"] = True
+        return dft
+
+    model = calculation.CalculationInput
+    decorator = model.__pydantic_decorators__.field_validators["cleanup_dft"]
+    decorator.func = cleanup_dft.__get__(model)  # type: ignore[attr-defined]
+    model.model_rebuild(force=True)
+    for parent in (calculation.Calculation,):
+        parent.model_rebuild(force=True)
+    _PATCHED = True
+
+
+def input_generator(settings: dict[str, Any], stage: str) -> Cp2kInputGenerator:
+    """Return the input-set generator of a stage (``relax`` or ``static``) from merged preset settings.
+
+    Keys: ``basis``, ``potential``, ``cutoff_Ry``, ``rel_cutoff_Ry``, ``eps_scf``, ``max_scf``,
+    ``ot``, ``smearing``, ``spin_polarized``, ``relax_cell`` (CELL_OPT rather than GEO_OPT),
+    ``max_force_Ha_per_bohr``, ``max_iter``, ``kpoint_spacing_per_A`` (as for VASP: n_i =
+    ceil(|b_i| / s); absent or a 1x1x1 result = Gamma only, which keeps the fast OT solver; any
+    other mesh switches CP2K to diagonalisation), ``override`` (raw CP2K input tree merged last).
+    """
+    kwargs: dict[str, Any] = {
+        "basis": settings.get("basis", DEFAULT_BASIS),
+        "potential": settings.get("potential", DEFAULT_POTENTIAL),
+        "kpoint_spacing_per_A": settings.get("kpoint_spacing_per_A"),
+        "user_input_settings": _input_settings(settings),
+    }
+    kpts = None  # Gamma only unless the spacing asks for more (set per structure)
+    if stage == "static":
+        gen: Cp2kInputGenerator = LocalStaticSet(**kwargs)
+    elif settings.get("relax_cell", True):
+        gen = LocalCellOptSet(**kwargs)
+    else:
+        gen = LocalRelaxSet(**kwargs)
+    gen.user_kpoints_settings = kpts
+    return gen
+
+
+def relax_maker(settings: dict[str, Any]) -> Any:
+    """Return atomate2's CP2K ``CellOptMaker`` (or ``RelaxMaker`` with ``relax_cell: false``)."""
+    from atomate2.cp2k.jobs.core import CellOptMaker, RelaxMaker
+
+    patch_rks_parsing()
+    gen = input_generator(settings, "relax")
+    cls = CellOptMaker if isinstance(gen, LocalCellOptSet) else RelaxMaker
+    return cls(
+        name="cp2k relax",
+        input_set_generator=gen,
+        run_cp2k_kwargs={"cp2k_cmd": cp2k_command(), "max_errors": 3},
+    )
