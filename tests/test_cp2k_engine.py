@@ -114,7 +114,8 @@ def test_missing_cp2k_is_refused_before_anything_runs(
 ) -> None:
     monkeypatch.setenv("SUPERIONIC_CP2K_CMD", "cp2k-not-installed.psmp")
     (tmp_path / "c.yaml").write_text(
-        "name: c\nengine: cp2k\nsystems:\n  - prototype: argyrodite\nstages:\n  - stage: order\n  - stage: relax\n"
+        "name: c\nengine: cp2k\nsystems:\n  - prototype: argyrodite\n"
+        "stages:\n  - stage: order\n  - stage: relax\n"
     )
     result = runner.invoke(app, ["run", str(tmp_path / "c.yaml")])
     assert result.exit_code == 2

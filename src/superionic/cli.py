@@ -247,6 +247,7 @@ def run(
         target = out or Path("report") / campaign.spec.name
         files = write_report(campaign.spec.name, planned, store, target)
         console.print(f"report: {target}/ ({', '.join(f.name for f in files)})")
+        _print_hull(target)
     if not summary.ok:
         raise typer.Exit(1)
 
@@ -385,6 +386,22 @@ def report(
     console.print(f"report: {target}/")
     for f in files:
         console.print(f"  {f}")
+    _print_hull(target)
+
+
+def _print_hull(report_dir: Path) -> None:
+    """Print hull.csv (if the campaign has a hull stage), one line per structure."""
+    import csv
+
+    path = report_dir / "hull.csv"
+    if not path.is_file():
+        return
+    console.print("energy above hull (E_hull, meV/atom), decomposition:")
+    for r in csv.DictReader(path.open()):
+        typer.echo(
+            f"  E_hull {float(r['e_hull_meV_per_atom']):7.1f} meV/atom  {r['structure']}  "
+            f"({r['formula']}) -> {r['decomposition']}"
+        )
 
 
 def _parse_pairs(values: list[str], option: str, number: bool) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from jobflow import Flow, Job
 from superionic.dispatch.fingerprint import fingerprint_flow
 from superionic.engines import stage_settings
 from superionic.spec.loader import Campaign, SystemInstance
-from superionic.spec.models import MDStage, OrderStage, RelaxStage
+from superionic.spec.models import HullStage, MDStage, OrderStage, RelaxStage
 
 FINGERPRINT_VERSION = "superionic-flow-1"
 
@@ -45,7 +45,64 @@ def _stage_overrides(stage: Any) -> dict[str, Any]:
     return stage.model_dump(exclude={"stage", "engine", "preset"})
 
 
-def build_system_flow(campaign: Campaign, system: SystemInstance) -> Flow:
+def _relax_maker_for(engine: str, settings: dict[str, Any]) -> Any:
+    if engine == "vasp":
+        from superionic.engines.vasp import relax_maker
+    elif engine == "cp2k":
+        from superionic.engines.cp2k import relax_maker
+    else:
+        from superionic.engines.mlip import relax_maker
+    return relax_maker(settings)
+
+
+def _relaxed_result(job: Job, engine: str) -> dict[str, Any]:
+    """Return references to what the hull needs from a relax job (VASP entries carry MP2020 data)."""
+    result = {"energy": job.output.output.energy, "structure": job.output.structure}
+    if engine == "vasp":
+        result["entry"] = job.output.entry
+    return result
+
+
+def build_phase_flow(campaign: Campaign) -> tuple[Flow | None, dict[str, dict[str, Any]]]:
+    """Relax jobs of the competing phases the campaign's hull stage needs (once per campaign).
+
+    Returns the flow (``None`` without a hull stage) and phase name -> relaxed-result references.
+    """
+    spec = campaign.spec
+    stages = {s.stage: s for s in spec.stages}
+    hull = stages.get("hull")
+    relax = stages.get("relax")
+    if not isinstance(hull, HullStage) or not isinstance(relax, RelaxStage) or hull.entries_file is not None:
+        return None, {}
+    from superionic.structures.phases import build_phase, phases_for
+
+    engine = relax.engine or spec.engine
+    settings = stage_settings(relax.preset or spec.preset, engine, "relax", _stage_overrides(relax))
+    needed: dict[str, Any] = {}
+    for system in campaign.systems:
+        for phase in phases_for(system.elements):
+            needed[phase.name] = phase
+    jobs, results = [], {}
+    for name, phase in sorted(needed.items()):
+        phase_settings = dict(settings)
+        if "molecule" in phase.data:  # keep the box: positions only
+            phase_settings["relax_cell"] = False
+            if engine == "vasp":
+                phase_settings["incar"] = {**phase_settings.get("incar", {}), "ISIF": 2}
+        maker = _relax_maker_for(engine, phase_settings)
+        maker.name = f"phase {name} relax"
+        j = maker.make(build_phase(phase))
+        j.metadata.update(
+            {"campaign": spec.name, "system": "competing phases", "stage": "phase", "phase": name}
+        )
+        jobs.append(j)
+        results[name] = _relaxed_result(j, engine)
+    return Flow(jobs, name=f"{spec.name}:competing phases"), results
+
+
+def build_system_flow(
+    campaign: Campaign, system: SystemInstance, phase_results: dict[str, dict[str, Any]] | None = None
+) -> Flow:
     """Build the (un-fingerprinted) flow of one system."""
     spec = campaign.spec
     jobs: list[Job] = []
@@ -70,22 +127,17 @@ def build_system_flow(campaign: Campaign, system: SystemInstance) -> Flow:
     else:
         structures = [system.structure]
 
+    relaxed: dict[str, dict[str, Any]] = {}
     for i, structure in enumerate(structures):
         current = structure
         if isinstance(stages.get("relax"), RelaxStage):
             relax_stage = stages["relax"]
             relax_engine = relax_stage.engine or spec.engine
-            if relax_engine == "vasp":
-                from superionic.engines.vasp import relax_maker
-            elif relax_engine == "cp2k":
-                from superionic.engines.cp2k import relax_maker
-            else:
-                from superionic.engines.mlip import relax_maker
-
-            maker = relax_maker(settings(relax_stage))
+            maker = _relax_maker_for(relax_engine, settings(relax_stage))
             maker.name = f"{system.name} #{i} relax"
             relax_job = maker.make(current)
             jobs.append(_tag(relax_job, campaign, system, "relax", ordering=i))
+            relaxed[f"{system.name} #{i}"] = _relaxed_result(relax_job, relax_engine)
             current = relax_job.output.structure
         if isinstance(stages.get("md"), MDStage):
             from superionic.engines.mlip import md_maker
@@ -161,15 +213,39 @@ def build_system_flow(campaign: Campaign, system: SystemInstance) -> Flow:
                 arr = fit_arrhenius(analyses)
                 arr.name = f"{system.name} #{i} arrhenius"
                 jobs.append(_tag(arr, campaign, system, "arrhenius", ordering=i))
+    hull = stages.get("hull")
+    if isinstance(hull, HullStage) and relaxed:
+        from superionic.stages.hull import compute_hull
+        from superionic.structures.phases import phases_for
+
+        names = {p.name for p in phases_for(system.elements)}
+        entries = hull.entries_file
+        if entries is not None and not entries.is_absolute():
+            entries = (campaign.directory / entries).resolve()
+        engine = (stages["relax"].engine or spec.engine) if "relax" in stages else spec.engine
+        compat = {"auto": "mp2020" if engine == "vasp" else None, "none": None}.get(
+            hull.compatibility, hull.compatibility
+        )
+        hull_job = compute_hull(
+            relaxed,
+            {n: r for n, r in (phase_results or {}).items() if n in names},
+            str(entries) if entries else None,
+            compat,
+        )
+        hull_job.name = f"{system.name} hull"
+        jobs.append(_tag(hull_job, campaign, system, "hull"))
     return Flow(jobs, name=f"{campaign.spec.name}:{system.name}")
 
 
 def build_flows(campaign: Campaign) -> list[Flow]:
-    """Build one fingerprinted Flow per system of the campaign."""
-    return [
-        fingerprint_flow(build_system_flow(campaign, system), salt=FINGERPRINT_VERSION)
-        for system in campaign.systems
-    ]
+    """Build the campaign's fingerprinted flows: competing phases first (if any), then one per system."""
+    phase_flow, phase_results = build_phase_flow(campaign)
+    system_flows = [build_system_flow(campaign, system, phase_results) for system in campaign.systems]
+    if phase_flow is None:
+        return [fingerprint_flow(f, salt=FINGERPRINT_VERSION) for f in system_flows]
+    # fingerprint together so that the systems' hull jobs point at the phases' fingerprinted uuids
+    combined = fingerprint_flow(Flow([phase_flow, *system_flows]), salt=FINGERPRINT_VERSION)
+    return list(combined.jobs)
 
 
 def planned_jobs(flows: list[Flow]) -> list[PlannedJob]:

@@ -144,6 +144,15 @@ def write_report(
             row["note"] = r.get("error", "")
         arrhenius.append(row)
     rotation = _rotation_rows(by_stage["rotation"])
+    hull = hull_rows(by_stage["hull"])
+    phases = [
+        {
+            "phase": d["metadata"].get("phase", p.name),
+            "formula": d["output"].get("formula_pretty"),
+            "energy_per_atom_ev": d["output"].get("output", {}).get("energy_per_atom"),
+        }
+        for p, d in by_stage["phase"]
+    ]
 
     written = []
     for name, rows in (
@@ -152,6 +161,8 @@ def write_report(
         ("diffusion.csv", diffusion),
         ("arrhenius.csv", arrhenius),
         ("rotation.csv", rotation),
+        ("hull.csv", hull),
+        ("phases.csv", phases),
     ):
         if rows:
             _write_csv(out_dir / name, rows)
@@ -162,6 +173,10 @@ def write_report(
         written.append(_plot_arrhenius(diffusion, by_stage["arrhenius"], out_dir / "arrhenius.png"))
     if by_stage["rotation"]:
         written.append(_plot_rotation(by_stage["rotation"], out_dir / "rotation_acf.png"))
+    if hull:
+        from superionic.analysis.hull import plot_hull
+
+        written.append(plot_hull(hull, out_dir / "hull.png", f"{campaign_name}: energy above hull"))
 
     md = [f"# {campaign_name}: report\n"]
     for title, rows in (
@@ -174,6 +189,8 @@ def write_report(
             arrhenius,
         ),
         ("Polyanion rotation (C(t) = <u(t).u(0)>; tau from exp(-t/tau) where C > 1/e)", rotation),
+        ("Energy above the convex hull (against the competing phases below)", hull),
+        ("Competing phases (relaxed with the same engine and preset)", phases),
     ):
         if rows:
             md.append(f"## {title}\n\n{_md_table(rows)}")
@@ -182,6 +199,25 @@ def write_report(
     (out_dir / "summary.md").write_text("\n".join(md))
     written.insert(0, out_dir / "summary.md")
     return written
+
+
+def hull_rows(items: list[tuple[PlannedJob, dict]]) -> list[dict[str, Any]]:
+    """Rows of hull.csv: one per relaxed ordering."""
+    rows = []
+    for p, d in items:
+        for r in d["output"]["rows"]:
+            rows.append(
+                {
+                    "system": p.system,
+                    "structure": r["label"],
+                    "formula": r["formula"],
+                    "energy_per_atom_ev": r["energy_per_atom_ev"],
+                    "e_hull_meV_per_atom": r["e_hull_meV_per_atom"],
+                    "formation_energy_ev_per_atom": r["formation_energy_ev_per_atom"],
+                    "decomposition": r["decomposition"],
+                }
+            )
+    return sorted(rows, key=lambda r: (r["system"], r["structure"]))
 
 
 def _rotation_rows(items: list[tuple[PlannedJob, dict]]) -> list[dict[str, Any]]:

@@ -47,7 +47,7 @@ SUPPORTED: dict[str, set[str]] = {
     "order": {"mlip", "vasp", "cp2k"},  # engine-independent
     "relax": {"mlip", "vasp", "cp2k"},
     "md": {"mlip"},
-    "hull": set(),
+    "hull": {"mlip", "vasp", "cp2k"},
     "nmr": set(),
     "quench": set(),
 }
@@ -98,6 +98,13 @@ class SystemInstance:
     def is_ordered(self) -> bool:
         """Whether every site is fully occupied by one species."""
         return self.structure.is_ordered
+
+    @property
+    def elements(self) -> set[str]:
+        """Elements of the final structures (rigid units' ligands included)."""
+        els = {el.symbol for el in self.structure.composition.elements if el.symbol != "X"}
+        els |= {str(u.get("ligand")) for u in self.polyanions.values() if u.get("ligand")}
+        return els
 
 
 @dataclass
@@ -295,7 +302,11 @@ def _build_system(
 
 
 def _check_stages(
-    spec: CampaignSpec, data: Any, systems: list[SystemInstance], check_engines: bool = True
+    spec: CampaignSpec,
+    data: Any,
+    systems: list[SystemInstance],
+    check_engines: bool = True,
+    base_dir: Path | None = None,
 ) -> list[Problem]:
     problems = []
     seen: set[str] = set()
@@ -369,6 +380,39 @@ def _check_stages(
                     _line_of(data, (*loc, "fit_start")),
                 )
             )
+    hull = next((st for st in spec.stages if isinstance(st, HullStage)), None)
+    if hull is not None:
+        i = names.index("hull")
+        if "relax" not in names:
+            problems.append(
+                Problem(
+                    f"stages[{i}]",
+                    "the hull stage compares relaxed energies but the campaign has no 'relax' stage",
+                    "hull",
+                    "add '- stage: relax' before '- stage: hull'",
+                    _line_of(data, ("stages", i)),
+                )
+            )
+        entries = hull.entries_file
+        if entries is not None:
+            full = entries if entries.is_absolute() or base_dir is None else base_dir / entries
+            if not full.is_file():
+                problems.append(
+                    Problem(
+                        f"stages[{i}].entries_file",
+                        "entries file not found",
+                        str(entries),
+                        "a JSON list of ComputedEntry dicts (path relative to the campaign file)",
+                        _line_of(data, ("stages", i, "entries_file")),
+                    )
+                )
+        else:
+            from superionic.structures.phases import check_phases_cover
+
+            for s in systems:
+                problems += check_phases_cover(
+                    s.elements, f"systems[{s.index}] ({s.name})", _line_of(data, ("systems", s.index))
+                )
     order = next((st for st in spec.stages if isinstance(st, OrderStage)), None)
     if order is not None:
         from superionic.ordering.ewald import find_sublattices
@@ -487,7 +531,7 @@ def load_campaign(path: str | Path, check_engines: bool = True) -> Campaign:
                 "give each system a distinct 'name'",
             )
         )
-    problems.extend(_check_stages(spec, data, systems, check_engines))
+    problems.extend(_check_stages(spec, data, systems, check_engines, file.parent))
     if problems:
         raise SpecError(problems, shown)
     return Campaign(spec=spec, file=file.resolve(), systems=systems)

@@ -52,8 +52,8 @@ class HullStage(_StageBase):
     """Energy above the convex hull against the competing phases in configs/."""
 
     stage: Literal["hull"]
-    competing_phases: str | None = None
     entries_file: Path | None = None
+    compatibility: Literal["auto", "mp2020", "none"] = "auto"
 
 
 class NMRStage(_StageBase):
