@@ -161,3 +161,80 @@ def test_dry_run_writes_every_relax_input_without_vasp(tmp_path: Path) -> None:
     finally:
         if env_before is not None:
             os.environ["SUPERIONIC_VASP_REPLAY"] = env_before
+
+
+def test_replayed_vasp_md_goes_through_the_flow(tmp_path: Path) -> None:
+    """Si MD (atomate2 MDMaker, 3 steps of NVT at 300 K, real VASP outputs) through the md stage:
+    the INCAR the job wrote carries the stage's settings, the trajectory in the blob store is
+    vasprun's, and the 3-frame run is too short for a diffusivity - said so, not faked."""
+    import gzip
+
+    from conftest import require_fixtures
+    from superionic.dispatch.campaign_store import open_campaign_store
+    from superionic.flows import build_flows, planned_jobs
+    from superionic.spec import load_campaign
+
+    ref = require_fixtures("vasp/Si_molecular_dynamics/molecular_dynamics")
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    (refs / "md").symlink_to(ref)
+    (tmp_path / "Si.vasp").write_text(gzip.open(ref / "inputs" / "POSCAR.gz", "rt").read())
+    (tmp_path / "c.yaml").write_text(
+        "name: vmd\nengine: vasp\nsystems:\n  - name: Si\n    structure: Si.vasp\nstages:\n"
+        "  - stage: md\n    temperatures_K: [300]\n    species: Si\n    timestep_fs: 2\n"
+        "    production_steps: 3\n"
+    )
+    exe = Path(sys.executable).parent / "superionic"
+    env = {**os.environ, "SUPERIONIC_VASP_REPLAY": str(refs)}
+    result = subprocess.run(
+        [str(exe), "run", "c.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert "done Si #0 md 300 K" in result.stdout, result.stdout + result.stderr
+    assert result.returncode == 1 and "need at least 4 frames for a diffusivity, got 3" in result.stderr
+    (incar_path,) = list((tmp_path / ".superionic" / "jobs").glob("*/INCAR.gz"))  # the md job's folder
+    incar = Incar.from_file(incar_path)
+    assert (incar["IBRION"], incar["MDALGO"], incar["NSW"], incar["POTIM"]) == (0, 2, 3, 2)
+    assert incar["TEBEG"] == incar["TEEND"] == 300
+
+    os.environ["SUPERIONIC_VASP_REPLAY"] = str(refs)
+    try:
+        campaign = load_campaign(tmp_path / "c.yaml")
+    finally:
+        del os.environ["SUPERIONIC_VASP_REPLAY"]
+    store = open_campaign_store(campaign, create=False)
+    assert store is not None
+    store.connect()
+    md_uuid = next(p.uuid for p in planned_jobs(build_flows(campaign)) if p.stage == "md")
+    doc = store.job_store.get_output(md_uuid, load=True)
+    traj = doc["vasp_objects"]["trajectory"]
+    from superionic.stages.md import trajectory_arrays
+
+    frames, _lattices, symbols = trajectory_arrays(traj)
+    assert symbols == ["Si", "Si"]
+    vasprun = Vasprun(str(ref / "outputs" / "vasprun.xml.gz"), parse_dos=False, parse_eigen=False)
+    assert len(frames) == len(vasprun.ionic_steps) == 3
+    assert frames[-1] == pytest.approx(vasprun.ionic_steps[-1]["structure"].frac_coords, abs=1e-6)
+
+
+def test_study_b_npt_langevin_md_inputs(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "inputs",
+            "antiperovskite_amide",
+            "--engine",
+            "vasp",
+            "--preset",
+            "antiperovskite_amide",
+            "--stage",
+            "md",
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    incar = Incar.from_file(tmp_path / "INCAR")
+    assert (incar["IBRION"], incar["MDALGO"], incar["ISIF"], incar["POTIM"]) == (0, 3, 3, 0.5)
+    assert incar["LANGEVIN_GAMMA"] == [10.0] * 4  # Na, B, H, N: one friction per species
+    assert (incar["LANGEVIN_GAMMA_L"], incar["PMASS"]) == (10.0, 1000.0)
+    assert tuple(Kpoints.from_file(tmp_path / "KPOINTS").kpts[0]) == (1, 1, 1)

@@ -258,9 +258,19 @@ def _stage_incar(campaign: Any, stage: Any) -> dict[str, Any]:
     engine = stage.engine or campaign.spec.engine
     if engine != "vasp":
         return {}
-    return dict(
-        stage_settings(stage.preset or campaign.spec.preset, "vasp", stage.stage, {}).get("incar", {})
-    )
+    settings = stage_settings(stage.preset or campaign.spec.preset, "vasp", stage.stage, _overrides(stage))
+    required = dict(settings.get("incar", {}))
+    if stage.stage == "md":  # what every production segment must say
+        required.update(
+            IBRION=0,
+            MDALGO=3 if settings.get("ensemble", "nvt") == "npt" else 2,
+            POTIM=float(settings.get("timestep_fs", 2.0)),
+        )
+        if not settings.get("ramp_steps"):
+            required.update(NSW=int(settings["production_steps"]))
+            if len(stage.temperatures_K) == 1:
+                required.update(TEBEG=stage.temperatures_K[0], TEEND=stage.temperatures_K[0])
+    return required
 
 
 def _dry_run(campaign: Any) -> None:

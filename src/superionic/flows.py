@@ -160,13 +160,25 @@ def build_system_flow(
                 frozen.name = f"{system.name} #{i} freeze {'+'.join(md.frozen_species)}"
                 jobs.append(_tag(frozen, campaign, system, "md", ordering=i))
                 md_start = frozen.output
+            md_engine = md.engine or spec.engine
+            if md_engine != "mlip":  # DFT engines store every ionic step; the ramp is its own run
+                interval, skip = 1, 0
             for temp in md.temperatures_K:
-                maker = md_maker(md_settings, temp)
-                maker.name = f"{system.name} #{i} md {temp:g} K"
-                md_job = maker.make(md_start)
-                jobs.append(_tag(md_job, campaign, system, "md", ordering=i, temperature_K=temp))
+                md_name = f"{system.name} #{i} md {temp:g} K"
+                if md_engine == "vasp":
+                    from superionic.engines.vasp import md_jobs
+
+                    segment_jobs, trajectory, _final = md_jobs(md_settings, temp, md_start, md_name)
+                    for sj in segment_jobs:
+                        jobs.append(_tag(sj, campaign, system, "md", ordering=i, temperature_K=temp))
+                else:
+                    maker = md_maker(md_settings, temp)
+                    maker.name = md_name
+                    md_job = maker.make(md_start)
+                    jobs.append(_tag(md_job, campaign, system, "md", ordering=i, temperature_K=temp))
+                    trajectory = md_job.output.objects["trajectory"]
                 ana = analyze_diffusion(
-                    md_job.output.objects["trajectory"],
+                    trajectory,
                     temperature_K=temp,
                     species=md.species,
                     frame_interval_fs=float(md_settings.get("timestep_fs", 2.0)) * interval,
@@ -184,7 +196,7 @@ def build_system_flow(
                     )
                     conv = converge_diffusion(
                         ana.output,
-                        [md_job.output.objects["trajectory"]],
+                        [trajectory],
                         md_settings,
                         temp,
                         md.species,
@@ -200,7 +212,7 @@ def build_system_flow(
                     analyses.append(conv.output)
                 if md.rotation_units:
                     rot = analyze_rotation(
-                        md_job.output.objects["trajectory"],
+                        trajectory,
                         temperature_K=temp,
                         units=list(md.rotation_units),
                         frame_interval_fs=float(md_settings.get("timestep_fs", 2.0)) * interval,

@@ -18,7 +18,7 @@ from pymatgen.core import Structure
 from superionic.engines import stage_settings
 from superionic.errors import SuperionicError
 
-WRITABLE = {"vasp": {"relax"}, "cp2k": {"relax", "static"}, "mlip": {"relax", "md"}}
+WRITABLE = {"vasp": {"relax", "md"}, "cp2k": {"relax", "static"}, "mlip": {"relax", "md"}}
 
 
 def write_stage_inputs(
@@ -51,7 +51,13 @@ def write_stage_inputs(
     if engine == "vasp":
         from superionic.engines.vasp import input_set
 
-        vis = input_set(settings, stage)
+        if stage == "md":
+            from superionic.engines.vasp import md_input_set
+
+            temp = float(settings.get("temperature_K", 300.0))
+            vis = md_input_set(settings, temp, temp, int(settings.get("production_steps", 1000)))
+        else:
+            vis = input_set(settings, stage)
         use_spec = not os.environ.get("PMG_VASP_PSP_DIR")
         vis.get_input_set(structure, potcar_spec=use_spec).write_input(out_dir)
         return sorted(p for p in out_dir.iterdir() if p.is_file())

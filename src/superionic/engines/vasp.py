@@ -17,6 +17,7 @@ import shutil
 from dataclasses import dataclass
 from typing import Any
 
+from atomate2.vasp.sets.core import MDSetGenerator
 from pymatgen.io.vasp import Kpoints
 from pymatgen.io.vasp.sets import MPRelaxSet, MPStaticSet
 
@@ -80,3 +81,78 @@ def vasp_available() -> tuple[bool, str]:
             "(e.g. 'srun vasp_std'), submit to a cluster with VASP, or use engine mlip/cp2k"
         )
     return True, exe
+
+
+def md_input_set(settings: dict[str, Any], start_K: float, end_K: float, nsteps: int) -> Any:
+    """Return atomate2's ``MDSetGenerator`` for one MD segment (VASP: IBRION 0, TEBEG -> TEEND).
+
+    Keys: ``ensemble`` (``nvt``: MDALGO 2 Nose-Hoover; ``npt``: MDALGO 3 Parrinello-Rahman with
+    Langevin, which needs a VASP built with it), ``timestep_fs``, ``friction_per_ps`` (atoms,
+    LANGEVIN_GAMMA), ``lattice_friction_per_ps`` (LANGEVIN_GAMMA_L), ``lattice_mass_amu`` (PMASS),
+    ``incar`` (further INCAR settings, e.g. ISPIN 1, ENCUT).
+    """
+    ensemble = str(settings.get("ensemble", "nvt"))
+    incar = dict(settings.get("incar", {}))
+    kpts = Kpoints.gamma_automatic((1, 1, 1))  # AIMD supercells: Gamma point
+    if ensemble == "npt":
+        incar.setdefault("LANGEVIN_GAMMA_L", float(settings.get("lattice_friction_per_ps", 10.0)))
+        incar.setdefault("PMASS", float(settings.get("lattice_mass_amu", 1000.0)))
+    cls = FrictionMDSet if ensemble == "npt" else MDSetGenerator
+    extra = {"friction_per_ps": float(settings.get("friction_per_ps", 10.0))} if ensemble == "npt" else {}
+    return cls(
+        ensemble=ensemble,
+        start_temp=float(start_K),
+        end_temp=float(end_K),
+        nsteps=int(nsteps),
+        time_step=float(settings.get("timestep_fs", 2.0)),
+        user_incar_settings=incar,
+        user_kpoints_settings=kpts,
+        **extra,
+    )
+
+
+@dataclass
+class FrictionMDSet(MDSetGenerator):
+    """MDSetGenerator whose LANGEVIN_GAMMA (one value per species) is a set friction (1/ps)."""
+
+    friction_per_ps: float = 10.0
+
+    @property
+    def incar_updates(self) -> dict:
+        """Return atomate2's MD updates with LANGEVIN_GAMMA set to the friction for every species."""
+        updates = super().incar_updates
+        if "LANGEVIN_GAMMA" in updates:
+            updates["LANGEVIN_GAMMA"] = [self.friction_per_ps] * len(updates["LANGEVIN_GAMMA"])
+        return updates
+
+
+def md_jobs(
+    settings: dict[str, Any], temperature_K: float, structure: Any, name: str
+) -> tuple[list, Any, Any]:
+    """VASP MD at one temperature: an optional ramp (TEBEG start -> TEEND target) then production.
+
+    Returns
+    -------
+    tuple
+        ``(jobs, trajectory reference of the production run, final structure reference)``.
+    """
+    from atomate2.vasp.jobs.md import MDMaker
+
+    jobs = []
+    ramp = int(settings.get("ramp_steps", 0))
+    current = structure
+    if ramp:
+        start = float(settings.get("start_temperature_K", 100.0))
+        maker = MDMaker(
+            name=f"{name} ramp", input_set_generator=md_input_set(settings, start, temperature_K, ramp)
+        )
+        ramp_job = maker.make(current)
+        ramp_job.metadata["md_segment"] = "ramp"
+        jobs.append(ramp_job)
+        current = ramp_job.output.structure
+    prod = int(settings["production_steps"])
+    maker = MDMaker(name=name, input_set_generator=md_input_set(settings, temperature_K, temperature_K, prod))
+    prod_job = maker.make(current)
+    prod_job.metadata["md_segment"] = "production"
+    jobs.append(prod_job)
+    return jobs, prod_job.output.vasp_objects["trajectory"], prod_job.output.structure

@@ -46,7 +46,7 @@ _STAGE_MODELS: dict[str, type[BaseModel]] = {
 SUPPORTED: dict[str, set[str]] = {
     "order": {"mlip", "vasp", "cp2k"},  # engine-independent
     "relax": {"mlip", "vasp", "cp2k"},
-    "md": {"mlip"},
+    "md": {"mlip", "vasp"},
     "hull": {"mlip", "vasp", "cp2k"},
     "nmr": set(),
     "quench": set(),
@@ -360,7 +360,24 @@ def _check_stages(
                     _line_of(data, (*loc, "preset")) or _line_of(data, ("preset",)),
                 )
             )
-        if isinstance(stage, MDStage) and stage.ensemble == "npt" and stage.thermostat == "langevin":
+        if isinstance(stage, MDStage) and engine != "mlip":
+            for key in ("target_rsd", "frozen_species"):
+                if getattr(stage, key):
+                    problems.append(
+                        Problem(
+                            f"stages[{i}].{key}",
+                            f"'{key}' runs on the mlip engine only in superionic {_version()}",
+                            getattr(stage, key),
+                            "remove it, or use engine mlip for this stage",
+                            _line_of(data, (*loc, key)),
+                        )
+                    )
+        if (
+            isinstance(stage, MDStage)
+            and engine == "mlip"
+            and stage.ensemble == "npt"
+            and stage.thermostat == "langevin"
+        ):
             problems.append(
                 Problem(
                     f"stages[{i}].thermostat",
