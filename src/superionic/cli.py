@@ -340,6 +340,13 @@ def status(
     console.print(out)
     for name, message in table.failures:
         console.print(f"[red]failed[/red] {name}: {message}", markup=True, highlight=False)
+    from superionic.dispatch.fireworks import open_launchpad
+
+    lp = open_launchpad(campaign, create=False)
+    if lp is not None:
+        from superionic.cli_fireworks import print_fireworks_status
+
+        print_fireworks_status(campaign.spec.name, lp)
 
 
 def _status_of_store(store_dir: Path) -> None:
@@ -860,6 +867,8 @@ def entrypoint() -> None:
     """Console-script entry point."""
     app()
 
+
+from superionic import cli_fireworks  # noqa: E402,F401  (registers submit/worker/launch/rerun/cancel)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

@@ -1,0 +1,288 @@
+"""CLI commands for FireWorks/SLURM dispatch: submit, worker, launch, rerun, cancel, init-site."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from superionic.cli import CampaignArg, _quiet, _user_errors, app, console
+from superionic.errors import SuperionicError
+
+FW_STATES = ("WAITING", "READY", "RESERVED", "RUNNING", "COMPLETED", "FIZZLED", "DEFUSED")
+FW_SHORT = ("wait", "ready", "resv", "run", "done", "fail", "defused")
+
+
+def _campaign_and_pad(file: Path, create: bool = True):  # type: ignore[no-untyped-def]
+    from superionic.dispatch.fireworks import open_launchpad
+    from superionic.spec import load_campaign
+
+    campaign = load_campaign(file)
+    lp = open_launchpad(campaign, create=create)
+    if lp is None:
+        raise SuperionicError.single(
+            "launchpad",
+            "nothing submitted yet",
+            str(campaign.store_path / "launchpad"),
+            f"superionic submit {file}",
+        )
+    return campaign, lp
+
+
+@app.command()
+@_user_errors
+def submit(
+    file: CampaignArg,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be added; add nothing.")
+    ] = False,
+) -> None:
+    """Add the campaign's jobs to the FireWorks LaunchPad (jobs already there are skipped).
+
+    The LaunchPad is <store>/launchpad (embedded, safe for concurrent workers) or the campaign's
+    MongoDB URI. Then run workers: ``superionic worker FILE`` here, or ``superionic launch FILE
+    --slurm`` to queue SLURM jobs that run them. Example::
+
+        superionic submit workflows/demo.yaml --dry-run
+        superionic submit workflows/demo.yaml && superionic launch workflows/demo.yaml --slurm --jobs 2
+    """
+    _quiet()
+    from superionic.dispatch.fireworks import submit as do_submit
+    from superionic.spec import load_campaign
+
+    campaign = load_campaign(file)
+    s = do_submit(campaign, dry_run=dry_run)
+    verb = "would add" if dry_run else "added"
+    console.print(
+        f"{verb} {s.workflows_added} workflow(s), {s.fireworks_added} firework(s); "
+        f"{s.fireworks_present} already on the LaunchPad"
+    )
+    for name in s.names:
+        console.print(f"  {name}")
+
+
+@app.command()
+@_user_errors
+def worker(
+    file: CampaignArg,
+    max_fireworks: Annotated[
+        int, typer.Option("--max", help="Stop after N fireworks (0: until none is ready).")
+    ] = 0,
+    idle_exit_s: Annotated[
+        float, typer.Option("--idle-exit", help="Keep polling this long (s) when nothing is ready.")
+    ] = 10.0,
+    ping_s: Annotated[
+        float, typer.Option("--ping", help="Alive signal interval of a running firework (s).")
+    ] = 60.0,
+) -> None:
+    """Run the campaign's READY fireworks in this process (rlaunch rapidfire; job packing).
+
+    Inside a SLURM allocation the worker names itself slurm-<job id>; ``superionic status`` shows
+    it next to the fireworks it runs. Several workers may share one embedded LaunchPad.
+    """
+    _quiet()
+    from superionic.dispatch.fireworks import run_worker
+
+    campaign, lp = _campaign_and_pad(file, create=False)
+    n = run_worker(
+        lp,
+        campaign.store_path / "launches",
+        max_fireworks=max_fireworks,
+        idle_exit_s=idle_exit_s,
+        ping_s=ping_s,
+        campaign=campaign.spec.name,
+    )
+    console.print(f"worker ran {n} firework(s)")
+
+
+@app.command()
+@_user_errors
+def launch(
+    file: CampaignArg,
+    slurm: Annotated[bool, typer.Option("--slurm", help="Queue SLURM jobs that each run a worker.")] = False,
+    jobs: Annotated[int, typer.Option(help="How many SLURM jobs (workers) to queue.")] = 1,
+    qadapter: Annotated[
+        Path | None,
+        typer.Option(help="FireWorks qadapter YAML (default: <store>/my_qadapter.yaml or init-site's)."),
+    ] = None,
+) -> None:
+    """Start workers: here (default) or as SLURM jobs through FireWorks' queue adapter."""
+    _quiet()
+    if not slurm:
+        worker(file)
+        return
+    from fireworks.queue.queue_adapter import QueueAdapterBase
+    from fireworks.utilities.fw_serializers import load_object_from_file
+
+    from superionic.spec import load_campaign
+
+    campaign = load_campaign(file)
+    path = qadapter or campaign.store_path / "my_qadapter.yaml"
+    if not path.is_file():
+        write_site(campaign.store_path, sys.prefix, rocket_launch=_worker_cmd(file))
+    qa: QueueAdapterBase = load_object_from_file(str(path))
+    launch_dir = campaign.store_path / "queue"
+    launch_dir.mkdir(parents=True, exist_ok=True)
+    ids = []
+    for k in range(jobs):
+        d = launch_dir / f"job_{time.strftime('%Y%m%d-%H%M%S')}_{k}"
+        d.mkdir(parents=True, exist_ok=True)
+        script = d / "submit.sh"
+        script.write_text(qa.get_script_str(str(d)))
+        cwd = os.getcwd()
+        os.chdir(d)
+        try:
+            job_id = qa.submit_to_queue(str(script))
+        finally:
+            os.chdir(cwd)
+        if job_id is None:
+            raise SuperionicError.single(
+                "--slurm",
+                "sbatch refused the job (see the log in the folder)",
+                str(d),
+                "a working SLURM (sinfo)",
+            )
+        ids.append(job_id)
+    console.print(f"queued SLURM job(s): {', '.join(str(i) for i in ids)}")
+
+
+def _worker_cmd(file: Path) -> str:
+    exe = Path(sys.executable).parent / "superionic"
+    return f"{shlex.quote(str(exe))} worker {shlex.quote(str(Path(file).resolve()))} --idle-exit 30"
+
+
+def write_site(
+    folder: Path,
+    venv: str,
+    rocket_launch: str,
+    partition: str | None = None,
+    walltime: str = "01:00:00",
+    nodes: int = 1,
+    ntasks: int = 1,
+    modules: list[str] | None = None,
+    gpus: int = 0,
+) -> list[Path]:
+    """Write my_qadapter.yaml, my_fworker.yaml and my_launchpad.yaml for a SLURM site."""
+    from ruamel.yaml import YAML
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pre = [f"source {venv}/bin/activate"]  # the SLURM template's bash -l resets PATH
+    pre = [*(f"module load {m}" for m in (modules or [])), *pre]
+    qa = {
+        "_fw_name": "CommonAdapter",
+        "_fw_q_type": "SLURM",
+        "rocket_launch": rocket_launch,
+        "nodes": nodes,
+        "ntasks": ntasks,
+        "walltime": walltime,
+        "job_name": "superionic",
+        "logdir": str(folder / "queue"),
+        "pre_rocket": "\n".join(pre),
+    }
+    if partition:
+        qa["queue"] = partition
+    if gpus:
+        qa["gres"] = f"gpu:{gpus}"
+    yaml = YAML()
+    files = []
+    for name, data in (
+        ("my_qadapter.yaml", qa),
+        ("my_fworker.yaml", {"name": "superionic-worker", "category": "", "query": "{}"}),
+        (
+            "my_launchpad.yaml",
+            {
+                "host": "mongodb://USER:PASSWORD@HOST:27017/superionic",
+                "uri_mode": True,
+                "name": "superionic",
+                "logdir": None,
+                "strm_lvl": "INFO",
+            },
+        ),
+    ):
+        with open(folder / name, "w") as fh:
+            yaml.dump(data, fh)
+        files.append(folder / name)
+    return files
+
+
+@app.command("init-site")
+@_user_errors
+def init_site(
+    out: Annotated[Path, typer.Option(help="Folder for the three FireWorks config files.")] = Path("site"),
+    campaign_file: Annotated[
+        Path | None, typer.Option("--campaign", help="Campaign the workers run.")
+    ] = None,
+    partition: Annotated[str | None, typer.Option(help="SLURM partition.")] = None,
+    walltime: Annotated[str, typer.Option(help="SLURM walltime HH:MM:SS.")] = "01:00:00",
+    ntasks: Annotated[int, typer.Option(help="Tasks per job (cores for VASP/CP2K).")] = 1,
+    gpus: Annotated[int, typer.Option(help="GPUs per job (MLIP on GPU nodes).")] = 0,
+    module: Annotated[list[str] | None, typer.Option(help="Environment module to load (repeatable).")] = None,
+) -> None:
+    """Write my_qadapter.yaml (SLURM), my_fworker.yaml and my_launchpad.yaml for your cluster.
+
+    The qadapter re-activates this Python environment in pre_rocket (FireWorks' SLURM template
+    starts a login shell, which resets PATH) and runs ``superionic worker CAMPAIGN``. Edit
+    my_launchpad.yaml to point at your MongoDB for multi-node sites. Example::
+
+        superionic init-site --out site --campaign study.yaml --partition cpu --ntasks 32 --module vasp/6.4
+    """
+    rocket = _worker_cmd(campaign_file) if campaign_file else "superionic worker CAMPAIGN.yaml --idle-exit 30"
+    files = write_site(out, sys.prefix, rocket, partition, walltime, 1, ntasks, module, gpus)
+    for f in files:
+        console.print(f"wrote {f}")
+
+
+@app.command()
+@_user_errors
+def rerun(
+    file: CampaignArg,
+    lost_after_s: Annotated[
+        float, typer.Option("--lost-after", help="A RUNNING firework silent this long (s) is lost.")
+    ] = 300.0,
+    failed: Annotated[bool, typer.Option(help="Also rerun FIZZLED (failed) fireworks.")] = True,
+) -> None:
+    """Detect lost runs (a killed worker) and put them, and failed fireworks, back to READY."""
+    _quiet()
+    from superionic.dispatch.fireworks import rerun as do_rerun
+
+    campaign, lp = _campaign_and_pad(file, create=False)
+    result = do_rerun(lp, campaign.spec.name, lost_after_s, failed)
+    console.print(
+        f"lost: {len(result['lost'])} {result['lost']}; failed: {len(result['failed'])} {result['failed']}"
+    )
+
+
+@app.command()
+@_user_errors
+def cancel(file: CampaignArg) -> None:
+    """Defuse every firework of the campaign that has not completed (``submit`` again to revive)."""
+    _quiet()
+    from superionic.dispatch.fireworks import cancel as do_cancel
+
+    campaign, lp = _campaign_and_pad(file, create=False)
+    ids = do_cancel(lp, campaign.spec.name)
+    console.print(f"defused {len(ids)} firework(s)")
+
+
+def print_fireworks_status(campaign_name: str, lp) -> None:  # type: ignore[no-untyped-def]
+    """Table of firework states per system and stage, with the workers (SLURM job ids) running them."""
+    from superionic.dispatch.fireworks import fireworks_status
+
+    rows = fireworks_status(lp, campaign_name)
+    if not rows:
+        return
+    out = Table(title=f"{campaign_name}: FireWorks")
+    out.add_column("system")
+    out.add_column("stage")
+    for s in FW_SHORT:
+        out.add_column(s, justify="right")
+    out.add_column("running on (worker / SLURM job)")
+    for r in rows:
+        out.add_row(r["system"], r["stage"], *[str(r.get(s, "") or "") for s in FW_STATES], r["workers"])
+    console.print(out)

@@ -1,0 +1,233 @@
+"""Dispatch a campaign through FireWorks: submit, work, watch, rerun, cancel.
+
+The campaign's jobflow graph becomes FireWorks workflows (jobflow's ``flow_to_workflow``); each
+firework carries its job's metadata (campaign, system, stage, fingerprint) in its spec, so a
+resubmission skips every job whose fingerprint is already on the LaunchPad, and ``status``
+groups by system and stage. Results go to the campaign's JobStore (the same embedded journal
+files as ``superionic run``, or MongoDB by URI), so ``superionic report`` works unchanged.
+
+LaunchPad: :class:`~superionic.dispatch.fwstore.EmbeddedLaunchPad` in ``<store>/launchpad`` by
+default (safe for concurrent workers on one file system), or FireWorks' own LaunchPad on the
+campaign's MongoDB URI.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fireworks import FWorker, LaunchPad
+from jobflow import Flow
+
+from superionic.spec.loader import Campaign
+
+WORKER_PING_S = 60.0  # how often a running firework reports it is alive
+LOST_AFTER_S = 300.0  # a RUNNING firework silent this long is lost (5 missed pings)
+
+
+def open_launchpad(campaign: Campaign, create: bool = True) -> LaunchPad | None:
+    """Return the campaign's LaunchPad (embedded folder, or MongoDB when the store has a URI)."""
+    spec = campaign.spec.store
+    if spec.uri:
+        return LaunchPad(host=spec.uri, uri_mode=True, name=spec.database or "superionic", strm_lvl="ERROR")
+    from superionic.dispatch.fwstore import EmbeddedLaunchPad
+
+    path = campaign.store_path / "launchpad"
+    if not create and not path.exists():
+        return None
+    return EmbeddedLaunchPad(path)
+
+
+@dataclass
+class SubmitSummary:
+    """What ``submit`` added."""
+
+    workflows_added: int = 0
+    fireworks_added: int = 0
+    fireworks_present: int = 0
+    names: list[str] = field(default_factory=list)
+
+
+def _groups(flows: list[Flow]) -> list[Flow]:
+    """Workflows to add: one per system, or the whole campaign when systems share jobs (hull phases)."""
+    if any(f.name.endswith(":competing phases") for f in flows):
+        return [Flow(flows, name=flows[0].name.split(":")[0])]
+    return flows
+
+
+def submit(campaign: Campaign, dry_run: bool = False) -> SubmitSummary:
+    """Add the campaign's workflows to its LaunchPad, skipping jobs already there.
+
+    A workflow is added when any of its jobs' fingerprints is new; jobs already on the LaunchPad
+    (same structure and settings) are not added again.
+    """
+    from jobflow.managers.fireworks import flow_to_workflow
+
+    from superionic.dispatch.campaign_store import open_campaign_store
+    from superionic.flows import build_flows
+
+    flows = build_flows(campaign)
+    lp = open_launchpad(campaign, create=not dry_run)
+    present: set[str] = set()
+    if lp is not None:
+        present = {
+            d["spec"].get("fingerprint")
+            for d in lp.fireworks.find({"spec.campaign": campaign.spec.name}, {"spec.fingerprint": 1})
+        }
+    summary = SubmitSummary()
+    wfs = []
+    store = None if dry_run else open_campaign_store(campaign)
+    for group in _groups(flows):
+        fingerprints = [job.metadata.get("fingerprint") for job, _ in group.iterflow()]
+        new = [fp for fp in fingerprints if fp not in present]
+        summary.fireworks_present += len(fingerprints) - len(new)
+        if not new:
+            continue
+        summary.workflows_added += 1
+        summary.fireworks_added += len(new)
+        summary.names.append(group.name)
+        if not dry_run:
+            assert store is not None
+            wf = flow_to_workflow(group, store=store.job_store, allow_external_references=True)
+            wf.metadata.update({"campaign": campaign.spec.name})
+            # jobs already on the pad are dropped from the new workflow: their outputs come from
+            # the earlier run through the JobStore (references resolve by job uuid)
+            if len(new) < len(fingerprints):
+                keep = [fw for fw in wf.fws if fw.spec.get("fingerprint") in set(new)]
+                from fireworks import Workflow
+
+                ids = {fw.fw_id for fw in keep}
+                links = {fw.fw_id: [c for c in wf.links[fw.fw_id] if c in ids] for fw in keep}
+                wf = Workflow(keep, links_dict=links, name=wf.name, metadata=wf.metadata)
+            wfs.append(wf)
+    if wfs and lp is not None:
+        lp.bulk_add_wfs(wfs)
+    return summary
+
+
+def worker_name() -> str:
+    """``slurm-<job id>`` inside a SLURM allocation, else the host name."""
+    job = os.environ.get("SLURM_JOB_ID")
+    return f"slurm-{job}" if job else socket.gethostname()
+
+
+def run_worker(
+    lp: LaunchPad,
+    launch_dir: Path,
+    max_fireworks: int = 0,
+    idle_exit_s: float = 0.0,
+    ping_s: float = WORKER_PING_S,
+    campaign: str | None = None,
+) -> int:
+    """Run READY fireworks one after another (``rlaunch rapidfire``) and return how many ran.
+
+    Parameters
+    ----------
+    lp : LaunchPad
+        The LaunchPad.
+    launch_dir : Path
+        Where the fireworks' run folders go.
+    max_fireworks : int
+        Stop after this many (0: until none is ready).
+    idle_exit_s : float
+        When nothing is READY, keep polling this long before exiting (other workers may be
+        about to complete a parent).
+    ping_s : float
+        How often a running firework reports that it is alive (lost-run detection).
+    campaign : str, optional
+        Only run this campaign's fireworks.
+    """
+    import fireworks.core.rocket as rocket_module
+    from fireworks.core.rocket_launcher import launch_rocket
+
+    rocket_module.PING_TIME_SECS = ping_s
+    launch_dir.mkdir(parents=True, exist_ok=True)
+    query = {"spec.campaign": campaign} if campaign else {}
+    fworker = FWorker(name=worker_name(), query=query)
+    n = 0
+    idle_since: float | None = None
+    cwd = os.getcwd()
+    try:
+        while max_fireworks == 0 or n < max_fireworks:
+            if lp.run_exists(fworker):
+                idle_since = None
+                block = launch_dir / f"launcher_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}_{n}"
+                block.mkdir(parents=True, exist_ok=True)
+                os.chdir(block)
+                launched = launch_rocket(lp, fworker, strm_lvl="ERROR")
+                os.chdir(cwd)
+                if launched:
+                    n += 1
+                elif not any(block.iterdir()):
+                    block.rmdir()
+                continue
+            idle_since = idle_since or time.time()
+            if time.time() - idle_since >= idle_exit_s:
+                break
+            time.sleep(min(1.0, idle_exit_s))
+    finally:
+        os.chdir(cwd)
+    return n
+
+
+def fireworks_status(lp: LaunchPad, campaign: str) -> list[dict[str, Any]]:
+    """Count fireworks per (system, stage, state), with the workers running them."""
+    rows: dict[tuple, dict[str, Any]] = {}
+    running: dict[int, str] = {}
+    for launch in lp.launches.find({"state": "RUNNING"}, {"fw_id": 1, "fworker.name": 1}):
+        running[launch["fw_id"]] = (launch.get("fworker") or {}).get("name", "")
+    for d in lp.fireworks.find(
+        {"spec.campaign": campaign}, {"fw_id": 1, "state": 1, "spec.system": 1, "spec.stage": 1}
+    ):
+        key = (d["spec"].get("system", ""), d["spec"].get("stage", ""))
+        row = rows.setdefault(key, {"system": key[0], "stage": key[1], "workers": set()})
+        row[d["state"]] = row.get(d["state"], 0) + 1
+        if d["fw_id"] in running:
+            row["workers"].add(running[d["fw_id"]])
+    out = []
+    for key in sorted(rows):
+        row = rows[key]
+        row["workers"] = ", ".join(sorted(w for w in row["workers"] if w))
+        out.append(row)
+    return out
+
+
+def rerun(
+    lp: LaunchPad, campaign: str, lost_after_s: float = LOST_AFTER_S, failed: bool = True
+) -> dict[str, list]:
+    """Detect lost runs (RUNNING but silent for ``lost_after_s``) and rerun them and failed ones."""
+    fw_ids = {d["fw_id"] for d in lp.fireworks.find({"spec.campaign": campaign}, {"fw_id": 1})}
+    _lost_launches, lost_fws, _inconsistent = lp.detect_lostruns(expiration_secs=lost_after_s, rerun=False)
+    lost = sorted(i for i in lost_fws if i in fw_ids)
+    for fw_id in lost:
+        lp.rerun_fw(fw_id)
+    fizzled = []
+    if failed:
+        fizzled = sorted(
+            d["fw_id"]
+            for d in lp.fireworks.find({"spec.campaign": campaign, "state": "FIZZLED"}, {"fw_id": 1})
+        )
+        for fw_id in fizzled:
+            lp.rerun_fw(fw_id)
+    return {"lost": lost, "failed": fizzled}
+
+
+def cancel(lp: LaunchPad, campaign: str) -> list[int]:
+    """Defuse every firework of the campaign that has not completed (resubmit to revive them)."""
+    ids = [
+        d["fw_id"]
+        for d in lp.fireworks.find(
+            {
+                "spec.campaign": campaign,
+                "state": {"$in": ["READY", "WAITING", "RESERVED", "FIZZLED", "PAUSED"]},
+            },
+            {"fw_id": 1},
+        )
+    ]
+    for fw_id in ids:
+        lp.defuse_fw(fw_id)
+    return ids
