@@ -238,3 +238,42 @@ def test_study_b_npt_langevin_md_inputs(tmp_path: Path) -> None:
     assert incar["LANGEVIN_GAMMA"] == [10.0] * 4  # Na, B, H, N: one friction per species
     assert (incar["LANGEVIN_GAMMA_L"], incar["PMASS"]) == (10.0, 1000.0)
     assert tuple(Kpoints.from_file(tmp_path / "KPOINTS").kpts[0]) == (1, 1, 1)
+
+
+def test_custodian_corrects_a_failed_vasp_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A VASP run that dies with ZBRENT goes through custodian's VaspErrorHandler (the production
+    RelaxMaker, a stand-in executable): the INCAR is corrected (EDIFF 1e-6, NELMIN 8) and the
+    rerun's outputs are parsed into the relax result."""
+    import gzip
+    import json
+
+    from superionic.dispatch.campaign_store import open_campaign_store
+    from superionic.dispatch.local import run_flows
+    from superionic.engines.replay import potcar_spec_only
+    from superionic.flows import build_flows
+    from superionic.spec import load_campaign
+
+    ref, _refs = replay_setup(tmp_path)
+    monkeypatch.delenv("SUPERIONIC_VASP_REPLAY", raising=False)
+    monkeypatch.setenv("SUPERIONIC_VASP_CMD", f"{sys.executable} {Path(__file__).with_name('fake_vasp.py')}")
+    monkeypatch.setenv("FAKE_VASP_REF", str(ref))
+    campaign = load_campaign(tmp_path / "c.yaml")
+    store = open_campaign_store(campaign)
+    assert store is not None
+    with potcar_spec_only():
+        summary = run_flows(build_flows(campaign), store, tmp_path / "jobs")
+    assert summary.ok, summary.failed
+    (job_dir,) = list((tmp_path / "jobs").iterdir())
+    log_path = next(job_dir.glob("custodian.json*"))
+    log = json.loads(gzip.open(log_path, "rt").read() if log_path.suffix == ".gz" else log_path.read_text())
+    corrections = [c for run in log for c in run.get("corrections", [])]
+    assert len(corrections) == 1 and corrections[0]["errors"] == ["zbrent"]
+    actions = corrections[0]["actions"]
+    assert {"dict": "INCAR", "action": {"_set": {"NELMIN": 8}}} in actions
+    assert {"dict": "INCAR", "action": {"_set": {"EDIFF": 1e-6}}} in actions
+    incar = Incar.from_file(next(p for p in job_dir.glob("INCAR*") if "orig" not in p.name))
+    assert incar["NELMIN"] == 8 and incar["EDIFF"] == 1e-6 and incar["ENCUT"] == 520
+    store.connect()
+    (doc,) = list(store.job_store.query({}))
+    vasprun = Vasprun(str(ref / "outputs" / "vasprun.xml.relax2.gz"), parse_dos=False, parse_eigen=False)
+    assert doc["output"]["output"]["energy"] == pytest.approx(vasprun.final_energy, abs=1e-6)

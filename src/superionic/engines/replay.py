@@ -62,7 +62,6 @@ def vasp_replay(
     import atomate2.vasp.jobs.base as jobs_base
     import atomate2.vasp.run as vasp_run
     from jobflow import CURRENT_JOB
-    from pymatgen.io.vasp.sets import VaspInputSet
 
     records: list[dict[str, Any]] = []
 
@@ -85,20 +84,35 @@ def vasp_replay(
         for item in (ref / "outputs").iterdir():
             shutil.copy(item, item.name)
 
+    saved = (vasp_run.run_vasp, jobs_base.run_vasp)
+    vasp_run.run_vasp = fake_run_vasp
+    jobs_base.run_vasp = fake_run_vasp
+    try:
+        with potcar_spec_only():
+            yield records
+    finally:
+        vasp_run.run_vasp, jobs_base.run_vasp = saved
+
+
+@contextmanager
+def potcar_spec_only() -> Iterator[None]:
+    """Within the block, VASP input sets write ``POTCAR.spec`` instead of a licensed POTCAR.
+
+    Used by the replay, and by tests that run custodian with a stand-in VASP executable.
+    """
+    from pymatgen.io.vasp.sets import VaspInputSet
+
     original_get_input_set = VaspInputSet.get_input_set
 
     def get_input_set(self: VaspInputSet, *args: Any, **kwargs: Any) -> Any:
         kwargs["potcar_spec"] = True
         return original_get_input_set(self, *args, **kwargs)
 
-    saved = (vasp_run.run_vasp, jobs_base.run_vasp, VaspInputSet.get_input_set)
-    vasp_run.run_vasp = fake_run_vasp
-    jobs_base.run_vasp = fake_run_vasp
     VaspInputSet.get_input_set = get_input_set  # type: ignore[method-assign]
     try:
-        yield records
+        yield
     finally:
-        vasp_run.run_vasp, jobs_base.run_vasp, VaspInputSet.get_input_set = saved  # type: ignore[method-assign]
+        VaspInputSet.get_input_set = original_get_input_set  # type: ignore[method-assign]
 
 
 def replay_from_environment() -> Path | None:

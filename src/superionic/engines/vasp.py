@@ -59,7 +59,11 @@ def relax_maker(settings: dict[str, Any]) -> Any:
     """Return atomate2's ``RelaxMaker`` (custodian with its default VASP handlers)."""
     from atomate2.vasp.jobs.core import RelaxMaker
 
-    return RelaxMaker(name="vasp relax", input_set_generator=input_set(settings, "relax"))
+    return RelaxMaker(
+        name="vasp relax",
+        input_set_generator=input_set(settings, "relax"),
+        run_vasp_kwargs={"vasp_cmd": vasp_command()},
+    )
 
 
 def vasp_command() -> str:
