@@ -1,0 +1,83 @@
+"""Submitting fireworks: superionic's embedded LaunchPad vs FireWorks' stock mongomock mode.
+
+Both in this process. Five-job linear workflows (ScriptTask fireworks), added in one call per
+batch (``bulk_add_wfs``, what ``superionic submit`` uses) and, for the stock mode, also one
+``add_wf`` per workflow (what most scripts do). Sizes: 1,000 and 10,000 fireworks (ours), and the
+stock mode at 1,000 and, unless ``--quick``, 10,000 fireworks (about 100 s). Prints seconds,
+the 10k/1k growth (10 = linear) and the stock/ours ratio.
+
+    .venv/bin/python benchmarks/submit.py [--quick]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+STOCK_FILE = Path(tempfile.mkdtemp(prefix="fw-stock-")) / "mongomock.json"
+STOCK_FILE.write_text("{}")
+os.environ["MONGOMOCK_SERVERSTORE_FILE"] = str(STOCK_FILE)  # read when fireworks is imported
+
+from fireworks import Firework, LaunchPad, ScriptTask, Workflow  # noqa: E402
+
+from superionic.dispatch.fwstore import EmbeddedLaunchPad  # noqa: E402
+
+
+def workflows(n_fireworks: int) -> list[Workflow]:
+    """``n_fireworks / 5`` linear five-job workflows."""
+    out = []
+    for k in range(n_fireworks // 5):
+        fws = [Firework(ScriptTask.from_str("true"), name=f"wf{k}-job{i}") for i in range(5)]
+        out.append(Workflow(fws, {fws[i]: [fws[i + 1]] for i in range(4)}, name=f"wf{k}"))
+    return out
+
+
+def time_ours(n: int) -> float:
+    """Seconds to add ``n`` fireworks to a fresh embedded LaunchPad (bulk)."""
+    lp = EmbeddedLaunchPad(tempfile.mkdtemp(prefix="fw-ours-"))
+    wfs = workflows(n)
+    t = time.perf_counter()
+    lp.bulk_add_wfs(wfs)
+    dt = time.perf_counter() - t
+    assert lp.fireworks.count_documents({}) == n
+    return dt
+
+
+def time_stock(n: int, bulk: bool) -> float:
+    """Seconds to add ``n`` fireworks to FireWorks' mongomock-persistence LaunchPad."""
+    lp = LaunchPad(name=f"bench{n}{bulk}", strm_lvl="ERROR")
+    lp.reset("", require_password=False)
+    wfs = workflows(n)
+    t = time.perf_counter()
+    if bulk:
+        lp.bulk_add_wfs(wfs)
+    else:
+        for wf in wfs:
+            lp.add_wf(wf)
+    dt = time.perf_counter() - t
+    assert lp.fireworks.count_documents({}) == n
+    return dt
+
+
+def main() -> None:
+    """Run and print the table."""
+    quick = "--quick" in sys.argv
+    ours = {n: time_ours(n) for n in (1000, 10000)}
+    print(f"{'':28s}{'1,000 fws':>12s}{'10,000 fws':>12s}{'10k/1k':>8s}")
+    print(f"{'superionic embedded (bulk)':28s}{ours[1000]:11.2f}s{ours[10000]:11.2f}s{ours[10000] / ours[1000]:8.1f}")
+    sizes = (1000,) if quick else (1000, 10000)
+    for bulk in (True, False):
+        stock = {n: time_stock(n, bulk) for n in sizes}
+        label = f"stock mongomock ({'bulk' if bulk else 'add_wf'})"
+        big = f"{stock[10000]:11.2f}s{stock[10000] / stock[1000]:8.1f}" if 10000 in stock else f"{'skipped':>12s}"
+        print(f"{label:28s}{stock[1000]:11.2f}s{big}")
+        for n in sizes:
+            print(f"  ratio stock/ours at {n:>6,d} fireworks ({'bulk' if bulk else 'add_wf'}): {stock[n] / ours[n]:.1f}x")
+    print(f"target: 10,000 fireworks in under 10 s -> {'met' if ours[10000] < 10 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
