@@ -230,6 +230,7 @@ def run(
 
             replay = replay_from_environment()
             required = {st.stage: _stage_incar(campaign, st) for st in campaign.spec.stages}
+            required.update(nmr_cs={"LCHIMAG": True}, nmr_efg={"LEFG": True})
             with vasp_replay(replay, required) if replay else nullcontext():
                 summary = run_flows(flows, store, root / "jobs", on_event=on_event)
             progress.update(task, description="finished")
@@ -836,6 +837,95 @@ def analyze_rotation_cmd(
         f"{unit}: {res.n_units} units; rotation time {res.rotation_time_ps:.3g} "
         f"+- {res.rotation_time_err_ps:.2g} ps" + (f" -> {out}" if out else "")
     )
+
+
+@analyze_app.command("nmr")
+@_user_errors
+def analyze_nmr_cmd(
+    path: Annotated[
+        Path, typer.Argument(help="VASP OUTCAR (or .gz, or its folder) of an LCHIMAG or LEFG run.")
+    ],
+    isotope: Annotated[
+        list[str] | None, typer.Option("--isotope", help="Isotope for an element, e.g. Li-6 (repeatable).")
+    ] = None,
+    structure: Annotated[
+        Path | None, typer.Option(help="Structure of the run (default: POSCAR/CONTCAR beside the OUTCAR).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="CSV, one row per site.")] = Path("nmr.csv"),
+) -> None:
+    """Shielding (sigma_iso) and/or EFG (C_Q, eta_Q) per site from a VASP NMR OUTCAR.
+
+    CS rows: site, species, isotope, sigma_iso_ppm, sigma_aniso_ppm, sigma_eta. EFG rows add
+    cq_mhz (signed, e Q Vzz / h, Q from configs/nmr/quadrupole_moments.yaml) and eta_q, next to
+    the values VASP printed itself (vasp_cq_mhz, vasp_eta). Example::
+
+        superionic analyze nmr efg/OUTCAR --isotope Li-6 --out efg.csv
+    """
+    import csv
+
+    from pymatgen.core import Structure
+
+    from superionic.analysis.nmr import default_isotope, vasp_efg, vasp_shielding
+
+    outcar = path
+    if path.is_dir():
+        outcar = next((path / n for n in ("OUTCAR", "OUTCAR.gz") if (path / n).is_file()), path / "OUTCAR")
+    if not outcar.is_file():
+        raise SuperionicError.single(
+            "PATH", "no OUTCAR here", str(path), "an OUTCAR file or a folder holding one"
+        )
+    folder = outcar.parent
+    if structure is None:
+        structure = next(
+            (folder / n for n in ("POSCAR", "POSCAR.gz", "CONTCAR", "CONTCAR.gz") if (folder / n).is_file()),
+            None,
+        )
+    if structure is None:
+        raise SuperionicError.single(
+            "--structure", "no POSCAR/CONTCAR beside the OUTCAR", str(folder), "--structure FILE"
+        )
+    species = [site.specie.symbol for site in Structure.from_file(str(structure))]
+    isotopes = list(isotope or [])
+    rows: list[dict] = [
+        {"site": i, "species": el, "isotope": default_isotope(el, isotopes)} for i, el in enumerate(species)
+    ]
+    found = []
+    for name, reader in (
+        ("cs", lambda: vasp_shielding(outcar, species)),
+        ("efg", lambda: vasp_efg(outcar, species, isotopes)),
+    ):
+        try:
+            docs = reader()
+        except SuperionicError:
+            continue
+        found.append(name)
+        for row, doc in zip(rows, docs, strict=True):
+            row.update(
+                {
+                    k: v
+                    for k, v in doc.items()
+                    if not k.endswith("tensor_ppm") and not k.endswith("tensor_V_A2")
+                }
+            )
+    if not found:
+        raise SuperionicError.single(
+            str(outcar),
+            "neither chemical shielding nor EFG output in this OUTCAR",
+            str(outcar),
+            "an OUTCAR of a run with LCHIMAG = True or LEFG = True",
+        )
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(out, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        for r in rows:
+            w.writerow(
+                {
+                    k: (r.get(k) if not isinstance(r.get(k), list) else " ".join(f"{x:.6g}" for x in r[k]))
+                    for k in keys
+                }
+            )
+    console.print(f"{len(rows)} sites ({' + '.join(found)}) -> {out}")
 
 
 @analyze_app.command("density")

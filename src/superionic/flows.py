@@ -20,7 +20,7 @@ from jobflow import Flow, Job
 from superionic.dispatch.fingerprint import fingerprint_flow
 from superionic.engines import stage_settings
 from superionic.spec.loader import Campaign, SystemInstance
-from superionic.spec.models import HullStage, MDStage, OrderStage, RelaxStage
+from superionic.spec.models import HullStage, MDStage, NMRStage, OrderStage, RelaxStage
 
 FINGERPRINT_VERSION = "superionic-flow-1"
 
@@ -139,6 +139,34 @@ def build_system_flow(
             jobs.append(_tag(relax_job, campaign, system, "relax", ordering=i))
             relaxed[f"{system.name} #{i}"] = _relaxed_result(relax_job, relax_engine)
             current = relax_job.output.structure
+        if isinstance(stages.get("nmr"), NMRStage):
+            from superionic.engines.vasp import nmr_makers
+            from superionic.stages.nmr import collect_nmr
+
+            nmr = stages["nmr"]
+            makers = nmr_makers(settings(nmr), list(nmr.isotopes))
+            dirs: dict[str, Any] = {"cs": None, "efg": None}
+            for mode, wanted in (("cs", nmr.shielding), ("efg", nmr.efg)):
+                if not wanted:
+                    continue
+                maker = makers[mode]
+                maker.name = f"{system.name} #{i} nmr {mode}"
+                nj = maker.make(current)
+                jobs.append(_tag(nj, campaign, system, f"nmr_{mode}", ordering=i))
+                dirs[mode] = nj.output.dir_name
+            coll = collect_nmr(
+                current,
+                dirs["cs"],
+                dirs["efg"],
+                list(nmr.isotopes),
+                f"{system.name} #{i}",
+                dict(nmr.shift_references_ppm),
+                list(nmr.environment_species),
+                nmr.environment_cutoff_A,
+                nmr.line_fwhm_ppm,
+            )
+            coll.name = f"{system.name} #{i} nmr"
+            jobs.append(_tag(coll, campaign, system, "nmr", ordering=i))
         if isinstance(stages.get("md"), MDStage):
             from superionic.engines.mlip import md_maker
             from superionic.stages.md import (

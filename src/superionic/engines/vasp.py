@@ -19,7 +19,7 @@ from typing import Any
 
 from atomate2.vasp.sets.core import MDSetGenerator
 from pymatgen.io.vasp import Kpoints
-from pymatgen.io.vasp.sets import MPRelaxSet, MPStaticSet
+from pymatgen.io.vasp.sets import MPNMRSet, MPRelaxSet, MPStaticSet
 
 
 @dataclass
@@ -160,3 +160,42 @@ def md_jobs(
     prod_job.metadata["md_segment"] = "production"
     jobs.append(prod_job)
     return jobs, prod_job.output.vasp_objects["trajectory"], prod_job.output.structure
+
+
+@dataclass
+class SpacingNMRSet(MPNMRSet):
+    """pymatgen's MPNMRSet (``cs``: LCHIMAG; ``efg``: LEFG, QUAD_EFG from the isotopes) on a k-spacing.
+
+    The Gamma-centred mesh may follow a fixed k-spacing like the relax presets.
+    """
+
+    kpoint_spacing_per_A: float | None = None
+
+    @property
+    def kpoints(self) -> Kpoints | None:  # type: ignore[override]
+        """Return the mesh from the spacing, or pymatgen's default."""
+        if self.kpoint_spacing_per_A is None or self.structure is None:
+            return super().kpoints
+        return Kpoints.gamma_automatic(kpoint_mesh(self.structure.lattice, self.kpoint_spacing_per_A))
+
+
+def nmr_makers(settings: dict[str, Any], isotopes: list[str]) -> dict[str, Any]:
+    """atomate2 VASP makers for the NMR stage: ``{"cs": ..., "efg": ...}`` (two separate runs).
+
+    Keys: ``cs_inputs``/``efg_inputs`` (each: ``incar`` overrides and ``kpoint_spacing_per_A``).
+    """
+    from atomate2.vasp.jobs.base import BaseVaspMaker
+
+    makers = {}
+    for mode in ("cs", "efg"):
+        sub = dict(settings.get(f"{mode}_inputs") or {})
+        gen = SpacingNMRSet(
+            mode=mode,
+            isotopes=list(isotopes),
+            user_incar_settings=dict(sub.get("incar", {})),
+            kpoint_spacing_per_A=sub.get("kpoint_spacing_per_A"),
+        )
+        makers[mode] = BaseVaspMaker(
+            name=f"vasp nmr {mode}", input_set_generator=gen, run_vasp_kwargs={"vasp_cmd": vasp_command()}
+        )
+    return makers

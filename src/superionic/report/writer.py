@@ -145,6 +145,7 @@ def write_report(
         arrhenius.append(row)
     rotation = _rotation_rows(by_stage["rotation"])
     hull = hull_rows(by_stage["hull"])
+    nmr = nmr_rows(by_stage["nmr"])
     phases = [
         {
             "phase": d["metadata"].get("phase", p.name),
@@ -162,6 +163,7 @@ def write_report(
         ("arrhenius.csv", arrhenius),
         ("rotation.csv", rotation),
         ("hull.csv", hull),
+        ("nmr_sites.csv", nmr),
         ("phases.csv", phases),
     ):
         if rows:
@@ -173,6 +175,8 @@ def write_report(
         written.append(_plot_arrhenius(diffusion, by_stage["arrhenius"], out_dir / "arrhenius.png"))
     if by_stage["rotation"]:
         written.append(_plot_rotation(by_stage["rotation"], out_dir / "rotation_acf.png"))
+    if nmr:
+        written += write_nmr_spectra(by_stage["nmr"], out_dir)
     if hull:
         from superionic.analysis.hull import plot_hull
 
@@ -190,6 +194,11 @@ def write_report(
         ),
         ("Polyanion rotation (C(t) = <u(t).u(0)>; tau from exp(-t/tau) where C > 1/e)", rotation),
         ("Energy above the convex hull (against the competing phases below)", hull),
+        (
+            "NMR per site (sigma: shielding, ppm; delta = sigma_ref - sigma_iso; Haeberlen "
+            "anisotropy/asymmetry; C_Q = eQVzz/h, |Vzz| >= |Vyy| >= |Vxx|)",
+            nmr,
+        ),
         ("Competing phases (relaxed with the same engine and preset)", phases),
     ):
         if rows:
@@ -198,6 +207,65 @@ def write_report(
         md.append(f"![{png.stem}]({png.name})\n")
     (out_dir / "summary.md").write_text("\n".join(md))
     written.insert(0, out_dir / "summary.md")
+    return written
+
+
+NMR_COLUMNS = (
+    "site",
+    "species",
+    "isotope",
+    "environment",
+    "sigma_iso_ppm",
+    "delta_iso_ppm",
+    "sigma_aniso_ppm",
+    "sigma_eta",
+    "cq_mhz",
+    "eta_q",
+)
+
+
+def nmr_rows(items: list[tuple[PlannedJob, dict]]) -> list[dict[str, Any]]:
+    """Rows of nmr_sites.csv: one per site of every structure."""
+    rows = []
+    for p, d in items:
+        for site in d["output"]["sites"]:
+            row = {"system": p.system, "structure": d["output"]["label"]}
+            row.update({k: site.get(k, "") for k in NMR_COLUMNS})
+            rows.append(row)
+    return rows
+
+
+def write_nmr_spectra(items: list[tuple[PlannedJob, dict]], out_dir: Path) -> list[Path]:
+    """Ensemble spectrum per element over all sites of all structures (CSV + PNG)."""
+    import numpy as np
+
+    from superionic.analysis.nmr import ensemble_spectrum, plot_spectrum
+
+    by_element: dict[str, list[float]] = defaultdict(list)
+    referenced: dict[str, bool] = {}
+    fwhm = 1.0
+    for _p, d in items:
+        fwhm = float(d["output"].get("line_fwhm_ppm", fwhm))
+        for site in d["output"]["sites"]:
+            value = site.get("delta_iso_ppm", site.get("sigma_iso_ppm"))
+            if value is None or value == "":
+                continue
+            el = site["species"]
+            by_element[el].append(float(value))
+            referenced[el] = "delta_iso_ppm" in site
+    written = []
+    for el, values in sorted(by_element.items()):
+        lo, hi = min(values) - 10 * fwhm, max(values) + 10 * fwhm
+        grid = np.linspace(lo, hi, 2000)
+        spec = ensemble_spectrum(values, grid, fwhm)
+        kind = "shift" if referenced[el] else "shielding"
+        csv_path = out_dir / f"nmr_spectrum_{el}.csv"
+        _write_csv(
+            csv_path,
+            [{f"{kind}_ppm": float(x), "intensity": float(y)} for x, y in zip(grid, spec, strict=True)],
+        )
+        label = el if referenced[el] else f"{el} (shielding, unreferenced)"
+        written += [csv_path, plot_spectrum(grid, spec, label, out_dir / f"nmr_spectrum_{el}.png")]
     return written
 
 

@@ -48,7 +48,7 @@ SUPPORTED: dict[str, set[str]] = {
     "relax": {"mlip", "vasp", "cp2k"},
     "md": {"mlip", "vasp"},
     "hull": {"mlip", "vasp", "cp2k"},
-    "nmr": set(),
+    "nmr": {"vasp"},
     "quench": set(),
 }
 

@@ -62,7 +62,15 @@ class NMRStage(_StageBase):
     stage: Literal["nmr"]
     shielding: bool = True
     efg: bool = True
-    isotopes: list[str] = Field(default_factory=list)
+    isotopes: list[str] = Field(default_factory=list, description="e.g. [Li-6, B-11]; else defaults")
+    shift_references_ppm: dict[str, float] = Field(
+        default_factory=dict, description="element -> sigma_ref (ppm); delta_iso = sigma_ref - sigma_iso"
+    )
+    line_fwhm_ppm: PositiveFloat = 1.0
+    environment_species: list[str] = Field(
+        default_factory=list, description="neighbours counted to label sites, e.g. [Li, B]"
+    )
+    environment_cutoff_A: PositiveFloat = 3.5
 
 
 class MDStage(_StageBase):

@@ -1,0 +1,56 @@
+"""NMR stage jobs: read the engine's NMR outputs into one document shape per site."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from jobflow import job
+from pymatgen.core import Structure
+
+from superionic.analysis.nmr import environment_label, reference_shifts, vasp_efg, vasp_shielding
+
+
+def _outcar(dir_name: str) -> Path:
+    folder = Path(str(dir_name).split(":", 1)[-1])  # atomate2 dir_name is "host:/path"
+    for name in ("OUTCAR", "OUTCAR.gz"):
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(f"no OUTCAR in {folder}")
+
+
+@job
+def collect_nmr(
+    structure: Structure | dict,
+    cs_dir: str | None,
+    efg_dir: str | None,
+    isotopes: list[str],
+    label: str,
+    shift_references_ppm: dict[str, float] | None = None,
+    environment_species: list[str] | None = None,
+    environment_cutoff_A: float = 3.5,
+    line_fwhm_ppm: float = 1.0,
+) -> dict[str, Any]:
+    """Per-site shielding and EFG documents from the CS and EFG runs of one structure.
+
+    Returns
+    -------
+    dict
+        ``label``, ``sites`` (one dict per site: species, isotope, sigma_*, efg_*, cq_mhz, eta_q)
+        and ``structure``.
+    """
+    s = structure if isinstance(structure, Structure) else Structure.from_dict(structure)
+    species = [site.specie.symbol for site in s]
+    sites: list[dict[str, Any]] = [{"site": i, "species": el} for i, el in enumerate(species)]
+    if cs_dir:
+        for doc, cs in zip(sites, vasp_shielding(_outcar(cs_dir), species), strict=True):
+            doc.update(cs)
+    if efg_dir:
+        for doc, efg in zip(sites, vasp_efg(_outcar(efg_dir), species, isotopes), strict=True):
+            doc.update(efg)
+    refs = {el: {"sigma_ref_ppm": v} for el, v in (shift_references_ppm or {}).items()}
+    sites = reference_shifts(sites, refs)
+    if environment_species:
+        for doc in sites:
+            doc["environment"] = environment_label(s, doc["site"], environment_species, environment_cutoff_A)
+    return {"label": label, "sites": sites, "structure": s.as_dict(), "line_fwhm_ppm": line_fwhm_ppm}

@@ -1,0 +1,137 @@
+"""NMR: VASP shielding/EFG from real OUTCARs, quadrupolar parameters, referencing, spectra."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pymatgen.core import Structure
+from typer.testing import CliRunner
+
+from conftest import require_fixtures
+from superionic.analysis.nmr import (
+    CQ_MHZ_PER_MB_V_A2,
+    efg_parameters,
+    ensemble_spectrum,
+    find_peaks_ppm,
+    quadrupole_moment_mb,
+    reference_shifts,
+    shielding_parameters,
+    vasp_efg,
+    vasp_shielding,
+)
+from superionic.cli import app
+from superionic.errors import SuperionicError
+
+
+def _species(base: Path) -> list[str]:
+    return [s.specie.symbol for s in Structure.from_file(base / "efg" / "inputs" / "POSCAR")]
+
+
+def test_efg_cq_and_eta_equal_vasps_own_table_for_every_site() -> None:
+    base = require_fixtures("vasp/nmr_LiAlSiO4")
+    docs = vasp_efg(base / "efg" / "outputs" / "OUTCAR.gz", _species(base), ["Li-6"])
+    assert len(docs) == 21
+    for d in docs:
+        # same moments as VASP's QUAD_EFG (Li-6 -0.808, Al-27 146.6, O-17 -25.58 mb; Si none)
+        assert d["vasp_q_mb"] == pytest.approx(
+            quadrupole_moment_mb(d["isotope"]) if d["species"] != "Si" else 0.0
+        )
+        cq = d["cq_mhz"] if d["cq_mhz"] is not None else 0.0
+        assert cq == pytest.approx(d["vasp_cq_mhz"], abs=6e-4)  # VASP prints 3 decimals
+        vxx, vyy, vzz = d["efg_principal_V_A2"]
+        # the OUTCAR tensor has 3 decimals (V/A^2): eta from it carries ~1e-3/|Vzz| of rounding
+        assert d["eta_q"] == pytest.approx(d["vasp_eta"], abs=max(6e-4, 1.5e-3 / abs(vzz)))
+        assert abs(vxx) <= abs(vyy) <= abs(vzz) and 0 <= d["eta_q"] <= 1
+    al = next(d for d in docs if d["species"] == "Al")
+    assert al["cq_mhz"] == pytest.approx(1.143, abs=1e-3)
+
+
+def test_shielding_for_every_site_matches_vasps_printed_isotropic_value() -> None:
+    base = require_fixtures("vasp/nmr_LiAlSiO4")
+    docs = vasp_shielding(base / "cs" / "outputs" / "OUTCAR.gz", _species(base))
+    assert len(docs) == 21
+    for d in docs:
+        assert d["sigma_iso_ppm"] == pytest.approx(d["vasp_printed_iso_ppm"], abs=1e-3)
+    li = [d["sigma_iso_ppm"] for d in docs if d["species"] == "Li"]
+    assert np.ptp(li) < 0.01  # the three Li sites are equivalent
+
+
+def test_cq_unit_conversion_and_axial_tensor() -> None:
+    # an axial tensor: eta = 0; C_Q(MHz) = e Q Vzz / h with Q in mb and Vzz in V/A^2
+    p = efg_parameters(np.diag([-1.0, -1.0, 2.0]), 40.59)
+    assert p["eta_q"] == pytest.approx(0.0) and p["efg_principal_V_A2"][2] == pytest.approx(2.0)
+    assert p["cq_mhz"] == pytest.approx(1.602176634e-19 * 40.59e-31 * 2.0e20 / 6.62607015e-34 / 1e6)
+    assert CQ_MHZ_PER_MB_V_A2 == pytest.approx(2.41799e-3, rel=1e-5)
+    sh = shielding_parameters(np.diag([10.0, 20.0, 60.0]))
+    assert sh["sigma_iso_ppm"] == pytest.approx(30.0)
+    assert sh["sigma_aniso_ppm"] == pytest.approx(45.0) and sh["sigma_eta"] == pytest.approx(10 / 30)
+
+
+def test_bad_isotope_and_outcar_without_nmr_are_named() -> None:
+    with pytest.raises(SuperionicError) as err:
+        quadrupole_moment_mb("P-31")
+    assert "P-31" in str(err.value) and "spin 1/2" in str(err.value)
+    base = require_fixtures("vasp/nmr_LiAlSiO4")
+    with pytest.raises(SuperionicError) as err:
+        vasp_efg(base / "structure_optimization" / "outputs" / "OUTCAR.relax2.gz", _species(base))
+    assert "LEFG" in str(err.value)
+
+
+def test_ensemble_spectrum_peaks_sit_at_the_referenced_shifts() -> None:
+    sites = [{"species": "Li", "sigma_iso_ppm": s} for s in (88.0, 88.0, 88.0, 92.5, 92.5)]
+    shifted = reference_shifts(sites, {"Li": {"sigma_ref_ppm": 90.0}})
+    deltas = [s["delta_iso_ppm"] for s in shifted]
+    assert deltas == pytest.approx([2.0, 2.0, 2.0, -2.5, -2.5])
+    grid = np.linspace(-10, 10, 4001)
+    spec = ensemble_spectrum(deltas, grid, fwhm_ppm=0.5)
+    assert find_peaks_ppm(grid, spec) == pytest.approx([-2.5, 2.0], abs=0.01)
+    assert np.trapezoid(spec, grid) == pytest.approx(5.0, rel=0.02)  # unit-area lines
+    heights = [spec[np.argmin(abs(grid - x))] for x in (-2.5, 2.0)]
+    assert heights[1] / heights[0] == pytest.approx(1.5, rel=0.01)  # 3 sites vs 2
+
+
+def test_replayed_vasp_cs_and_efg_go_through_the_flow(tmp_path: Path) -> None:
+    base = require_fixtures("vasp/nmr_LiAlSiO4")
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    (refs / "nmr_cs").symlink_to(base / "cs")
+    (refs / "nmr_efg").symlink_to(base / "efg")
+    (tmp_path / "s.vasp").write_text((base / "efg" / "inputs" / "POSCAR").read_text())
+    (tmp_path / "c.yaml").write_text(
+        "name: nmr\nengine: vasp\nsystems:\n  - name: LiAlSiO4\n    structure: s.vasp\nstages:\n"
+        "  - stage: nmr\n    isotopes: [Li-6]\n    shift_references_ppm: {Li: 89.0}\n"
+        "    environment_species: [O]\n    environment_cutoff_A: 2.2\n"
+    )
+    exe = Path(sys.executable).parent / "superionic"
+    env = {**os.environ, "SUPERIONIC_VASP_REPLAY": str(refs)}
+    r = subprocess.run(
+        [str(exe), "run", "c.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    rows = list(csv.DictReader(open(tmp_path / "report" / "nmr" / "nmr_sites.csv")))
+    assert len(rows) == 21
+    li = [row for row in rows if row["species"] == "Li"]
+    for row in li:
+        assert float(row["delta_iso_ppm"]) == pytest.approx(89.0 - float(row["sigma_iso_ppm"]))
+        assert row["environment"] == "O4"  # tetrahedral Li
+    al = next(row for row in rows if row["species"] == "Al")
+    assert float(al["cq_mhz"]) == pytest.approx(1.143, abs=1e-3)
+    assert (tmp_path / "report" / "nmr" / "nmr_spectrum_Li.png").stat().st_size > 1000
+
+
+def test_analyze_nmr_cli(tmp_path: Path) -> None:
+    base = require_fixtures("vasp/nmr_LiAlSiO4")
+    out = tmp_path / "efg.csv"
+    r = CliRunner().invoke(
+        app, ["analyze", "nmr", str(base / "efg" / "outputs"), "--isotope", "Li-6", "--out", str(out)]
+    )
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(open(out)))
+    assert len(rows) == 21 and {"site", "species", "isotope", "cq_mhz", "eta_q"} <= set(rows[0])
+    assert rows[0]["isotope"] == "Li-6"
