@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -135,3 +136,76 @@ def test_analyze_nmr_cli(tmp_path: Path) -> None:
     rows = list(csv.DictReader(open(out)))
     assert len(rows) == 21 and {"site", "species", "isotope", "cq_mhz", "eta_q"} <= set(rows[0])
     assert rows[0]["isotope"] == "Li-6"
+
+
+def _hcl_box(path: Path, box: float = 10.0) -> None:
+    from pymatgen.core import Lattice
+
+    c = box / 2
+    s = Structure(
+        Lattice.cubic(box), ["H", "Cl"], [[c, c, c - 0.64], [c, c, c + 0.64]], coords_are_cartesian=True
+    )
+    s.to(filename=str(path))
+
+
+def test_cp2k_shielding_of_a_molecule_in_a_box_through_the_flow(tmp_path: Path) -> None:
+    from conftest import require_executable
+
+    require_executable("cp2k")
+    _hcl_box(tmp_path / "HCl.cif")
+    (tmp_path / "c.yaml").write_text(
+        "name: cp2knmr\nengine: cp2k\nsystems:\n  - name: HCl\n    structure: HCl.cif\n"
+        "stages:\n  - stage: nmr\n    efg: false\n"
+    )
+    exe = Path(sys.executable).parent / "superionic"
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    r = subprocess.run(
+        [str(exe), "run", "c.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    rows = {
+        row["species"]: row for row in csv.DictReader(open(tmp_path / "report" / "cp2knmr" / "nmr_sites.csv"))
+    }
+    # CP2K's own ISOTROPY line, parsed independently from the SHIFT file
+    (shift,) = list((tmp_path / ".superionic" / "jobs").rglob("NMR-SHIFT-1.data"))
+    printed = [float(x) for x in re.findall(r"(?<!AN)ISOTROPY =\s*(-?\d+\.\d+)", shift.read_text())]
+    assert float(rows["H"]["sigma_iso_ppm"]) == pytest.approx(printed[0], abs=1e-3)
+    assert float(rows["Cl"]["sigma_iso_ppm"]) == pytest.approx(printed[1], abs=1e-3)
+    # gas-phase HCl: H about 31 ppm, Cl about 950 ppm; the Gamma-only periodic box shifts both
+    # (this 10 A box: H 28, Cl 819; an 8 A box: H 33, Cl 898)
+    assert 20 < float(rows["H"]["sigma_iso_ppm"]) < 40
+    assert 750 < float(rows["Cl"]["sigma_iso_ppm"]) < 1000
+
+
+def test_cp2k_nmr_refuses_a_small_periodic_cell(tmp_path: Path) -> None:
+    from pymatgen.core import Lattice
+
+    s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.13), ["Li", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    s.to(filename=str(tmp_path / "LiCl.cif"))
+    (tmp_path / "c.yaml").write_text(
+        "name: small\nengine: cp2k\nsystems:\n  - name: LiCl\n    structure: LiCl.cif\n"
+        "stages:\n  - stage: nmr\n    efg: false\n"
+    )
+    r = CliRunner().invoke(app, ["validate", str(tmp_path / "c.yaml")])
+    assert r.exit_code == 2
+    assert "Gamma-point only" in r.output and "5.13" in r.output and ">= 10" in r.output
+
+
+def test_cp2k_efg_canary_refuses_the_debian_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import require_executable
+
+    require_executable("cp2k")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # run it, not a cached verdict
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    from superionic.engines.cp2k_nmr import efg_canary
+
+    ok, reason = efg_canary(tmp_path / "canary")
+    assert not ok
+    assert "vlimit_atom" in reason and "indso(2, iso)" in reason and "eta" in reason
+    # a campaign asking CP2K for EFGs is refused before anything runs, with that reason
+    _hcl_box(tmp_path / "HCl.cif")
+    (tmp_path / "c.yaml").write_text(
+        "name: efg\nengine: cp2k\nsystems:\n  - name: HCl\n    structure: HCl.cif\nstages:\n  - stage: nmr\n"
+    )
+    r = CliRunner().invoke(app, ["validate", str(tmp_path / "c.yaml")])
+    assert r.exit_code == 2 and "vlimit_atom" in r.output

@@ -144,16 +144,31 @@ def build_system_flow(
             from superionic.stages.nmr import collect_nmr
 
             nmr = stages["nmr"]
-            makers = nmr_makers(settings(nmr), list(nmr.isotopes))
             dirs: dict[str, Any] = {"cs": None, "efg": None}
-            for mode, wanted in (("cs", nmr.shielding), ("efg", nmr.efg)):
-                if not wanted:
-                    continue
-                maker = makers[mode]
-                maker.name = f"{system.name} #{i} nmr {mode}"
-                nj = maker.make(current)
-                jobs.append(_tag(nj, campaign, system, f"nmr_{mode}", ordering=i))
-                dirs[mode] = nj.output.dir_name
+            if (nmr.engine or spec.engine) == "cp2k":
+                from superionic.stages.nmr import cp2k_nmr
+
+                nmr_settings = settings(nmr)
+                cj = cp2k_nmr(
+                    current,
+                    f"{system.name} #{i}",
+                    nmr.efg,
+                    float(nmr_settings.get("min_cell_A", 10.0)),
+                    float(nmr_settings.get("cutoff_Ry", 300.0)),
+                )
+                cj.name = f"{system.name} #{i} nmr cs (cp2k)"
+                jobs.append(_tag(cj, campaign, system, "nmr_cs", ordering=i))
+                dirs["cs"] = cj.output
+            else:
+                makers = nmr_makers(settings(nmr), list(nmr.isotopes))
+                for mode, wanted in (("cs", nmr.shielding), ("efg", nmr.efg)):
+                    if not wanted:
+                        continue
+                    maker = makers[mode]
+                    maker.name = f"{system.name} #{i} nmr {mode}"
+                    nj = maker.make(current)
+                    jobs.append(_tag(nj, campaign, system, f"nmr_{mode}", ordering=i))
+                    dirs[mode] = nj.output.dir_name
             coll = collect_nmr(
                 current,
                 dirs["cs"],

@@ -48,7 +48,7 @@ SUPPORTED: dict[str, set[str]] = {
     "relax": {"mlip", "vasp", "cp2k"},
     "md": {"mlip", "vasp"},
     "hull": {"mlip", "vasp", "cp2k"},
-    "nmr": {"vasp"},
+    "nmr": {"vasp", "cp2k"},
     "quench": set(),
 }
 
@@ -372,6 +372,8 @@ def _check_stages(
                             _line_of(data, (*loc, key)),
                         )
                     )
+        if isinstance(stage, NMRStage) and engine == "cp2k":
+            problems += _cp2k_nmr_problems(stage, systems, i, data, loc, check_engines)
         if (
             isinstance(stage, MDStage)
             and engine == "mlip"
@@ -459,6 +461,48 @@ def _check_stages(
                         s.structure.composition.formula,
                         "add '- stage: order' before the other stages",
                         _line_of(data, ("systems", s.index)),
+                    )
+                )
+    return problems
+
+
+def _cp2k_nmr_problems(
+    stage: NMRStage, systems: list[SystemInstance], i: int, data: Any, loc: tuple, check_engines: bool
+) -> list[Problem]:
+    """CP2K NMR: Gamma-only size check on the input cells, and the EFG canary before any job."""
+    from superionic.engines import stage_settings
+
+    problems = []
+    min_cell = float(stage_settings(stage.preset or "default", "cp2k", "nmr", {}).get("min_cell_A", 10.0))
+    for s in systems:
+        if min(s.structure.lattice.abc) < min_cell:
+            problems.append(
+                Problem(
+                    f"systems[{s.index}] ({s.name})",
+                    "CP2K NMR is Gamma-point only; this cell is too small "
+                    f"(lengths {', '.join(f'{x:.2f}' for x in s.structure.lattice.abc)} A)",
+                    f"{min(s.structure.lattice.abc):.2f} A",
+                    f"a supercell with every length >= {min_cell:g} A (set `supercell`), or engine vasp",
+                    _line_of(data, ("systems", s.index)),
+                )
+            )
+    if stage.efg and check_engines:
+        from superionic.engines.cp2k import cp2k_available
+
+        if cp2k_available()[0]:
+            import tempfile
+
+            from superionic.engines.cp2k_nmr import efg_canary
+
+            ok, reason = efg_canary(Path(tempfile.mkdtemp(prefix="superionic-canary-")))
+            if not ok:
+                problems.append(
+                    Problem(
+                        f"stages[{i}].efg",
+                        reason,
+                        True,
+                        "efg: false with engine cp2k (shielding only), or engine vasp for the EFG",
+                        _line_of(data, (*loc, "efg")),
                     )
                 )
     return problems

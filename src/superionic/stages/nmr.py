@@ -22,7 +22,7 @@ def _outcar(dir_name: str) -> Path:
 @job
 def collect_nmr(
     structure: Structure | dict,
-    cs_dir: str | None,
+    cs_dir: str | dict | None,
     efg_dir: str | None,
     isotopes: list[str],
     label: str,
@@ -42,7 +42,10 @@ def collect_nmr(
     s = structure if isinstance(structure, Structure) else Structure.from_dict(structure)
     species = [site.specie.symbol for site in s]
     sites: list[dict[str, Any]] = [{"site": i, "species": el} for i, el in enumerate(species)]
-    if cs_dir:
+    if isinstance(cs_dir, dict):  # already computed (CP2K): {"sites": [...]}
+        for doc, cs in zip(sites, cs_dir["sites"], strict=True):
+            doc.update(cs)
+    elif cs_dir:
         for doc, cs in zip(sites, vasp_shielding(_outcar(cs_dir), species), strict=True):
             doc.update(cs)
     if efg_dir:
@@ -54,3 +57,25 @@ def collect_nmr(
         for doc in sites:
             doc["environment"] = environment_label(s, doc["site"], environment_species, environment_cutoff_A)
     return {"label": label, "sites": sites, "structure": s.as_dict(), "line_fwhm_ppm": line_fwhm_ppm}
+
+
+@job
+def cp2k_nmr(
+    structure: Structure | dict,
+    label: str,
+    efg: bool = False,
+    min_cell_A: float = 10.0,
+    cutoff_Ry: float = 300.0,
+) -> dict[str, Any]:
+    """CP2K GAPW shielding of one structure (Gamma point only; see :mod:`superionic.engines.cp2k_nmr`).
+
+    With ``efg``, the EFG canary runs first and refuses a CP2K build that computes wrong tensors.
+    """
+    from superionic.engines.cp2k_nmr import cp2k_shielding, require_trustworthy_efg
+
+    s = structure if isinstance(structure, Structure) else Structure.from_dict(structure)
+    here = Path.cwd()
+    if efg:
+        require_trustworthy_efg(here / "efg_canary")
+    sites = cp2k_shielding(s, here / "cp2k_nmr", min_cell_A=min_cell_A, cutoff_Ry=cutoff_Ry)
+    return {"label": label, "sites": sites, "structure": s.as_dict(), "engine": "cp2k"}
