@@ -209,3 +209,56 @@ def test_cp2k_efg_canary_refuses_the_debian_build(tmp_path: Path, monkeypatch: p
     )
     r = CliRunner().invoke(app, ["validate", str(tmp_path / "c.yaml")])
     assert r.exit_code == 2 and "vlimit_atom" in r.output
+
+
+def _corundum() -> Structure:
+    from pymatgen.core import Lattice
+
+    return Structure.from_spacegroup(
+        "R-3c", Lattice.hexagonal(4.759, 12.991), ["Al", "O"], [[0, 0, 0.35216], [0.30624, 0, 0.25]]
+    ).get_primitive_structure()
+
+
+def test_abinit_efg_of_corundum_through_the_flow(tmp_path: Path) -> None:
+    """alpha-Al2O3 with ABINIT PAW (prtefg 2): Al on the 3-fold axis has eta = 0, equivalent sites
+    are equal, and C_Q from the parsed tensor equals what ABINIT printed."""
+    from conftest import require_executable
+
+    require_executable("abinit")
+    _corundum().to(filename=str(tmp_path / "Al2O3.cif"))
+    (tmp_path / "c.yaml").write_text(
+        "name: abi\nengine: abinit\nsystems:\n  - name: corundum\n    structure: Al2O3.cif\n"
+        "stages:\n  - stage: nmr\n    shielding: false\n"
+    )
+    exe = Path(sys.executable).parent / "superionic"
+    r = subprocess.run(
+        [str(exe), "run", "c.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=1200
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    rows = list(csv.DictReader(open(tmp_path / "report" / "abi" / "nmr_sites.csv")))
+    al = [row for row in rows if row["species"] == "Al"]
+    o = [row for row in rows if row["species"] == "O"]
+    assert len(al) == 4 and len(o) == 6
+    assert all(float(row["eta_q"]) < 1e-3 for row in al)  # axial site
+    assert np.ptp([float(row["cq_mhz"]) for row in al]) < 1e-4  # equivalent sites equal
+    assert np.ptp([float(row["cq_mhz"]) for row in o]) < 1e-4
+    assert np.ptp([float(row["eta_q"]) for row in o]) < 1e-4
+    (abo,) = list((tmp_path / ".superionic" / "jobs").rglob("run.abo"))
+    printed = [float(x) for x in re.findall(r"Cq =\s*(-?[\d.]+) MHz", abo.read_text())]
+    assert [float(row["cq_mhz"]) for row in rows] == pytest.approx(printed, abs=2e-4)
+    assert 1.5 < float(al[0]["cq_mhz"]) < 2.5  # 27Al in corundum: 2.4 MHz measured, ~2.0 here
+
+
+def test_abinit_refuses_elements_without_a_paw_dataset(tmp_path: Path) -> None:
+    from conftest import require_executable
+
+    require_executable("abinit")
+    base = require_fixtures("vasp/nmr_LiAlSiO4")
+    (tmp_path / "s.vasp").write_text((base / "efg" / "inputs" / "POSCAR").read_text())
+    (tmp_path / "c.yaml").write_text(
+        "name: li\nengine: abinit\nsystems:\n  - name: LiAlSiO4\n    structure: s.vasp\n"
+        "stages:\n  - stage: nmr\n"
+    )
+    r = CliRunner().invoke(app, ["validate", str(tmp_path / "c.yaml")])
+    assert r.exit_code == 2
+    assert "no JTH PAW dataset for Li" in r.output and "EFGs only" in r.output

@@ -145,7 +145,14 @@ def build_system_flow(
 
             nmr = stages["nmr"]
             dirs: dict[str, Any] = {"cs": None, "efg": None}
-            if (nmr.engine or spec.engine) == "cp2k":
+            if (nmr.engine or spec.engine) == "abinit":
+                from superionic.stages.nmr import abinit_efg_job
+
+                aj = abinit_efg_job(current, list(nmr.isotopes), settings(nmr))
+                aj.name = f"{system.name} #{i} nmr efg (abinit)"
+                jobs.append(_tag(aj, campaign, system, "nmr_efg", ordering=i))
+                dirs["efg"] = aj.output
+            elif (nmr.engine or spec.engine) == "cp2k":
                 from superionic.stages.nmr import cp2k_nmr
 
                 nmr_settings = settings(nmr)

@@ -48,7 +48,7 @@ SUPPORTED: dict[str, set[str]] = {
     "relax": {"mlip", "vasp", "cp2k"},
     "md": {"mlip", "vasp"},
     "hull": {"mlip", "vasp", "cp2k"},
-    "nmr": {"vasp", "cp2k"},
+    "nmr": {"vasp", "cp2k", "abinit"},
     "quench": set(),
 }
 
@@ -60,6 +60,11 @@ def engine_available(engine: str) -> tuple[bool, str, str]:
 
         ok, why = vasp_available()
         return ok, why, "an installed VASP, or SUPERIONIC_VASP_REPLAY for replay"
+    if engine == "abinit":
+        from superionic.engines.abinit import abinit_available
+
+        ok, why = abinit_available()
+        return ok, why, "an installed ABINIT (apt-get install abinit abinit-data), or engine vasp"
     if engine == "cp2k":
         from superionic.engines.cp2k import cp2k_available
 
@@ -372,6 +377,8 @@ def _check_stages(
                             _line_of(data, (*loc, key)),
                         )
                     )
+        if isinstance(stage, NMRStage) and engine == "abinit":
+            problems += _abinit_nmr_problems(stage, systems, i, data, loc)
         if isinstance(stage, NMRStage) and engine == "cp2k":
             problems += _cp2k_nmr_problems(stage, systems, i, data, loc, check_engines)
         if (
@@ -463,6 +470,39 @@ def _check_stages(
                         _line_of(data, ("systems", s.index)),
                     )
                 )
+    return problems
+
+
+def _abinit_nmr_problems(
+    stage: NMRStage, systems: list[SystemInstance], i: int, data: Any, loc: tuple
+) -> list[Problem]:
+    """ABINIT computes the EFG only, and only for elements with a JTH PAW dataset."""
+    from superionic.engines.abinit import paw_dir
+
+    problems = []
+    if stage.shielding:
+        problems.append(
+            Problem(
+                f"stages[{i}].shielding",
+                "the ABINIT route computes EFGs only",
+                True,
+                "shielding: false with engine abinit (shielding on vasp or cp2k in another campaign)",
+                _line_of(data, (*loc, "shielding")),
+            )
+        )
+    have = {p.stem for p in paw_dir().glob("*.xml")}
+    for s in systems:
+        missing = sorted(s.elements - have)
+        if missing:
+            problems.append(
+                Problem(
+                    f"systems[{s.index}] ({s.name})",
+                    f"no JTH PAW dataset for {', '.join(missing)} in {paw_dir()} (ABINIT EFG)",
+                    missing,
+                    f"elements among {', '.join(sorted(have)) or '(none installed)'}, or engine vasp",
+                    _line_of(data, ("systems", s.index)),
+                )
+            )
     return problems
 
 

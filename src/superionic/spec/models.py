@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
-Engine = Literal["mlip", "vasp", "cp2k"]
+Engine = Literal["mlip", "vasp", "cp2k", "abinit"]
 
 
 class _Strict(BaseModel):

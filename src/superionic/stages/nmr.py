@@ -23,7 +23,7 @@ def _outcar(dir_name: str) -> Path:
 def collect_nmr(
     structure: Structure | dict,
     cs_dir: str | dict | None,
-    efg_dir: str | None,
+    efg_dir: str | dict | None,
     isotopes: list[str],
     label: str,
     shift_references_ppm: dict[str, float] | None = None,
@@ -48,7 +48,10 @@ def collect_nmr(
     elif cs_dir:
         for doc, cs in zip(sites, vasp_shielding(_outcar(cs_dir), species), strict=True):
             doc.update(cs)
-    if efg_dir:
+    if isinstance(efg_dir, dict):  # already computed (ABINIT): {"sites": [...]}
+        for doc, efg in zip(sites, efg_dir["sites"], strict=True):
+            doc.update(efg)
+    elif efg_dir:
         for doc, efg in zip(sites, vasp_efg(_outcar(efg_dir), species, isotopes), strict=True):
             doc.update(efg)
     refs = {el: {"sigma_ref_ppm": v} for el, v in (shift_references_ppm or {}).items()}
@@ -79,3 +82,17 @@ def cp2k_nmr(
         require_trustworthy_efg(here / "efg_canary")
     sites = cp2k_shielding(s, here / "cp2k_nmr", min_cell_A=min_cell_A, cutoff_Ry=cutoff_Ry)
     return {"label": label, "sites": sites, "structure": s.as_dict(), "engine": "cp2k"}
+
+
+@job
+def abinit_efg_job(
+    structure: Structure | dict, isotopes: list[str], settings: dict[str, Any]
+) -> dict[str, Any]:
+    """ABINIT PAW EFG of one structure (``prtefg 2``); see :mod:`superionic.engines.abinit`."""
+    from superionic.engines.abinit import abinit_efg
+
+    s = structure if isinstance(structure, Structure) else Structure.from_dict(structure)
+    kwargs = {
+        k: float(settings[k]) for k in ("ecut_Ha", "pawecutdg_Ha", "kpoint_spacing_per_A") if k in settings
+    }
+    return {"sites": abinit_efg(s, Path.cwd() / "abinit_efg", list(isotopes), **kwargs), "engine": "abinit"}
