@@ -20,7 +20,7 @@ from jobflow import Flow, Job
 from superionic.dispatch.fingerprint import fingerprint_flow
 from superionic.engines import stage_settings
 from superionic.spec.loader import Campaign, SystemInstance
-from superionic.spec.models import HullStage, MDStage, NMRStage, OrderStage, RelaxStage
+from superionic.spec.models import HullStage, MDStage, NMRStage, OrderStage, QuenchStage, RelaxStage
 
 FINGERPRINT_VERSION = "superionic-flow-1"
 
@@ -37,7 +37,9 @@ class PlannedJob:
 
 
 def _tag(job: Job, campaign: Campaign, system: SystemInstance, stage: str, **extra: Any) -> Job:
-    job.metadata.update({"campaign": campaign.spec.name, "system": system.name, "stage": stage, **extra})
+    # jobs on a quenched structure report as their own "system" (e.g. "NaTaCl6 (quench 1200 K #0)")
+    name = f"{system.name} ({extra['variant']})" if extra.get("variant") else system.name
+    job.metadata.update({"campaign": campaign.spec.name, "system": name, "stage": stage, **extra})
     return job
 
 
@@ -189,92 +191,166 @@ def build_system_flow(
             )
             coll.name = f"{system.name} #{i} nmr"
             jobs.append(_tag(coll, campaign, system, "nmr", ordering=i))
-        if isinstance(stages.get("md"), MDStage):
-            from superionic.engines.mlip import md_maker
-            from superionic.stages.md import (
-                analyze_diffusion,
-                analyze_rotation,
-                converge_diffusion,
-                fit_arrhenius,
-                freeze_species,
+        md_targets: list[tuple[Any, str | None]] = [(current, None)]
+        if isinstance(stages.get("quench"), QuenchStage):
+            from superionic.stages.quench import add_quench_jobs
+
+            quenched = add_quench_jobs(
+                stages["quench"],
+                settings(stages["quench"]),
+                stages["quench"].engine or spec.engine,
+                current,
+                f"{system.name} #{i}",
+                lambda j, st, **kw: jobs.append(_tag(j, campaign, system, st, **kw)),
+                i,
             )
-
-            md = stages["md"]
-            md_settings = settings(md)
-            analyses = []
-            interval = int(md_settings.get("trajectory_interval", 10))
-            skip = math.ceil(int(md_settings.get("ramp_steps", 0)) / interval)
-            md_start = current
-            if md.frozen_species:
-                frozen = freeze_species(current, md.frozen_species)
-                frozen.name = f"{system.name} #{i} freeze {'+'.join(md.frozen_species)}"
-                jobs.append(_tag(frozen, campaign, system, "md", ordering=i))
-                md_start = frozen.output
-            md_engine = md.engine or spec.engine
-            if md_engine != "mlip":  # DFT engines store every ionic step; the ramp is its own run
-                interval, skip = 1, 0
-            for temp in md.temperatures_K:
-                md_name = f"{system.name} #{i} md {temp:g} K"
-                if md_engine == "vasp":
-                    from superionic.engines.vasp import md_jobs
-
-                    segment_jobs, trajectory, _final = md_jobs(md_settings, temp, md_start, md_name)
-                    for sj in segment_jobs:
-                        jobs.append(_tag(sj, campaign, system, "md", ordering=i, temperature_K=temp))
-                else:
-                    maker = md_maker(md_settings, temp)
-                    maker.name = md_name
-                    md_job = maker.make(md_start)
-                    jobs.append(_tag(md_job, campaign, system, "md", ordering=i, temperature_K=temp))
-                    trajectory = md_job.output.objects["trajectory"]
-                ana = analyze_diffusion(
-                    trajectory,
-                    temperature_K=temp,
-                    species=md.species,
-                    frame_interval_fs=float(md_settings.get("timestep_fs", 2.0)) * interval,
-                    skip_frames=skip,
-                    fit_start=md.fit_start,
-                    fit_end=md.fit_end,
+            md_targets += quenched
+        for md_struct, variant in md_targets:
+            prefix = f"{system.name} #{i}" + (f" [{variant}]" if variant else "")
+            if isinstance(stages.get("md"), MDStage):
+                from superionic.engines.mlip import md_maker
+                from superionic.stages.md import (
+                    analyze_diffusion,
+                    analyze_rotation,
+                    converge_diffusion,
+                    fit_arrhenius,
+                    freeze_species,
                 )
-                ana.name = f"{system.name} #{i} diffusion {temp:g} K"
-                if md.target_rsd is None:
-                    jobs.append(_tag(ana, campaign, system, "diffusion", ordering=i, temperature_K=temp))
-                    analyses.append(ana.output)
-                else:
-                    jobs.append(
-                        _tag(ana, campaign, system, "diffusion_chunk", ordering=i, temperature_K=temp)
-                    )
-                    conv = converge_diffusion(
-                        ana.output,
-                        [trajectory],
-                        md_settings,
-                        temp,
-                        md.species,
-                        float(md_settings.get("timestep_fs", 2.0)) * interval,
-                        skip,
-                        md.fit_start,
-                        md.fit_end,
-                        md.target_rsd,
-                        md.max_chunks,
-                    )
-                    conv.name = f"{system.name} #{i} converge {temp:g} K"
-                    jobs.append(_tag(conv, campaign, system, "diffusion", ordering=i, temperature_K=temp))
-                    analyses.append(conv.output)
-                if md.rotation_units:
-                    rot = analyze_rotation(
+
+                md = stages["md"]
+                md_settings = settings(md)
+                analyses = []
+                interval = int(md_settings.get("trajectory_interval", 10))
+                skip = math.ceil(int(md_settings.get("ramp_steps", 0)) / interval)
+                md_start = md_struct
+                if md.frozen_species:
+                    frozen = freeze_species(current, md.frozen_species)
+                    frozen.name = f"{prefix} freeze {'+'.join(md.frozen_species)}"
+                    jobs.append(_tag(frozen, campaign, system, "md", ordering=i, variant=variant))
+                    md_start = frozen.output
+                md_engine = md.engine or spec.engine
+                if md_engine != "mlip":  # DFT engines store every ionic step; the ramp is its own run
+                    interval, skip = 1, 0
+                for temp in md.temperatures_K:
+                    md_name = f"{prefix} md {temp:g} K"
+                    if md_engine == "vasp":
+                        from superionic.engines.vasp import md_jobs
+
+                        segment_jobs, trajectory, _final = md_jobs(md_settings, temp, md_start, md_name)
+                        for sj in segment_jobs:
+                            jobs.append(
+                                _tag(
+                                    sj,
+                                    campaign,
+                                    system,
+                                    "md",
+                                    ordering=i,
+                                    variant=variant,
+                                    temperature_K=temp,
+                                )
+                            )
+                    else:
+                        maker = md_maker(md_settings, temp)
+                        maker.name = md_name
+                        md_job = maker.make(md_start)
+                        jobs.append(
+                            _tag(
+                                md_job,
+                                campaign,
+                                system,
+                                "md",
+                                ordering=i,
+                                variant=variant,
+                                temperature_K=temp,
+                            )
+                        )
+                        trajectory = md_job.output.objects["trajectory"]
+                    ana = analyze_diffusion(
                         trajectory,
                         temperature_K=temp,
-                        units=list(md.rotation_units),
+                        species=md.species,
                         frame_interval_fs=float(md_settings.get("timestep_fs", 2.0)) * interval,
                         skip_frames=skip,
-                        cation=md.species,
+                        fit_start=md.fit_start,
+                        fit_end=md.fit_end,
                     )
-                    rot.name = f"{system.name} #{i} rotation {temp:g} K"
-                    jobs.append(_tag(rot, campaign, system, "rotation", ordering=i, temperature_K=temp))
-            if len(md.temperatures_K) >= 2:
-                arr = fit_arrhenius(analyses)
-                arr.name = f"{system.name} #{i} arrhenius"
-                jobs.append(_tag(arr, campaign, system, "arrhenius", ordering=i))
+                    ana.name = f"{prefix} diffusion {temp:g} K"
+                    if md.target_rsd is None:
+                        jobs.append(
+                            _tag(
+                                ana,
+                                campaign,
+                                system,
+                                "diffusion",
+                                ordering=i,
+                                variant=variant,
+                                temperature_K=temp,
+                            )
+                        )
+                        analyses.append(ana.output)
+                    else:
+                        jobs.append(
+                            _tag(
+                                ana,
+                                campaign,
+                                system,
+                                "diffusion_chunk",
+                                ordering=i,
+                                variant=variant,
+                                temperature_K=temp,
+                            )
+                        )
+                        conv = converge_diffusion(
+                            ana.output,
+                            [trajectory],
+                            md_settings,
+                            temp,
+                            md.species,
+                            float(md_settings.get("timestep_fs", 2.0)) * interval,
+                            skip,
+                            md.fit_start,
+                            md.fit_end,
+                            md.target_rsd,
+                            md.max_chunks,
+                        )
+                        conv.name = f"{prefix} converge {temp:g} K"
+                        jobs.append(
+                            _tag(
+                                conv,
+                                campaign,
+                                system,
+                                "diffusion",
+                                ordering=i,
+                                variant=variant,
+                                temperature_K=temp,
+                            )
+                        )
+                        analyses.append(conv.output)
+                    if md.rotation_units:
+                        rot = analyze_rotation(
+                            trajectory,
+                            temperature_K=temp,
+                            units=list(md.rotation_units),
+                            frame_interval_fs=float(md_settings.get("timestep_fs", 2.0)) * interval,
+                            skip_frames=skip,
+                            cation=md.species,
+                        )
+                        rot.name = f"{prefix} rotation {temp:g} K"
+                        jobs.append(
+                            _tag(
+                                rot,
+                                campaign,
+                                system,
+                                "rotation",
+                                ordering=i,
+                                variant=variant,
+                                temperature_K=temp,
+                            )
+                        )
+                if len(md.temperatures_K) >= 2:
+                    arr = fit_arrhenius(analyses)
+                    arr.name = f"{prefix} arrhenius"
+                    jobs.append(_tag(arr, campaign, system, "arrhenius", ordering=i, variant=variant))
     hull = stages.get("hull")
     if isinstance(hull, HullStage) and relaxed:
         from superionic.stages.hull import compute_hull

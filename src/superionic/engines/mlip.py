@@ -71,3 +71,36 @@ def md_maker(settings: dict[str, Any], temperature_K: float) -> ForceFieldMDMake
         store_trajectory="partial",
         **kwargs,
     )
+
+
+def quench_schedule(start_K: float, melt_K: float, heat: int, hold: int, quench: int) -> list[float]:
+    """Per-step temperature of a melt-quench: linear heat, hold at T_melt, linear quench back."""
+    up = np.linspace(start_K, melt_K, heat, endpoint=False)
+    down = np.linspace(melt_K, start_K, quench)
+    return [float(t) for t in np.concatenate([up, np.full(hold, melt_K), down])]
+
+
+def quench_maker(settings: dict[str, Any], melt_K: float, seed: int = 0) -> ForceFieldMDMaker:
+    """NVT Nose-Hoover melt-quench in one MD run (heat, hold, quench; a per-step temperature list).
+
+    Keys: ``start_temperature_K``, ``heat_ps``, ``hold_ps``, ``quench_ps``, ``timestep_fs``,
+    ``trajectory_interval``, ``force_field``.
+    """
+    dt = float(settings.get("timestep_fs", 2.0))
+    steps = [max(1, round(float(settings[k]) * 1000 / dt)) for k in ("heat_ps", "hold_ps", "quench_ps")]
+    schedule = quench_schedule(float(settings.get("start_temperature_K", 100.0)), melt_K, *steps)
+    return ForceFieldMDMaker(
+        name=f"mlip quench {melt_K:g} K",
+        force_field_name=settings.get("force_field", "CHGNet"),
+        time_step=dt,
+        n_steps=len(schedule),
+        ensemble="nvt",
+        dynamics="nose-hoover",
+        temperature=schedule,
+        traj_interval=int(settings.get("trajectory_interval", 50)),
+        mb_velocity_seed=int(seed),
+        zero_linear_momentum=True,
+        ionic_step_data=("energy",),
+        store_trajectory="partial",
+        ase_md_kwargs={"ttime": 50.0},
+    )

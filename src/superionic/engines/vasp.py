@@ -199,3 +199,29 @@ def nmr_makers(settings: dict[str, Any], isotopes: list[str]) -> dict[str, Any]:
             name=f"vasp nmr {mode}", input_set_generator=gen, run_vasp_kwargs={"vasp_cmd": vasp_command()}
         )
     return makers
+
+
+def quench_jobs(settings: dict[str, Any], melt_K: float, structure: Any, name: str) -> tuple[list, Any]:
+    """VASP melt-quench: three NVT MD runs (heat start -> T_melt, hold, quench T_melt -> start).
+
+    ISPIN 1 and the Gamma point, as study C; TEBEG/TEEND per segment. Returns the jobs and the
+    final structure reference.
+    """
+    from atomate2.vasp.jobs.md import MDMaker
+
+    dt = float(settings.get("timestep_fs", 2.0))
+    start = float(settings.get("start_temperature_K", 100.0))
+    md_settings = {**settings, "ensemble": "nvt", "incar": {"ISPIN": 1, **dict(settings.get("incar", {}))}}
+    jobs, current = [], structure
+    for seg, t0, t1, ps in (
+        ("heat", start, melt_K, settings["heat_ps"]),
+        ("hold", melt_K, melt_K, settings["hold_ps"]),
+        ("cool", melt_K, start, settings["quench_ps"]),
+    ):
+        nsteps = max(1, round(float(ps) * 1000 / dt))
+        maker = MDMaker(name=f"{name} {seg}", input_set_generator=md_input_set(md_settings, t0, t1, nsteps))
+        j = maker.make(current)
+        j.metadata["segment"] = seg
+        jobs.append(j)
+        current = j.output.structure
+    return jobs, current

@@ -146,6 +146,8 @@ def write_report(
     rotation = _rotation_rows(by_stage["rotation"])
     hull = hull_rows(by_stage["hull"])
     nmr = nmr_rows(by_stage["nmr"])
+    structure = structure_rows(by_stage["structure"])
+    study_d = study_d_rows(by_stage["structure"])
     phases = [
         {
             "phase": d["metadata"].get("phase", p.name),
@@ -164,6 +166,8 @@ def write_report(
         ("rotation.csv", rotation),
         ("hull.csv", hull),
         ("nmr_sites.csv", nmr),
+        ("structure.csv", structure),
+        ("study_d_comparison.csv", study_d),
         ("phases.csv", phases),
     ):
         if rows:
@@ -177,6 +181,8 @@ def write_report(
         written.append(_plot_rotation(by_stage["rotation"], out_dir / "rotation_acf.png"))
     if nmr:
         written += write_nmr_spectra(by_stage["nmr"], out_dir)
+    if by_stage["structure"]:
+        written += plot_structure(by_stage["structure"], out_dir)
     if hull:
         from superionic.analysis.hull import plot_hull
 
@@ -194,6 +200,13 @@ def write_report(
         ),
         ("Polyanion rotation (C(t) = <u(t).u(0)>; tau from exp(-t/tau) where C > 1/e)", rotation),
         ("Energy above the convex hull (against the competing phases below)", hull),
+        (
+            "Local structure (CN and bond lengths within the cutoff; CSM: continuous symmetry measure, "
+            "0 = ideal polyhedron; crystallinity: cosine similarity of the centre-centre RDF with "
+            "the crystal's)",
+            structure,
+        ),
+        ("Generated model vs EXAFS/RMC (study D)", study_d),
         (
             "NMR per site (sigma: shielding, ppm; delta = sigma_ref - sigma_iso; Haeberlen "
             "anisotropy/asymmetry; C_Q = eQVzz/h, |Vzz| >= |Vyy| >= |Vxx|)",
@@ -266,6 +279,107 @@ def write_nmr_spectra(items: list[tuple[PlannedJob, dict]], out_dir: Path) -> li
         )
         label = el if referenced[el] else f"{el} (shielding, unreferenced)"
         written += [csv_path, plot_spectrum(grid, spec, label, out_dir / f"nmr_spectrum_{el}.png")]
+    return written
+
+
+def structure_rows(items: list[tuple[PlannedJob, dict]]) -> list[dict[str, Any]]:
+    """Rows of structure.csv: one per analysed structure (crystal and each quench)."""
+    rows = []
+    for p, d in items:
+        o = d["output"]
+        row: dict[str, Any] = {
+            "system": p.system.split(" (")[0],
+            "structure": o["label"],
+            "melt_temperature_K": o.get("melt_temperature_K") or "",
+            "replica": "" if o.get("replica") is None else o["replica"],
+            "density_g_cm3": o["density_g_cm3"],
+        }
+        for lig, c in (o.get("coordination") or {}).items():
+            row[f"cn_{lig}"] = c["cn_mean"]
+            row[f"bond_{lig}_A"] = c["bond_length_mean_A"]
+        csm = o.get("csm") or {}
+        if "csm_mean" in csm:
+            row.update(csm_mean=csm["csm_mean"], csm_std=csm["csm_std"], csm_n=csm["n"])
+        for kind, frac in (o.get("connectivity") or {}).get("fractions", {}).items():
+            row[f"{kind}_sharing"] = frac
+        if "crystallinity" in o:
+            row["crystallinity"] = o["crystallinity"]
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r["system"], str(r["melt_temperature_K"]), str(r["replica"])))
+
+
+def study_d_rows(items: list[tuple[PlannedJob, dict]]) -> list[dict[str, Any]]:
+    """Return the generated Zr polyhedra beside study D's EXAFS/RMC values (Zr-centred analyses)."""
+    from ruamel.yaml import YAML
+
+    from superionic.paths import configs_dir
+
+    exp = YAML(typ="safe").load((configs_dir() / "experiments" / "study_d.yaml").read_text())
+    rows = []
+    for _p, d in items:
+        o = d["output"]
+        coord = o.get("coordination") or {}
+        if set(coord) < {"O", "Cl"} or not coord or next(iter(coord.values()))["center"] != exp["center"]:
+            continue
+        conn = o.get("connectivity") or {}
+        for quantity, model, measured in (
+            ("CN Zr-O", coord["O"]["cn_mean"], exp["coordination"]["O"]["cn"]),
+            ("d Zr-O (A)", coord["O"]["bond_length_mean_A"], exp["coordination"]["O"]["distance_A"]),
+            ("CN Zr-Cl", coord["Cl"]["cn_mean"], exp["coordination"]["Cl"]["cn"]),
+            ("d Zr-Cl (A)", coord["Cl"]["bond_length_mean_A"], exp["coordination"]["Cl"]["distance_A"]),
+            (
+                "corner links via Cl",
+                conn.get("corner_bridges", {}).get("Cl", 0.0),
+                exp["corner_sharing_bridges"]["Cl"],
+            ),
+            (
+                "corner links via O",
+                conn.get("corner_bridges", {}).get("O", 0.0),
+                exp["corner_sharing_bridges"]["O"],
+            ),
+            (
+                "Cl terminal",
+                conn.get("ligand_environment", {}).get("Cl", {}).get("terminal", 0.0),
+                exp["chlorine_environment"]["terminal"],
+            ),
+        ):
+            rows.append(
+                {"structure": o["label"], "quantity": quantity, "model": model, "experiment": measured}
+            )
+    return rows
+
+
+def plot_structure(items: list[tuple[PlannedJob, dict]], out_dir: Path) -> list[Path]:
+    """Centre-centre RDF and X-ray G(r) of every analysed structure."""
+    written = []
+    with_rdf = [(p, d) for p, d in items if "rdf_center_center" in d["output"]]
+    if with_rdf:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for k, (p, d) in enumerate(sorted(with_rdf, key=lambda t: str(t[1]["output"]["label"]))):
+            r = d["output"]["rdf_center_center"]
+            ax.plot(
+                r["r_A"],
+                [g + 2.0 * k for g in r["g"]],
+                label=f"{p.system.split(' (')[0]}: {d['output']['label']}",
+            )
+        ax.set_xlabel("r (A)")
+        ax.set_ylabel("g(r) centre-centre (offset)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out_dir / "rdf_center_center.png", dpi=130)
+        plt.close(fig)
+        written.append(out_dir / "rdf_center_center.png")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for p, d in items:
+        g = d["output"]["xray_G"]
+        ax.plot(g["r_A"], g["G"], label=f"{p.system.split(' (')[0]}: {d['output']['label']}", lw=1)
+    ax.set_xlabel("r (A)")
+    ax.set_ylabel("G(r), X-ray weighted (1/A^2)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_dir / "xray_G.png", dpi=130)
+    plt.close(fig)
+    written.append(out_dir / "xray_G.png")
     return written
 
 

@@ -49,7 +49,7 @@ SUPPORTED: dict[str, set[str]] = {
     "md": {"mlip", "vasp"},
     "hull": {"mlip", "vasp", "cp2k"},
     "nmr": {"vasp", "cp2k", "abinit"},
-    "quench": set(),
+    "quench": {"mlip", "vasp"},
 }
 
 
@@ -377,6 +377,28 @@ def _check_stages(
                             _line_of(data, (*loc, key)),
                         )
                     )
+        if isinstance(stage, QuenchStage):
+            for t in stage.melt_temperatures_K:
+                if t <= stage.start_temperature_K:
+                    problems.append(
+                        Problem(
+                            f"stages[{i}].melt_temperatures_K",
+                            "a melt temperature must lie above the start temperature",
+                            t,
+                            f"values above start_temperature_K = {stage.start_temperature_K:g} K",
+                            _line_of(data, (*loc, "melt_temperatures_K")),
+                        )
+                    )
+            if stage.ligands and not stage.center:
+                problems.append(
+                    Problem(
+                        f"stages[{i}].center",
+                        "ligands given without a centre",
+                        None,
+                        "e.g. center: Ta",
+                        _line_of(data, loc),
+                    )
+                )
         if isinstance(stage, NMRStage) and engine == "abinit":
             problems += _abinit_nmr_problems(stage, systems, i, data, loc)
         if isinstance(stage, NMRStage) and engine == "cp2k":

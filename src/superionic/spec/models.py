@@ -109,10 +109,19 @@ class QuenchStage(_StageBase):
 
     stage: Literal["quench"]
     melt_temperatures_K: list[PositiveFloat] = Field(..., min_length=1)
+    start_temperature_K: PositiveFloat = 100.0
     heat_ps: PositiveFloat = 2.0
     hold_ps: PositiveFloat = 20.0
     quench_ps: PositiveFloat = 2.0
+    timestep_fs: PositiveFloat = 2.0
     replicas: PositiveInt = 1
+    trajectory_interval: PositiveInt = 50
+    relax_after: bool = False
+    center: str | None = Field(None, description="polyhedron centre for the analysis, e.g. Ta")
+    ligands: list[str] = Field(default_factory=list, description="e.g. [Cl] or [Cl, O]")
+    cutoff_A: PositiveFloat = 3.0
+    shape: Literal["octahedron", "tetrahedron"] | None = None
+    compare_with: Literal["study_d"] | None = None
 
 
 Stage = Annotated[

@@ -1,0 +1,92 @@
+"""Local-structure analysis: CSM, connectivity, coordination, RDF, G(r) on known cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from superionic.analysis.local_structure import (
+    bond_angles,
+    connectivity,
+    coordination,
+    csm,
+    first_peak,
+    polyhedra_csm,
+    rdf,
+    rdf_similarity,
+    xray_gr,
+)
+from superionic.errors import SuperionicError
+
+OCT = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], float)
+
+
+def test_csm_is_zero_for_ideal_shapes_in_any_orientation_and_size() -> None:
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    assert csm(2.4 * OCT @ q.T + [1.0, 2.0, 3.0]) == pytest.approx(0.0, abs=1e-10)
+    tet = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], float)
+    assert csm(tet[[2, 0, 3, 1]] @ q.T, "tetrahedron") == pytest.approx(0.0, abs=1e-10)
+
+
+def test_csm_of_an_elongated_octahedron_by_hand() -> None:
+    # vertices (+-1,0,0), (0,+-1,0), (0,0,+-c): best ideal octahedron is the same axes scaled by
+    # s = (4 + 2c)/6, so S = 100 (sum|Q|^2 - (4 + 2c)^2 / 6) / sum|Q|^2 with sum|Q|^2 = 4 + 2c^2
+    c = 1.2
+    q = OCT.copy()
+    q[4:, 2] *= c
+    by_hand = 100 * ((4 + 2 * c**2) - (4 + 2 * c) ** 2 / 6) / (4 + 2 * c**2)
+    assert by_hand == pytest.approx(0.7752, abs=1e-4)
+    assert csm(q[[5, 2, 0, 4, 1, 3]]) == pytest.approx(by_hand, abs=1e-9)  # vertex order irrelevant
+
+
+def test_csm_refuses_a_wrong_polyhedron() -> None:
+    with pytest.raises(SuperionicError) as err:
+        csm(OCT[:4], "octahedron")
+    assert "octahedron needs 6 vertices" in str(err.value)
+
+
+def test_connectivity_of_known_crystals() -> None:
+    reo3 = Structure.from_spacegroup("Pm-3m", Lattice.cubic(3.75), ["Re", "O"], [[0, 0, 0], [0.5, 0, 0]])
+    assert connectivity(reo3, "Re", ["O"], 2.0)["pairs"] == {"corner": 3}  # 6 corners per octahedron / 2
+    reo3.make_supercell([2, 2, 2])
+    c = connectivity(reo3, "Re", ["O"], 2.0)
+    assert c["pairs"] == {"corner": 24} and c["corner_bridges"] == {"O": 1.0}
+    assert c["ligand_environment"]["O"]["bridging"] == 1.0
+    rutile = Structure.from_spacegroup(
+        "P4_2/mnm", Lattice.tetragonal(4.594, 2.959), ["Ti", "O"], [[0, 0, 0], [0.305, 0.305, 0]]
+    )
+    # each TiO6 shares 2 edges (along c) and 8 corners: per cell of 2 Ti, 2 edge and 8 corner pairs
+    assert connectivity(rutile, "Ti", ["O"], 2.1)["pairs"] == {"corner": 8, "edge": 2}
+    nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    assert connectivity(nacl, "Na", ["Cl"], 3.0)["pairs"] == {"edge": 24, "corner": 12}
+
+
+def test_coordination_angles_and_csm_of_rock_salt() -> None:
+    nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    c = coordination(nacl, "Na", "Cl", 3.0)
+    assert c["cn_mean"] == 6 and c["bond_length_mean_A"] == pytest.approx(2.82)
+    angles = bond_angles(nacl, "Na", "Cl", 3.0)
+    assert sorted(set(np.round(angles, 6))) == [90.0, 180.0]
+    assert polyhedra_csm(nacl, "Na", "Cl", 3.0)["csm_mean"] == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(SuperionicError) as err:
+        coordination(nacl, "Na", "Cl", 2.0)
+    assert "no Cl within 2.0 A of any Na" in str(err.value)
+
+
+def test_rdf_peaks_and_gr_of_fcc() -> None:
+    nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    nacl.make_supercell([3, 3, 3])
+    g = rdf(nacl, "Na", "Na", r_max=8.0, bin_A=0.02)
+    assert first_peak(g["r_A"], g["g"])[0] == pytest.approx(5.64 / np.sqrt(2), abs=0.02)
+    # the number of Na within the first shell from the RDF integral: 12
+    r, gg = np.array(g["r_A"]), np.array(g["g"])
+    rho = 108 / nacl.volume
+    mask = r < 4.5
+    shell = 4 / 3 * np.pi * ((r + 0.01) ** 3 - (r - 0.01) ** 3)
+    n = np.sum(gg[mask] * rho * shell[mask])
+    assert n == pytest.approx(12, abs=0.01)
+    xg = xray_gr(nacl, r_max=6.0)
+    assert len(xg["G"]) == len(xg["r_A"])
+    assert rdf_similarity(g["g"], g["g"]) == pytest.approx(1.0)
