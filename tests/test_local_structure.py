@@ -82,7 +82,7 @@ def test_rdf_peaks_and_gr_of_fcc() -> None:
     assert first_peak(g["r_A"], g["g"])[0] == pytest.approx(5.64 / np.sqrt(2), abs=0.02)
     # the number of Na within the first shell from the RDF integral: 12
     r, gg = np.array(g["r_A"]), np.array(g["g"])
-    rho = 108 / nacl.volume
+    rho = (108 - 1) / nacl.volume  # g_AA is normalised to the density of the other N - 1 atoms
     mask = r < 4.5
     shell = 4 / 3 * np.pi * ((r + 0.01) ** 3 - (r - 0.01) ** 3)
     n = np.sum(gg[mask] * rho * shell[mask])
