@@ -49,8 +49,9 @@ def vasp_replay(
     Parameters
     ----------
     references : dict or Path
-        Stage name (``relax``, ``static``, ``md``) -> reference folder with ``outputs/``; or a
-        folder holding one such folder per stage.
+        Stage name (``relax``, ``static``, ``md``, ``nmr_cs``, ``quench``...) -> reference folder
+        with ``outputs/``; or a folder holding one such folder per stage (``<stage>_<segment>``,
+        e.g. ``quench_heat``, is preferred when the job names a segment).
     required_incar : dict, optional
         Stage -> INCAR settings the written INCAR must contain.
 
@@ -75,7 +76,15 @@ def vasp_replay(
         return Path(references) / stage
 
     def fake_run_vasp(*_args: Any, **_kwargs: Any) -> None:
-        stage = (CURRENT_JOB.job.metadata or {}).get("stage", "relax")
+        metadata = CURRENT_JOB.job.metadata or {}
+        stage = metadata.get("stage", "relax")
+        segment = metadata.get("segment")  # e.g. the heat/hold/cool runs of a quench
+        if (
+            segment
+            and not isinstance(references, dict)
+            and (Path(references) / f"{stage}_{segment}").is_dir()
+        ):
+            stage = f"{stage}_{segment}"
         ref = reference_for(stage)
         if not Path("INCAR").is_file() or not Path("KPOINTS").is_file():
             raise ReplayMismatchError("the job did not write INCAR and KPOINTS before running VASP")

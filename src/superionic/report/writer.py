@@ -39,7 +39,8 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        fields = list(dict.fromkeys(k for row in rows for k in row))  # union, first-seen order
+        writer = csv.DictWriter(fh, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows(rows)
 
@@ -47,10 +48,10 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 def _md_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "_none yet_\n"
-    keys = list(rows[0])
+    keys = list(dict.fromkeys(k for row in rows for k in row))
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for r in rows:
-        lines.append("| " + " | ".join(_fmt(r[k]) for k in keys) + " |")
+        lines.append("| " + " | ".join(_fmt(r.get(k, "")) for k in keys) + " |")
     return "\n".join(lines) + "\n"
 
 
