@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
@@ -90,3 +92,60 @@ def test_rdf_peaks_and_gr_of_fcc() -> None:
     xg = xray_gr(nacl, r_max=6.0)
     assert len(xg["G"]) == len(xg["r_A"])
     assert rdf_similarity(g["g"], g["g"]) == pytest.approx(1.0)
+
+
+def test_analyze_structure_cli_on_a_crystal_and_a_trajectory(tmp_path: Path) -> None:
+    import csv
+
+    from typer.testing import CliRunner
+
+    from conftest import require_fixtures
+    from superionic.cli import app
+
+    nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    nacl.to(filename=str(tmp_path / "NaCl.cif"))
+    r = CliRunner().invoke(
+        app,
+        [
+            "analyze",
+            "structure",
+            str(tmp_path / "NaCl.cif"),
+            "--center",
+            "Na",
+            "--ligand",
+            "Cl",
+            "--out",
+            str(tmp_path / "a"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    (row,) = list(csv.DictReader(open(tmp_path / "a" / "summary.csv")))
+    assert float(row["cn_Cl"]) == 6 and float(row["csm_mean"]) < 1e-9
+    assert float(row["edge_sharing"]) == pytest.approx(24 / 36) and float(
+        row["corner_sharing"]
+    ) == pytest.approx(12 / 36)
+    assert (tmp_path / "a" / "rdf.png").is_file()
+    base = require_fixtures("vasp/Si_mp_morph")
+    vrun = base / "Vasp_Slow_Quench_MD_Maker_400K" / "outputs" / "vasprun.xml.gz"
+    r = CliRunner().invoke(
+        app,
+        [
+            "analyze",
+            "structure",
+            str(vrun),
+            "--center",
+            "Si",
+            "--ligand",
+            "Si",
+            "--cutoff-A",
+            "2.7",
+            "--every",
+            "20",
+            "--out",
+            str(tmp_path / "b"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(open(tmp_path / "b" / "summary.csv")))
+    assert len(rows) == 5  # 100 MD steps, every 20th frame
+    assert all(3.5 < float(x["cn_Si"]) < 5.0 for x in rows)  # amorphous Si: about 4

@@ -928,6 +928,110 @@ def analyze_nmr_cmd(
     console.print(f"{len(rows)} sites ({' + '.join(found)}) -> {out}")
 
 
+@analyze_app.command("structure")
+@_user_errors
+def analyze_structure_cmd(
+    path: Annotated[
+        Path, typer.Argument(help="CIF/POSCAR, or a trajectory (XDATCAR, vasprun.xml, extxyz, ASE .traj).")
+    ],
+    center: Annotated[str, typer.Option(help="Polyhedron centre, e.g. Ta or Zr.")],
+    ligand: Annotated[list[str], typer.Option(help="Ligand element (repeatable), e.g. Cl, O.")],
+    cutoff_A: Annotated[float, typer.Option("--cutoff-A", help="Centre-ligand bond cutoff (A).")] = 3.0,
+    shape: Annotated[str | None, typer.Option(help="octahedron or tetrahedron (default: from CN).")] = None,
+    every: Annotated[int, typer.Option(help="For a trajectory: analyse every N-th frame.")] = 1,
+    out: Annotated[Path, typer.Option(help="Output folder for tables and plots.")] = Path("structure"),
+) -> None:
+    """RDF, coordination, bond angles, CSM and polyhedral connectivity of one structure or a trajectory.
+
+    Writes OUT/summary.csv (CN and mean bond length per ligand, CSM mean/std, corner/edge/face
+    fractions and bridging species), OUT/rdf.csv and OUT/rdf.png (centre-centre and centre-ligand,
+    averaged over frames), OUT/angles.csv. Example::
+
+        superionic analyze structure XDATCAR --center Ta --ligand Cl --every 1000 --out NaTaCl6/
+    """
+    import csv
+
+    import numpy as np
+
+    from superionic.analysis.local_structure import (
+        bond_angles,
+        connectivity,
+        coordination,
+        polyhedra_csm,
+        rdf,
+    )
+
+    if not path.exists():
+        raise SuperionicError.single("PATH", "file not found", str(path), "a structure or trajectory file")
+    frames: list[Any]
+    name = path.name.lower()
+    if any(t in name for t in ("vasprun", "xdatcar", ".traj", ".extxyz", ".xyz", ".npy")):
+        from superionic.analysis.trajectory_io import read_trajectory
+
+        traj = read_trajectory(path)
+        frames = [traj.structure_at(k) for k in range(0, traj.n_frames, max(1, every))]
+    else:
+        from pymatgen.core import Structure
+
+        frames = [Structure.from_file(str(path))]
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for k, s in enumerate(frames):
+        row: dict[str, Any] = {"frame": k}
+        for lig in ligand:
+            c = coordination(s, center, lig, cutoff_A)
+            row[f"cn_{lig}"], row[f"bond_{lig}_A"] = c["cn_mean"], c["bond_length_mean_A"]
+        try:
+            cs = polyhedra_csm(s, center, ligand[0], cutoff_A, shape)
+            row.update(csm_mean=cs["csm_mean"], csm_std=cs["csm_std"], csm_n=cs["n"])
+        except SuperionicError as exc:
+            if shape:
+                raise
+            row["csm_note"] = exc.problems[0].message
+        conn = connectivity(s, center, list(ligand), cutoff_A)
+        row.update({f"{kind}_sharing": v for kind, v in conn["fractions"].items()})
+        row.update({f"corner_via_{el}": v for el, v in conn["corner_bridges"].items()})
+        rows.append(row)
+    keys = list(dict.fromkeys(key for r in rows for key in r))
+    with open(out / "summary.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys, restval="")
+        w.writeheader()
+        w.writerows(rows)
+    pairs = [(center, center)] + [(center, lig) for lig in ligand]
+    curves = {f"{a}-{b}": rdf(frames, a, b, r_max=8.0, bin_A=0.05) for a, b in pairs}
+    r_axis = next(iter(curves.values()))["r_A"]
+    with open(out / "rdf.csv", "w", newline="") as fh:
+        w2 = csv.writer(fh)
+        w2.writerow(["r_A", *curves])
+        for n, r in enumerate(r_axis):
+            w2.writerow([f"{r:.3f}", *(f"{c['g'][n]:.5f}" for c in curves.values())])
+    angles = [a for s in frames for a in bond_angles(s, center, ligand[0], cutoff_A)]
+    np.savetxt(
+        out / "angles.csv",
+        np.array(angles),
+        fmt="%.3f",
+        header=f"{ligand[0]}-{center}-{ligand[0]} angle (deg)",
+    )
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for name, c in curves.items():
+        axes[0].plot(c["r_A"], c["g"], label=name)
+    axes[0].set_xlabel("r (A)")
+    axes[0].set_ylabel("g(r)")
+    axes[0].legend()
+    axes[1].hist(angles, bins=90, range=(0, 180))
+    axes[1].set_xlabel(f"{ligand[0]}-{center}-{ligand[0]} angle (deg)")
+    fig.tight_layout()
+    fig.savefig(out / "rdf.png", dpi=130)
+    plt.close(fig)
+    cns = ", ".join(f"{k}={rows[-1][k]:.2f}" for k in rows[-1] if k.startswith("cn_"))
+    console.print(f"{len(frames)} frame(s): CN {cns} (last frame) -> {out}/")
+
+
 @analyze_app.command("density")
 @_user_errors
 def analyze_density_cmd(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +42,13 @@ class TrajectoryArrays:
     def n_frames(self) -> int:
         """Number of frames."""
         return int(self.frac_coords.shape[0])
+
+    def structure_at(self, frame: int) -> Any:
+        """Return the pymatgen Structure of one frame (positions wrapped into the cell)."""
+        from pymatgen.core import Lattice, Structure
+
+        lat = self.lattices if self.lattices.ndim == 2 else self.lattices[frame]
+        return Structure(Lattice(lat), self.species, self.frac_coords[frame] % 1.0)
 
 
 def _from_structures(structures: list) -> TrajectoryArrays:
