@@ -175,6 +175,14 @@ def test_cp2k_shielding_of_a_molecule_in_a_box_through_the_flow(tmp_path: Path) 
     # (this 10 A box: H 28, Cl 819; an 8 A box: H 33, Cl 898)
     assert 20 < float(rows["H"]["sigma_iso_ppm"]) < 40
     assert 750 < float(rows["Cl"]["sigma_iso_ppm"]) < 1000
+    # the same numbers from `superionic analyze nmr` on the CP2K folder; Haeberlen anisotropy = CP2K's
+    out = tmp_path / "cp2k.csv"
+    res = CliRunner().invoke(app, ["analyze", "nmr", str(shift.parent), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    cli_rows = list(csv.DictReader(open(out)))
+    aniso = [float(x) for x in re.findall(r"ANISOTROPY =\s*(-?\d+\.\d+)", shift.read_text())]
+    assert [float(r["sigma_iso_ppm"]) for r in cli_rows] == pytest.approx(printed, abs=1e-3)
+    assert [float(r["sigma_aniso_ppm"]) for r in cli_rows] == pytest.approx(aniso, abs=1e-3)
 
 
 def test_cp2k_nmr_refuses_a_small_periodic_cell(tmp_path: Path) -> None:

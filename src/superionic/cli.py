@@ -867,6 +867,31 @@ def analyze_nmr_cmd(
 
     from superionic.analysis.nmr import default_isotope, vasp_efg, vasp_shielding
 
+    shift_files = (
+        sorted(path.glob("*-SHIFT-1.data"))
+        if path.is_dir()
+        else ([path] if path.name.endswith("-SHIFT-1.data") else [])
+    )
+    if shift_files:  # a CP2K NMR run: the SHIFT file carries the species itself
+        from superionic.engines.cp2k_nmr import parse_shift_file
+
+        docs = parse_shift_file(shift_files[0])
+        keys = [
+            "site",
+            "species",
+            "isotope",
+            "sigma_iso_ppm",
+            "sigma_aniso_ppm",
+            "sigma_eta",
+            "cp2k_printed_iso_ppm",
+        ]
+        with open(out, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
+            w.writeheader()
+            for d in docs:
+                w.writerow({**d, "isotope": default_isotope(d["species"], list(isotope or []))})
+        console.print(f"{len(docs)} sites (cp2k shielding, {shift_files[0].name}) -> {out}")
+        return
     outcar = path
     if path.is_dir():
         outcar = next((path / n for n in ("OUTCAR", "OUTCAR.gz") if (path / n).is_file()), path / "OUTCAR")
