@@ -270,3 +270,41 @@ def test_abinit_refuses_elements_without_a_paw_dataset(tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["validate", str(tmp_path / "c.yaml")])
     assert r.exit_code == 2
     assert "no JTH PAW dataset for Li" in r.output and "EFGs only" in r.output
+
+
+def test_reference_compounds_are_computed_in_the_campaign_and_set_sigma_ref(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With reference_compounds, LiCl (Li: -1.1 ppm, study A) is computed by the same NMR engine
+    and settings once per campaign, and sigma_ref = <sigma_iso(Li in LiCl)> + delta_exp."""
+    base = require_fixtures("vasp/nmr_LiAlSiO4")
+    (tmp_path / "s.vasp").write_text((base / "efg" / "inputs" / "POSCAR").read_text())
+    (tmp_path / "c.yaml").write_text(
+        "name: ref\nengine: vasp\nsystems:\n  - name: LiAlSiO4\n    structure: s.vasp\nstages:\n"
+        "  - stage: nmr\n    reference_compounds: true\n"
+    )
+    monkeypatch.setenv("SUPERIONIC_VASP_REPLAY", str(tmp_path))
+    from superionic.flows import build_flows, planned_jobs
+    from superionic.spec import load_campaign
+    from superionic.stages.nmr import collect_nmr
+
+    names = [p.name for p in planned_jobs(build_flows(load_campaign(tmp_path / "c.yaml")))]
+    assert {"reference LiCl nmr cs", "reference LiCl nmr efg", "reference LiCl nmr"} <= set(names)
+    assert names.index("reference LiCl nmr") < names.index("LiAlSiO4 #0 nmr")  # computed first, once
+    # the referencing itself, on the real CS outputs
+    s = Structure.from_file(base / "cs" / "inputs" / "POSCAR")
+    licl_sites = [{"species": "Li", "sigma_iso_ppm": 90.0}, {"species": "Li", "sigma_iso_ppm": 90.2}]
+    folder = tmp_path / "cs"
+    folder.mkdir()
+    (folder / "OUTCAR.gz").symlink_to(base / "cs" / "outputs" / "OUTCAR.gz")
+    out = collect_nmr.original(
+        s,
+        str(folder),
+        None,
+        [],
+        "x",
+        reference_results={"Li": {"result": {"sites": licl_sites}, "delta_exp_ppm": -1.1}},
+    )
+    li = [site for site in out["sites"] if site["species"] == "Li"]
+    for site in li:
+        assert site["delta_iso_ppm"] == pytest.approx(90.1 - 1.1 - site["sigma_iso_ppm"])

@@ -102,8 +102,123 @@ def build_phase_flow(campaign: Campaign) -> tuple[Flow | None, dict[str, dict[st
     return Flow(jobs, name=f"{spec.name}:competing phases"), results
 
 
+def _nmr_jobs(
+    campaign: Campaign,
+    nmr: NMRStage,
+    structure: Any,
+    label: str,
+    add: Any,
+    reference_results: dict[str, Any] | None = None,
+) -> Job:
+    """Add the NMR runs of one structure (via ``add(job, stage)``) and return its collect job."""
+    from superionic.stages.nmr import collect_nmr
+
+    spec = campaign.spec
+    engine = nmr.engine or spec.engine
+    nmr_settings = stage_settings(nmr.preset or spec.preset, engine, "nmr", _stage_overrides(nmr))
+    dirs: dict[str, Any] = {"cs": None, "efg": None}
+    if engine == "abinit":
+        from superionic.stages.nmr import abinit_efg_job
+
+        aj = abinit_efg_job(structure, list(nmr.isotopes), nmr_settings)
+        aj.name = f"{label} nmr efg (abinit)"
+        add(aj, "nmr_efg")
+        dirs["efg"] = aj.output
+    elif engine == "cp2k":
+        from superionic.stages.nmr import cp2k_nmr
+
+        cj = cp2k_nmr(
+            structure,
+            label,
+            nmr.efg,
+            float(nmr_settings.get("min_cell_A", 10.0)),
+            float(nmr_settings.get("cutoff_Ry", 300.0)),
+        )
+        cj.name = f"{label} nmr cs (cp2k)"
+        add(cj, "nmr_cs")
+        dirs["cs"] = cj.output
+    else:
+        from superionic.engines.vasp import nmr_makers
+
+        makers = nmr_makers(nmr_settings, list(nmr.isotopes))
+        for mode, wanted in (("cs", nmr.shielding), ("efg", nmr.efg)):
+            if not wanted:
+                continue
+            maker = makers[mode]
+            maker.name = f"{label} nmr {mode}"
+            nj = maker.make(structure)
+            add(nj, f"nmr_{mode}")
+            dirs[mode] = nj.output.dir_name
+    coll = collect_nmr(
+        structure,
+        dirs["cs"],
+        dirs["efg"],
+        list(nmr.isotopes),
+        label,
+        dict(nmr.shift_references_ppm),
+        list(nmr.environment_species),
+        nmr.environment_cutoff_A,
+        nmr.line_fwhm_ppm,
+        reference_results or None,
+    )
+    coll.name = f"{label} nmr"
+    return coll
+
+
+def build_reference_flow(campaign: Campaign) -> tuple[Flow | None, dict[str, Any]]:
+    """NMR of the shift-reference compounds (``configs/nmr/references.yaml``), once per campaign.
+
+    Each compound from ``configs/phases`` is relaxed like the systems (when there is a relax
+    stage) and computed with the same NMR engine and settings. Returns the flow and
+    element -> ``{"result": collect-job output, "delta_exp_ppm": ...}``.
+    """
+    spec = campaign.spec
+    stages = {s.stage: s for s in spec.stages}
+    nmr = stages.get("nmr")
+    if not isinstance(nmr, NMRStage) or not nmr.reference_compounds:
+        return None, {}
+    from ruamel.yaml import YAML
+
+    from superionic.paths import configs_dir
+    from superionic.structures.phases import build_phase
+
+    refs = YAML(typ="safe").load((configs_dir() / "nmr" / "references.yaml").read_text())
+    elements = sorted({el for s in campaign.systems for el in s.elements} & set(refs))
+    jobs: list[Job] = []
+    results: dict[str, Any] = {}
+
+    def add(job: Job, stage: str) -> None:
+        job.metadata.update({"campaign": spec.name, "system": "nmr references", "stage": stage})
+        jobs.append(job)
+
+    relax = stages.get("relax")
+    for el in elements:
+        compound = refs[el]["compound"]
+        structure: Any = build_phase(compound)
+        if isinstance(relax, RelaxStage):
+            engine = relax.engine or spec.engine
+            rsettings = stage_settings(relax.preset or spec.preset, engine, "relax", _stage_overrides(relax))
+            maker = _relax_maker_for(engine, rsettings)
+            maker.name = f"reference {compound} relax"
+            rj = maker.make(structure)
+            add(rj, "relax")
+            structure = rj.output.structure
+        coll = _nmr_jobs(campaign, nmr, structure, f"reference {compound}", add)
+        coll.metadata.update({"campaign": spec.name, "system": "nmr references", "stage": "nmr_reference"})
+        jobs.append(coll)
+        results[el] = {
+            "result": coll.output,
+            "delta_exp_ppm": float(refs[el]["delta_exp_ppm"]),
+            "compound": compound,
+        }
+    return Flow(jobs, name=f"{spec.name}:nmr references"), results
+
+
 def build_system_flow(
-    campaign: Campaign, system: SystemInstance, phase_results: dict[str, dict[str, Any]] | None = None
+    campaign: Campaign,
+    system: SystemInstance,
+    phase_results: dict[str, dict[str, Any]] | None = None,
+    reference_results: dict[str, Any] | None = None,
 ) -> Flow:
     """Build the (un-fingerprinted) flow of one system."""
     spec = campaign.spec
@@ -142,54 +257,15 @@ def build_system_flow(
             relaxed[f"{system.name} #{i}"] = _relaxed_result(relax_job, relax_engine)
             current = relax_job.output.structure
         if isinstance(stages.get("nmr"), NMRStage):
-            from superionic.engines.vasp import nmr_makers
-            from superionic.stages.nmr import collect_nmr
-
             nmr = stages["nmr"]
-            dirs: dict[str, Any] = {"cs": None, "efg": None}
-            if (nmr.engine or spec.engine) == "abinit":
-                from superionic.stages.nmr import abinit_efg_job
-
-                aj = abinit_efg_job(current, list(nmr.isotopes), settings(nmr))
-                aj.name = f"{system.name} #{i} nmr efg (abinit)"
-                jobs.append(_tag(aj, campaign, system, "nmr_efg", ordering=i))
-                dirs["efg"] = aj.output
-            elif (nmr.engine or spec.engine) == "cp2k":
-                from superionic.stages.nmr import cp2k_nmr
-
-                nmr_settings = settings(nmr)
-                cj = cp2k_nmr(
-                    current,
-                    f"{system.name} #{i}",
-                    nmr.efg,
-                    float(nmr_settings.get("min_cell_A", 10.0)),
-                    float(nmr_settings.get("cutoff_Ry", 300.0)),
-                )
-                cj.name = f"{system.name} #{i} nmr cs (cp2k)"
-                jobs.append(_tag(cj, campaign, system, "nmr_cs", ordering=i))
-                dirs["cs"] = cj.output
-            else:
-                makers = nmr_makers(settings(nmr), list(nmr.isotopes))
-                for mode, wanted in (("cs", nmr.shielding), ("efg", nmr.efg)):
-                    if not wanted:
-                        continue
-                    maker = makers[mode]
-                    maker.name = f"{system.name} #{i} nmr {mode}"
-                    nj = maker.make(current)
-                    jobs.append(_tag(nj, campaign, system, f"nmr_{mode}", ordering=i))
-                    dirs[mode] = nj.output.dir_name
-            coll = collect_nmr(
+            coll = _nmr_jobs(
+                campaign,
+                nmr,
                 current,
-                dirs["cs"],
-                dirs["efg"],
-                list(nmr.isotopes),
                 f"{system.name} #{i}",
-                dict(nmr.shift_references_ppm),
-                list(nmr.environment_species),
-                nmr.environment_cutoff_A,
-                nmr.line_fwhm_ppm,
+                lambda j, st, i=i: jobs.append(_tag(j, campaign, system, st, ordering=i)),
+                reference_results,
             )
-            coll.name = f"{system.name} #{i} nmr"
             jobs.append(_tag(coll, campaign, system, "nmr", ordering=i))
         md_targets: list[tuple[Any, str | None]] = [(current, None)]
         if isinstance(stages.get("quench"), QuenchStage):
@@ -378,11 +454,15 @@ def build_system_flow(
 def build_flows(campaign: Campaign) -> list[Flow]:
     """Build the campaign's fingerprinted flows: competing phases first (if any), then one per system."""
     phase_flow, phase_results = build_phase_flow(campaign)
-    system_flows = [build_system_flow(campaign, system, phase_results) for system in campaign.systems]
-    if phase_flow is None:
+    ref_flow, ref_results = build_reference_flow(campaign)
+    system_flows = [
+        build_system_flow(campaign, system, phase_results, ref_results) for system in campaign.systems
+    ]
+    shared = [f for f in (phase_flow, ref_flow) if f is not None]
+    if not shared:
         return [fingerprint_flow(f, salt=FINGERPRINT_VERSION) for f in system_flows]
-    # fingerprint together so that the systems' hull jobs point at the phases' fingerprinted uuids
-    combined = fingerprint_flow(Flow([phase_flow, *system_flows]), salt=FINGERPRINT_VERSION)
+    # fingerprint together so that the systems' jobs point at the shared jobs' fingerprinted uuids
+    combined = fingerprint_flow(Flow([*shared, *system_flows]), salt=FINGERPRINT_VERSION)
     return list(combined.jobs)
 
 

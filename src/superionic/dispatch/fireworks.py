@@ -54,7 +54,7 @@ class SubmitSummary:
 
 def _groups(flows: list[Flow]) -> list[Flow]:
     """Workflows to add: one per system, or the whole campaign when systems share jobs (hull phases)."""
-    if any(f.name.endswith(":competing phases") for f in flows):
+    if any(f.name.endswith((":competing phases", ":nmr references")) for f in flows):
         return [Flow(flows, name=flows[0].name.split(":")[0])]
     return flows
 

@@ -66,6 +66,9 @@ class NMRStage(_StageBase):
     shift_references_ppm: dict[str, float] = Field(
         default_factory=dict, description="element -> sigma_ref (ppm); delta_iso = sigma_ref - sigma_iso"
     )
+    reference_compounds: bool = Field(
+        False, description="compute configs/nmr/references.yaml compounds in the campaign for sigma_ref"
+    )
     line_fwhm_ppm: PositiveFloat = 1.0
     environment_species: list[str] = Field(
         default_factory=list, description="neighbours counted to label sites, e.g. [Li, B]"

@@ -8,7 +8,13 @@ from typing import Any
 from jobflow import job
 from pymatgen.core import Structure
 
-from superionic.analysis.nmr import environment_label, reference_shifts, vasp_efg, vasp_shielding
+from superionic.analysis.nmr import (
+    environment_label,
+    reference_shifts,
+    sigma_reference_from_compound,
+    vasp_efg,
+    vasp_shielding,
+)
 
 
 def _outcar(dir_name: str) -> Path:
@@ -30,8 +36,13 @@ def collect_nmr(
     environment_species: list[str] | None = None,
     environment_cutoff_A: float = 3.5,
     line_fwhm_ppm: float = 1.0,
+    reference_results: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Per-site shielding and EFG documents from the CS and EFG runs of one structure.
+
+    ``reference_results`` (element -> reference compound's collected output and experimental
+    shift) sets sigma_ref = <sigma_iso of the element in the compound> + delta_exp; explicit
+    ``shift_references_ppm`` take precedence.
 
     Returns
     -------
@@ -54,7 +65,11 @@ def collect_nmr(
     elif efg_dir:
         for doc, efg in zip(sites, vasp_efg(_outcar(efg_dir), species, isotopes), strict=True):
             doc.update(efg)
-    refs = {el: {"sigma_ref_ppm": v} for el, v in (shift_references_ppm or {}).items()}
+    refs: dict[str, dict[str, float]] = {}
+    for el, ref in (reference_results or {}).items():
+        sigma_ref = sigma_reference_from_compound(ref["result"]["sites"], el, ref["delta_exp_ppm"])
+        refs[el] = {"sigma_ref_ppm": sigma_ref}
+    refs.update({el: {"sigma_ref_ppm": v} for el, v in (shift_references_ppm or {}).items()})
     sites = reference_shifts(sites, refs)
     if environment_species:
         for doc in sites:
