@@ -283,6 +283,10 @@ def build_system_flow(
             md_targets += quenched
         for md_struct, variant in md_targets:
             prefix = f"{system.name} #{i}" + (f" [{variant}]" if variant else "")
+
+            def add(job: Job, stage: str, _i: int = i, _variant: str | None = variant, **extra: Any) -> None:
+                jobs.append(_tag(job, campaign, system, stage, ordering=_i, variant=_variant, **extra))
+
             if isinstance(stages.get("md"), MDStage):
                 from superionic.engines.mlip import md_maker
                 from superionic.stages.md import (
@@ -302,7 +306,7 @@ def build_system_flow(
                 if md.frozen_species:
                     frozen = freeze_species(current, md.frozen_species)
                     frozen.name = f"{prefix} freeze {'+'.join(md.frozen_species)}"
-                    jobs.append(_tag(frozen, campaign, system, "md", ordering=i, variant=variant))
+                    add(frozen, "md")
                     md_start = frozen.output
                 md_engine = md.engine or spec.engine
                 if md_engine != "mlip":  # DFT engines store every ionic step; the ramp is its own run
@@ -314,32 +318,12 @@ def build_system_flow(
 
                         segment_jobs, trajectory, _final = md_jobs(md_settings, temp, md_start, md_name)
                         for sj in segment_jobs:
-                            jobs.append(
-                                _tag(
-                                    sj,
-                                    campaign,
-                                    system,
-                                    "md",
-                                    ordering=i,
-                                    variant=variant,
-                                    temperature_K=temp,
-                                )
-                            )
+                            add(sj, "md", temperature_K=temp)
                     else:
                         maker = md_maker(md_settings, temp)
                         maker.name = md_name
                         md_job = maker.make(md_start)
-                        jobs.append(
-                            _tag(
-                                md_job,
-                                campaign,
-                                system,
-                                "md",
-                                ordering=i,
-                                variant=variant,
-                                temperature_K=temp,
-                            )
-                        )
+                        add(md_job, "md", temperature_K=temp)
                         trajectory = md_job.output.objects["trajectory"]
                     ana = analyze_diffusion(
                         trajectory,
@@ -352,30 +336,10 @@ def build_system_flow(
                     )
                     ana.name = f"{prefix} diffusion {temp:g} K"
                     if md.target_rsd is None:
-                        jobs.append(
-                            _tag(
-                                ana,
-                                campaign,
-                                system,
-                                "diffusion",
-                                ordering=i,
-                                variant=variant,
-                                temperature_K=temp,
-                            )
-                        )
+                        add(ana, "diffusion", temperature_K=temp)
                         analyses.append(ana.output)
                     else:
-                        jobs.append(
-                            _tag(
-                                ana,
-                                campaign,
-                                system,
-                                "diffusion_chunk",
-                                ordering=i,
-                                variant=variant,
-                                temperature_K=temp,
-                            )
-                        )
+                        add(ana, "diffusion_chunk", temperature_K=temp)
                         conv = converge_diffusion(
                             ana.output,
                             [trajectory],
@@ -390,17 +354,7 @@ def build_system_flow(
                             md.max_chunks,
                         )
                         conv.name = f"{prefix} converge {temp:g} K"
-                        jobs.append(
-                            _tag(
-                                conv,
-                                campaign,
-                                system,
-                                "diffusion",
-                                ordering=i,
-                                variant=variant,
-                                temperature_K=temp,
-                            )
-                        )
+                        add(conv, "diffusion", temperature_K=temp)
                         analyses.append(conv.output)
                     if md.rotation_units:
                         rot = analyze_rotation(
@@ -412,21 +366,11 @@ def build_system_flow(
                             cation=md.species,
                         )
                         rot.name = f"{prefix} rotation {temp:g} K"
-                        jobs.append(
-                            _tag(
-                                rot,
-                                campaign,
-                                system,
-                                "rotation",
-                                ordering=i,
-                                variant=variant,
-                                temperature_K=temp,
-                            )
-                        )
+                        add(rot, "rotation", temperature_K=temp)
                 if len(md.temperatures_K) >= 2:
                     arr = fit_arrhenius(analyses)
                     arr.name = f"{prefix} arrhenius"
-                    jobs.append(_tag(arr, campaign, system, "arrhenius", ordering=i, variant=variant))
+                    add(arr, "arrhenius")
     hull = stages.get("hull")
     if isinstance(hull, HullStage) and relaxed:
         from superionic.stages.hull import compute_hull

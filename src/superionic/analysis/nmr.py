@@ -105,6 +105,29 @@ def _outcar(path: Path) -> Any:
         ) from exc
 
 
+def _read_outcar_tensors(
+    outcar: Path, readers: Sequence[str], key: str, n_sites: int, what: str, valid: str
+) -> tuple[Any, list]:
+    """Run pymatgen's Outcar readers and return (outcar, per-site tensors), or a clear error."""
+    o = _outcar(outcar)
+    try:
+        for reader in readers:
+            getattr(o, reader)()
+    except Exception as exc:
+        raise SuperionicError.single(
+            str(outcar), f"no {what} in this OUTCAR ({exc})", str(outcar), valid
+        ) from exc
+    tensors = o.data.get(key) or []
+    if not tensors or len(tensors) != n_sites:
+        raise SuperionicError.single(
+            str(outcar),
+            f"no per-site {what} tensors (or a different number of sites)",
+            len(tensors),
+            f"{n_sites} sites from {valid}",
+        )
+    return o, tensors
+
+
 def vasp_shielding(outcar: Path, species: Sequence[str]) -> list[dict[str, Any]]:
     """Per-site shielding from a VASP LCHIMAG OUTCAR (valence tensor + G=0 + core contributions).
 
@@ -112,24 +135,15 @@ def vasp_shielding(outcar: Path, species: Sequence[str]) -> list[dict[str, Any]]
     printed in its symmetrised-tensor table (valence + G=0 term); ``sigma_iso_ppm`` adds the core
     contribution to it and reproduces it when that is zero.
     """
-    o = _outcar(outcar)
-    try:
-        o.read_chemical_shielding()
-        o.read_cs_g0_contribution()
-        o.read_cs_core_contribution()
-    except Exception as exc:
-        raise SuperionicError.single(
-            str(outcar), f"no chemical shielding in this OUTCAR ({exc})", str(outcar), "an LCHIMAG = True run"
-        ) from exc
-    tensors = o.data.get("unsym_cs_tensor") or []
+    o, tensors = _read_outcar_tensors(
+        outcar,
+        ("read_chemical_shielding", "read_cs_g0_contribution", "read_cs_core_contribution"),
+        "unsym_cs_tensor",
+        len(species),
+        "chemical shielding",
+        "an LCHIMAG = True run",
+    )
     printed = o.data.get("chemical_shielding", {}).get("valence_only") or []
-    if not tensors or len(tensors) != len(species):
-        raise SuperionicError.single(
-            str(outcar),
-            "no per-site shielding tensors (or a different number of sites)",
-            len(tensors),
-            f"{len(species)} sites from an LCHIMAG run",
-        )
     g0 = np.asarray(o.data.get("cs_g0_contribution") or np.zeros((3, 3)), dtype=float)
     core = o.data.get("cs_core_contribution") or {}
     docs = []
@@ -148,23 +162,15 @@ def vasp_efg(outcar: Path, species: Sequence[str], isotopes: Sequence[str] = ())
     Each document also carries what VASP printed itself (``vasp_cq_mhz``, ``vasp_eta``, and the
     moment it used, ``vasp_q_mb``) so the two can be compared.
     """
-    o = _outcar(outcar)
-    try:
-        o.read_nmr_efg_tensor()
-        o.read_nmr_efg()
-    except Exception as exc:
-        raise SuperionicError.single(
-            str(outcar), f"no EFG in this OUTCAR ({exc})", str(outcar), "an LEFG = True run"
-        ) from exc
-    tensors = o.data.get("unsym_efg_tensor") or []
+    o, tensors = _read_outcar_tensors(
+        outcar,
+        ("read_nmr_efg_tensor", "read_nmr_efg"),
+        "unsym_efg_tensor",
+        len(species),
+        "EFG",
+        "an LEFG = True run",
+    )
     printed = o.data.get("efg") or []
-    if not tensors or len(tensors) != len(species):
-        raise SuperionicError.single(
-            str(outcar),
-            "no per-site EFG tensors (or a different number of sites)",
-            len(tensors),
-            f"{len(species)} sites from an LEFG run",
-        )
     docs = []
     for i, (el, t) in enumerate(zip(species, tensors, strict=True)):
         iso = default_isotope(el, isotopes)

@@ -32,6 +32,8 @@ from bson import json_util
 from fireworks import LaunchPad
 from pymongo import ReturnDocument
 
+from superionic.dispatch.stores import read_new_lines
+
 _OPTS = json_util.JSONOptions(json_mode=json_util.JSONMode.CANONICAL, tz_aware=False)
 
 
@@ -49,26 +51,11 @@ class JournalCollection:
 
     # -- journal -------------------------------------------------------------------------
     def _catch_up(self) -> None:
-        try:
-            stat = self.path.stat()
-        except FileNotFoundError:
-            return
-        if self._inode is not None and (stat.st_ino != self._inode or stat.st_size < self._offset):
+        lines, self._offset, self._inode, reset = read_new_lines(self.path, self._offset, self._inode)
+        if reset:
             self._coll.delete_many({})
-            self._offset = 0
-        self._inode = stat.st_ino
-        if stat.st_size == self._offset:
-            return
-        with open(self.path, "rb") as fh:
-            fh.seek(self._offset)
-            chunk = fh.read()
-        end = chunk.rfind(b"\n")
-        if end < 0:
-            return
-        for line in chunk[: end + 1].splitlines():
-            if line.strip():
-                self._apply(json_util.loads(line, json_options=_OPTS))
-        self._offset += end + 1
+        for line in lines:
+            self._apply(json_util.loads(line, json_options=_OPTS))
 
     def _apply(self, entry: dict) -> None:
         # replay straight into mongomock's document map: O(1) per document (its replace_one

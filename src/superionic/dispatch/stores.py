@@ -41,6 +41,31 @@ def _sanitize(doc: Any) -> Any:
     return jsanitize(doc, strict=False, allow_bson=False, enum_values=True, recursive_msonable=True)
 
 
+def read_new_lines(path: Path, offset: int, inode: int | None) -> tuple[list[bytes], int, int | None, bool]:
+    """Complete lines appended to a journal since ``offset``.
+
+    Returns ``(lines, new_offset, inode, reset)``; ``reset`` is True when the file was replaced
+    (compacted) or truncated by another process, in which case ``lines`` start from the top and the
+    caller must drop what it holds first. A trailing partial line (a writer mid-append) is left.
+    """
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return [], offset, inode, False
+    reset = inode is not None and (stat.st_ino != inode or stat.st_size < offset)
+    if reset:
+        offset = 0
+    if stat.st_size == offset:
+        return [], offset, stat.st_ino, reset
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        chunk = fh.read()
+    end = chunk.rfind(b"\n")
+    if end < 0:
+        return [], offset, stat.st_ino, reset
+    return [ln for ln in chunk[: end + 1].splitlines() if ln.strip()], offset + end + 1, stat.st_ino, reset
+
+
 class JournalStore(MemoryStore):
     """A maggma store held in mongomock and persisted to an append-only journal file.
 
@@ -126,28 +151,12 @@ class JournalStore(MemoryStore):
     def _catch_up(self) -> None:
         if self._coll is None:
             return
-        try:
-            stat = self.path.stat()
-        except FileNotFoundError:
-            return
-        if self._inode is not None and (stat.st_ino != self._inode or stat.st_size < self._offset):
-            # compacted or replaced by another process: reload from scratch
+        lines, self._offset, self._inode, reset = read_new_lines(self.path, self._offset, self._inode)
+        if reset:  # compacted or replaced by another process: reload from scratch
             self._coll.delete_many({})
-            self._offset = 0
             self._lines = 0
-        self._inode = stat.st_ino
-        if stat.st_size == self._offset:
-            return
-        with open(self.path, "rb") as fh:
-            fh.seek(self._offset)
-            chunk = fh.read()
-        end = chunk.rfind(b"\n")
-        if end < 0:
-            return
-        for line in chunk[: end + 1].splitlines():
-            if line.strip():
-                self._apply(json.loads(line))
-        self._offset += end + 1
+        for line in lines:
+            self._apply(json.loads(line))
 
     def _append(self, entry: dict) -> None:
         line = (json.dumps(entry, separators=(",", ":")) + "\n").encode()

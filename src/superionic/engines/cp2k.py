@@ -155,14 +155,14 @@ def _input_settings(settings: dict[str, Any]) -> dict[str, Any]:
     return user
 
 
+@dataclass
 class _LocalDataMixin:
     """Resolve basis sets and potentials from the local CP2K data for each structure."""
 
-    basis: str
-    potential: str
-    kpoint_spacing_per_A: float | None
-    user_input_settings: dict
-    user_kpoints_settings: Any
+    basis: str = DEFAULT_BASIS
+    potential: str = DEFAULT_POTENTIAL
+    kpoint_spacing_per_A: float | None = None
+    user_input_settings: dict = field(default_factory=dict)
 
     def get_input_set(
         self, structure: Structure | None = None, prev_dir: Any = None, optional_files: Any = None
@@ -183,30 +183,15 @@ class _LocalDataMixin:
 class LocalStaticSet(_LocalDataMixin, StaticSetGenerator):
     """Single-point energy and forces (ENERGY_FORCE)."""
 
-    basis: str = DEFAULT_BASIS
-    potential: str = DEFAULT_POTENTIAL
-    kpoint_spacing_per_A: float | None = None
-    user_input_settings: dict = field(default_factory=dict)
-
 
 @dataclass
 class LocalRelaxSet(_LocalDataMixin, RelaxSetGenerator):
     """Fixed-cell geometry optimisation (GEO_OPT, BFGS)."""
 
-    basis: str = DEFAULT_BASIS
-    potential: str = DEFAULT_POTENTIAL
-    kpoint_spacing_per_A: float | None = None
-    user_input_settings: dict = field(default_factory=dict)
-
 
 @dataclass
 class LocalCellOptSet(_LocalDataMixin, CellOptSetGenerator):
     """Cell and positions optimisation (CELL_OPT, BFGS)."""
-
-    basis: str = DEFAULT_BASIS
-    potential: str = DEFAULT_POTENTIAL
-    kpoint_spacing_per_A: float | None = None
-    user_input_settings: dict = field(default_factory=dict)
 
 
 _PATCHED = False
