@@ -121,3 +121,30 @@ def test_missing_cp2k_is_refused_before_anything_runs(
     assert result.exit_code == 2
     assert "cp2k-not-installed.psmp" in result.output and "apt-get install cp2k" in result.output
     assert not (tmp_path / ".superionic").exists()
+
+
+@pytest.mark.cp2k
+def test_real_cp2k_md_goes_through_the_md_stage(tmp_path: Path) -> None:
+    """A few CP2K NVT steps on LiCl at 600 K: the trajectory CP2K wrote (the -pos-1.xyz file)
+    is the one the diffusion job analysed."""
+    require_executable("cp2k")
+    s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.13), ["Li", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    s.to(filename=str(tmp_path / "LiCl.cif"))
+    (tmp_path / "c.yaml").write_text(
+        "name: cp2kmd\nengine: cp2k\nsystems:\n  - name: LiCl\n    structure: LiCl.cif\n"
+        "stages:\n  - stage: md\n    temperatures_K: [600]\n    production_steps: 6\n    fit_start: 0.0\n"
+        "    fit_end: 1.0\n"
+    )
+    exe = Path(sys.executable).parent / "superionic"
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    result = subprocess.run(
+        [str(exe), "run", "c.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (pos,) = list((tmp_path / ".superionic" / "jobs").rglob("*-pos-1.xyz*"))
+    text = gzip.open(pos, "rt").read() if pos.suffix == ".gz" else pos.read_text()
+    n_frames = text.count("i =")
+    assert n_frames >= 6
+    row = next(csv.DictReader(open(tmp_path / "report" / "cp2kmd" / "diffusion.csv")))
+    assert float(row["temperature_K"]) == 600 and float(row["diffusivity_cm2_s"]) >= 0
+    assert float(row["total_time_ps"]) == pytest.approx((n_frames - 1) * 2e-3, rel=0.2)

@@ -313,8 +313,11 @@ def build_system_flow(
                     interval, skip = 1, 0
                 for temp in md.temperatures_K:
                     md_name = f"{prefix} md {temp:g} K"
-                    if md_engine == "vasp":
-                        from superionic.engines.vasp import md_jobs
+                    if md_engine in ("vasp", "cp2k"):
+                        if md_engine == "vasp":
+                            from superionic.engines.vasp import md_jobs
+                        else:
+                            from superionic.engines.cp2k import md_jobs
 
                         segment_jobs, trajectory, _final = md_jobs(md_settings, temp, md_start, md_name)
                         for sj in segment_jobs:

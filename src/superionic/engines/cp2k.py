@@ -20,8 +20,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from atomate2.cp2k.sets.base import Cp2kInputGenerator, recursive_update
-from atomate2.cp2k.sets.core import CellOptSetGenerator, RelaxSetGenerator, StaticSetGenerator
+from atomate2.cp2k.sets.core import CellOptSetGenerator, MDSetGenerator, RelaxSetGenerator, StaticSetGenerator
 from pymatgen.core import Structure
 from pymatgen.io.cp2k.inputs import BasisFile, PotentialFile
 from pymatgen.io.vasp import Kpoints
@@ -219,7 +220,9 @@ def patch_rks_parsing() -> None:
     decorator = model.__pydantic_decorators__.field_validators["cleanup_dft"]
     decorator.func = cleanup_dft.__get__(model)  # type: ignore[attr-defined]
     model.model_rebuild(force=True)
-    for parent in (calculation.Calculation,):
+    from atomate2.cp2k.schemas import task
+
+    for parent in (calculation.Calculation, task.TaskDocument):  # models embedding it
         parent.model_rebuild(force=True)
     _PATCHED = True
 
@@ -262,3 +265,81 @@ def relax_maker(settings: dict[str, Any]) -> Any:
         input_set_generator=gen,
         run_cp2k_kwargs={"cp2k_cmd": cp2k_command(), "max_errors": 3},
     )
+
+
+@dataclass
+class LocalMDSet(_LocalDataMixin, MDSetGenerator):
+    """Born-Oppenheimer MD (RUN_TYPE MD) with the local basis sets; thermostat set by the preset."""
+
+    def get_input_set(
+        self, structure: Structure | None = None, prev_dir: Any = None, optional_files: Any = None
+    ):  # type: ignore[no-untyped-def]
+        """Return the MD input set; repairs pymatgen's THERMOSTAT TYPE (a bare string, not a Keyword)."""
+        from pymatgen.io.cp2k.inputs import Keyword
+
+        iset = super().get_input_set(structure, prev_dir, optional_files)
+        md = iset.cp2k_input["MOTION"]["MD"]
+        if "THERMOSTAT" in md.subsections:
+            kw = md["THERMOSTAT"].keywords
+            if isinstance(kw.get("TYPE"), str):
+                kw["TYPE"] = Keyword("TYPE", kw["TYPE"])
+        return iset
+
+
+def md_jobs(
+    settings: dict[str, Any], temperature_K: float, structure: Any, name: str
+) -> tuple[list, Any, Any]:
+    """CP2K MD at one temperature: stepwise heating (if ``ramp_steps``) then production.
+
+    CP2K's NVT has no linear temperature ramp, so the ramp is run as ``ramp_segments`` (default 4)
+    runs at temperatures evenly spaced from ``start_temperature_K`` to the target, each
+    ``ramp_steps / ramp_segments`` steps. Thermostats: ``nose-hoover`` (NOSE, NVT) or ``langevin``
+    (LANGEVIN ensemble, ``friction_per_ps``). Returns (jobs, production trajectory, final structure).
+    """
+    from atomate2.cp2k.jobs.core import MDMaker
+
+    patch_rks_parsing()
+    dt = float(settings.get("timestep_fs", 2.0))
+    thermostat = settings.get("thermostat", "nose-hoover")
+
+    def maker(temp: float, nsteps: int, label: str) -> Any:
+        motion: dict[str, Any] = {"temperature": float(temp), "timestep": dt, "nsteps": int(nsteps)}
+        if thermostat == "langevin":
+            motion.update(ensemble="LANGEVIN")
+        else:
+            motion.update(ensemble="NVT", thermostat="NOSE")
+        user = {**_input_settings(settings), "activate_motion": motion}
+        gen = LocalMDSet(
+            basis=settings.get("basis", DEFAULT_BASIS),
+            potential=settings.get("potential", DEFAULT_POTENTIAL),
+            kpoint_spacing_per_A=settings.get("kpoint_spacing_per_A"),
+            user_input_settings=user,
+        )
+        gen.user_kpoints_settings = None
+        # atomate2's CP2K trajectory parser miscounts frames (the initial one): read it ourselves
+        return MDMaker(
+            name=label,
+            input_set_generator=gen,
+            run_cp2k_kwargs={"cp2k_cmd": cp2k_command()},
+            task_document_kwargs={"store_trajectory": False},
+        )
+
+    jobs, current = [], structure
+    ramp = int(settings.get("ramp_steps", 0))
+    if ramp:
+        n_seg = int(settings.get("ramp_segments", 4))
+        start = float(settings.get("start_temperature_K", 100.0))
+        for k, temp in enumerate(np.linspace(start, temperature_K, n_seg + 1)[:-1]):
+            j = maker(float(temp), max(1, ramp // n_seg), f"{name} ramp {k + 1}/{n_seg}").make(current)
+            j.metadata["md_segment"] = "ramp"
+            jobs.append(j)
+            current = j.output.structure
+    prod = maker(temperature_K, int(settings["production_steps"]), name).make(current)
+    prod.metadata["md_segment"] = "production"
+    jobs.append(prod)
+    from superionic.stages.md import cp2k_trajectory
+
+    traj = cp2k_trajectory(prod.output.dir_name, current, dt)
+    traj.name = f"{name} trajectory"
+    jobs.append(traj)
+    return jobs, traj.output, prod.output.structure

@@ -46,7 +46,7 @@ _STAGE_MODELS: dict[str, type[BaseModel]] = {
 SUPPORTED: dict[str, set[str]] = {
     "order": {"mlip", "vasp", "cp2k"},  # engine-independent
     "relax": {"mlip", "vasp", "cp2k"},
-    "md": {"mlip", "vasp"},
+    "md": {"mlip", "vasp", "cp2k"},
     "hull": {"mlip", "vasp", "cp2k"},
     "nmr": {"vasp", "cp2k", "abinit"},
     "quench": {"mlip", "vasp"},

@@ -242,3 +242,34 @@ def converge_diffusion(
         chunk + 1,
     )
     return Response(replace=Flow([md_job, ana, check], output=check.output))
+
+
+@job
+def cp2k_trajectory(dir_name: str, structure: Structure | dict, timestep_fs: float) -> Trajectory:
+    """Read the positions CP2K wrote (``*-pos-1.xyz``, every step) into a pymatgen Trajectory.
+
+    The cell is the input cell (NVT); frame 0 is the initial configuration.
+    """
+    import gzip
+    from pathlib import Path
+
+    from pymatgen.core import Lattice
+
+    s = structure if isinstance(structure, Structure) else Structure.from_dict(structure)
+    folder = Path(str(dir_name).split(":", 1)[-1])
+    path = next(iter(sorted(folder.glob("*-pos-1.xyz*"))), None)
+    if path is None:
+        raise FileNotFoundError(f"no CP2K *-pos-1.xyz trajectory in {folder}")
+    text = gzip.open(path, "rt").read() if path.suffix == ".gz" else path.read_text()
+    lines = text.splitlines()
+    n = len(s)
+    frames = []
+    k = 0
+    while k + n + 2 <= len(lines) and lines[k].strip():
+        block = lines[k + 2 : k + 2 + n]
+        frames.append([[float(x) for x in ln.split()[1:4]] for ln in block])
+        k += n + 2
+    lattice = Lattice(s.lattice.matrix)
+    symbols = [ln.split()[0] for ln in lines[2 : 2 + n]]
+    frac = np.array([lattice.get_fractional_coords(np.array(f)) for f in frames])
+    return Trajectory(symbols, frac, lattice=lattice, constant_lattice=True, time_step=timestep_fs)
