@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -277,3 +278,46 @@ def test_custodian_corrects_a_failed_vasp_run(tmp_path: Path, monkeypatch: pytes
     (doc,) = list(store.job_store.query({}))
     vasprun = Vasprun(str(ref / "outputs" / "vasprun.xml.relax2.gz"), parse_dos=False, parse_eigen=False)
     assert doc["output"]["output"]["energy"] == pytest.approx(vasprun.final_energy, abs=1e-6)
+
+
+def test_chained_vasp_md_runs_continue_and_are_joined(tmp_path: Path) -> None:
+    """production_chunks: 3 -> three chained VASP MD runs (each restarting from the previous
+    run's outputs), replayed from atomate2's Si multi-MD fixture; the diffusion job joins them."""
+    import gzip
+
+    from conftest import require_fixtures
+
+    base = require_fixtures("vasp/Si_multi_md")
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for k in (1, 2, 3):
+        (refs / f"md_production_{k}").symlink_to(base / f"molecular_dynamics_{k}")
+    (tmp_path / "Si.vasp").write_text(
+        gzip.open(base / "molecular_dynamics_1" / "inputs" / "POSCAR.gz", "rt").read()
+    )
+    (tmp_path / "c.yaml").write_text(
+        "name: chain\nengine: vasp\nsystems:\n  - name: Si\n    structure: Si.vasp\nstages:\n"
+        "  - stage: md\n    temperatures_K: [300]\n    species: Si\n    timestep_fs: 1\n"
+        "    production_steps: 9\n    production_chunks: 3\n    fit_start: 0.0\n    fit_end: 1.0\n"
+    )
+    exe = Path(sys.executable).parent / "superionic"
+    env = {**os.environ, "SUPERIONIC_VASP_REPLAY": str(refs)}
+    r = subprocess.run(
+        [str(exe), "run", "c.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    for k in (1, 2, 3):
+        assert f"done Si #0 md 300 K part {k}/3" in r.stdout
+    row = next(csv.DictReader(open(tmp_path / "report" / "chain" / "diffusion.csv")))
+    n_frames = sum(
+        len(
+            Vasprun(
+                str(base / f"molecular_dynamics_{k}" / "outputs" / "vasprun.xml.gz"),
+                parse_dos=False,
+                parse_eigen=False,
+            ).ionic_steps
+        )
+        for k in (1, 2, 3)
+    )
+    # chunks are joined dropping each later chunk's first frame (it repeats the previous last one)
+    assert float(row["total_time_ps"]) == pytest.approx((n_frames - 2 - 1) * 1e-3, rel=1e-6)

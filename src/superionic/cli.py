@@ -267,7 +267,7 @@ def _stage_incar(campaign: Any, stage: Any) -> dict[str, Any]:
             MDALGO=3 if settings.get("ensemble", "nvt") == "npt" else 2,
             POTIM=float(settings.get("timestep_fs", 2.0)),
         )
-        if not settings.get("ramp_steps"):
+        if not settings.get("ramp_steps") and int(settings.get("production_chunks", 1)) == 1:
             required.update(NSW=int(settings["production_steps"]))
             if len(stage.temperatures_K) == 1:
                 required.update(TEBEG=stage.temperatures_K[0], TEEND=stage.temperatures_K[0])

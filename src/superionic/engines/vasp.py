@@ -151,15 +151,26 @@ def md_jobs(
             name=f"{name} ramp", input_set_generator=md_input_set(settings, start, temperature_K, ramp)
         )
         ramp_job = maker.make(current)
-        ramp_job.metadata["md_segment"] = "ramp"
+        ramp_job.metadata["segment"] = "ramp"
         jobs.append(ramp_job)
         current = ramp_job.output.structure
     prod = int(settings["production_steps"])
-    maker = MDMaker(name=name, input_set_generator=md_input_set(settings, temperature_K, temperature_K, prod))
-    prod_job = maker.make(current)
-    prod_job.metadata["md_segment"] = "production"
-    jobs.append(prod_job)
-    return jobs, prod_job.output.vasp_objects["trajectory"], prod_job.output.structure
+    chunks = int(settings.get("production_chunks", 1))
+    prev_dir = jobs[-1].output.dir_name if jobs else None
+    trajectories = []
+    for k in range(chunks):
+        steps = prod // chunks + (1 if k < prod % chunks else 0)
+        label = name if chunks == 1 else f"{name} part {k + 1}/{chunks}"
+        maker = MDMaker(
+            name=label, input_set_generator=md_input_set(settings, temperature_K, temperature_K, steps)
+        )
+        # each run restarts from the previous one's outputs (positions and velocities in CONTCAR)
+        prod_job = maker.make(current, prev_dir=prev_dir)
+        prod_job.metadata["segment"] = "production" if chunks == 1 else f"production_{k + 1}"
+        jobs.append(prod_job)
+        trajectories.append(prod_job.output.vasp_objects["trajectory"])
+        current, prev_dir = prod_job.output.structure, prod_job.output.dir_name
+    return jobs, trajectories[0] if chunks == 1 else trajectories, current
 
 
 @dataclass

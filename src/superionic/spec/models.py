@@ -105,6 +105,9 @@ class MDStage(_StageBase):
         description="Extend MD in chunks until the diffusivity RSD is at most this (study C).",
     )
     max_chunks: PositiveInt = Field(5, description="Most production chunks per temperature with target_rsd.")
+    production_chunks: PositiveInt = Field(
+        1, description="DFT engines: split production into this many chained runs (each within a walltime)."
+    )
 
 
 class QuenchStage(_StageBase):
