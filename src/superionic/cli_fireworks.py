@@ -244,7 +244,7 @@ def rerun(
     file: CampaignArg,
     lost_after_s: Annotated[
         float, typer.Option("--lost-after", help="A RUNNING firework silent this long (s) is lost.")
-    ] = 300.0,
+    ] = 300.0,  # dispatch.fireworks.LOST_AFTER_S (not imported: keeps FireWorks out of CLI start-up)
     failed: Annotated[bool, typer.Option(help="Also rerun FIZZLED (failed) fireworks.")] = True,
 ) -> None:
     """Detect lost runs (a killed worker) and put them, and failed fireworks, back to READY."""

@@ -80,18 +80,16 @@ class JournalCollection:
             self._inode = self.path.stat().st_ino
 
     def _write(self, ids_of: Callable[[], list], op: Callable[[], Any], deleting: bool = False) -> Any:
+        """Run an update/replace/delete under the lock and journal the documents it touched."""
         with self.db.locked():
             self._catch_up()
             ids = ids_of()
             result = op()
-            upserted = getattr(result, "upserted_id", None)
-            inserted = getattr(result, "inserted_ids", None) or (
-                [result.inserted_id] if hasattr(result, "inserted_id") else []
-            )
-            touched = [*ids, *([upserted] if upserted is not None else []), *inserted]
             if deleting:
                 entry = {"del": ids}
             else:
+                upserted = getattr(result, "upserted_id", None)
+                touched = [*ids, *([upserted] if upserted is not None else [])]
                 entry = {"put": list(self._coll.find({"_id": {"$in": touched}}))}
             if entry.get("put") or entry.get("del"):
                 self._append(entry)
@@ -185,31 +183,18 @@ class JournalCollection:
         )
 
     def _find_one_and(self, filter: dict, kwargs: dict, op: Callable[[], Any]) -> Any:
-        box: dict[str, Any] = {}
-
-        def run() -> Any:
-            box["result"] = op()
-            return None
-
-        def ids() -> list:
-            found = self._ids(filter, kwargs.get("sort"), one=True)()
-            box["ids"] = found
-            return found
-
         with self.db.locked():
             self._catch_up()
-            before = ids()
-            run()
-            touched = list(before)
+            touched = self._ids(filter, kwargs.get("sort"), one=True)()
+            result = op()
             if not touched and kwargs.get("upsert"):
-                r = box["result"]
-                if r is not None and kwargs.get("return_document") == ReturnDocument.AFTER:
-                    touched = [r["_id"]]
+                if result is not None and kwargs.get("return_document") == ReturnDocument.AFTER:
+                    touched = [result["_id"]]
                 else:  # the upserted document: the only one matching now that did not before
                     touched = self._ids(filter, kwargs.get("sort"), one=True)()
             if touched:
                 self._append({"put": list(self._coll.find({"_id": {"$in": touched}}))})
-            return box["result"]
+            return result
 
     def delete_one(self, filter: dict, **kwargs: Any) -> Any:
         """Delete the first matching document."""

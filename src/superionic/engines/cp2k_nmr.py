@@ -288,8 +288,3 @@ def require_trustworthy_efg(workdir: Path) -> None:
         raise SuperionicError.single(
             "nmr.efg (engine cp2k)", reason, "cp2k", "engine vasp for the EFG, or a fixed CP2K build"
         )
-
-
-def bohr_to_A(positions_bohr: list[float]) -> list[float]:
-    """Convert CP2K's Bohr positions to A."""
-    return [x * BOHR_A for x in positions_bohr]

@@ -402,7 +402,7 @@ def _check_stages(
         if isinstance(stage, NMRStage) and engine == "abinit":
             problems += _abinit_nmr_problems(stage, systems, i, data, loc)
         if isinstance(stage, NMRStage) and engine == "cp2k":
-            problems += _cp2k_nmr_problems(stage, systems, i, data, loc, check_engines)
+            problems += _cp2k_nmr_problems(stage, spec.preset, systems, i, data, loc, check_engines)
         if (
             isinstance(stage, MDStage)
             and engine == "mlip"
@@ -529,13 +529,21 @@ def _abinit_nmr_problems(
 
 
 def _cp2k_nmr_problems(
-    stage: NMRStage, systems: list[SystemInstance], i: int, data: Any, loc: tuple, check_engines: bool
+    stage: NMRStage,
+    campaign_preset: str,
+    systems: list[SystemInstance],
+    i: int,
+    data: Any,
+    loc: tuple,
+    check_engines: bool,
 ) -> list[Problem]:
     """CP2K NMR: Gamma-only size check on the input cells, and the EFG canary before any job."""
     from superionic.engines import stage_settings
 
     problems = []
-    min_cell = float(stage_settings(stage.preset or "default", "cp2k", "nmr", {}).get("min_cell_A", 10.0))
+    min_cell = float(
+        stage_settings(stage.preset or campaign_preset, "cp2k", "nmr", {}).get("min_cell_A", 10.0)
+    )
     for s in systems:
         if min(s.structure.lattice.abc) < min_cell:
             problems.append(
