@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import gzip
+import itertools
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 from typer.testing import CliRunner
@@ -125,26 +127,90 @@ def test_missing_cp2k_is_refused_before_anything_runs(
 
 @pytest.mark.cp2k
 def test_real_cp2k_md_goes_through_the_md_stage(tmp_path: Path) -> None:
-    """A few CP2K NVT steps on LiCl at 600 K: the trajectory CP2K wrote (the -pos-1.xyz file)
-    is the one the diffusion job analysed."""
+    """A few CP2K NVT steps on LiCl at 600 K with Cl frozen and an unreachable RSD target: the
+    run is extended by one more CP2K run (max_chunks 2); Cl does not move in either run
+    (FIXED_ATOMS); the trajectories CP2K wrote (-pos-1.xyz) are the ones the diffusion job joined."""
     require_executable("cp2k")
     s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.13), ["Li", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     s.to(filename=str(tmp_path / "LiCl.cif"))
     (tmp_path / "c.yaml").write_text(
         "name: cp2kmd\nengine: cp2k\nsystems:\n  - name: LiCl\n    structure: LiCl.cif\n"
         "stages:\n  - stage: md\n    temperatures_K: [600]\n    production_steps: 6\n    fit_start: 0.0\n"
-        "    fit_end: 1.0\n"
+        "    fit_end: 1.0\n    frozen_species: [Cl]\n    target_rsd: 0.05\n    max_chunks: 2\n"
     )
     exe = Path(sys.executable).parent / "superionic"
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     result = subprocess.run(
-        [str(exe), "run", "c.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200
+        [str(exe), "run", "c.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    (pos,) = list((tmp_path / ".superionic" / "jobs").rglob("*-pos-1.xyz*"))
-    text = gzip.open(pos, "rt").read() if pos.suffix == ".gz" else pos.read_text()
-    n_frames = text.count("i =")
-    assert n_frames >= 6
+    assert "done LiCl #0 md 600 K chunk 2" in result.stdout, result.stdout
+    files = sorted((tmp_path / ".superionic" / "jobs").rglob("*-pos-1.xyz*"))
+    assert len(files) == 2
+    n_frames = 0
+    for pos in files:
+        text = gzip.open(pos, "rt").read() if pos.suffix == ".gz" else pos.read_text()
+        n_frames += text.count("i =")
+        lines = text.splitlines()
+        frames = [lines[k + 2 : k + 2 + 8] for k in range(0, len(lines) - 9, 10) if lines[k].strip()]
+        cl = np.array(
+            [[[float(x) for x in ln.split()[1:4]] for ln in f if ln.split()[0] == "Cl"] for f in frames]
+        )
+        li = np.array(
+            [[[float(x) for x in ln.split()[1:4]] for ln in f if ln.split()[0] == "Li"] for f in frames]
+        )
+        assert cl.shape == (len(frames), 4, 3) and len(frames) >= 6
+        assert np.abs(cl - cl[0]).max() < 1e-8  # frozen
+        assert np.abs(li - li[0]).max() > 1e-3  # moving
     row = next(csv.DictReader(open(tmp_path / "report" / "cp2kmd" / "diffusion.csv")))
     assert float(row["temperature_K"]) == 600 and float(row["diffusivity_cm2_s"]) >= 0
-    assert float(row["total_time_ps"]) == pytest.approx((n_frames - 1) * 2e-3, rel=0.2)
+    assert int(row["n_chunks"]) == 2
+    # the second run's first frame repeats the first run's last one: dropped when joining
+    assert float(row["total_time_ps"]) == pytest.approx((n_frames - 2) * 2e-3, rel=1e-6)
+
+
+@pytest.mark.cp2k
+def test_real_cp2k_melt_quench_steps_the_temperature(tmp_path: Path) -> None:
+    """CP2K quench (quench_segments 2): heat 100 -> 1000 K as runs at 550 and 1000 K, hold at
+    1000 K, cool as runs at 550 and 100 K; each run starts where the previous one ended (the
+    positions CP2K wrote), and the local-structure job analyses the last run's final frame."""
+    require_executable("cp2k")
+    s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.13), ["Li", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    s.to(filename=str(tmp_path / "LiCl.cif"))
+    (tmp_path / "c.yaml").write_text(
+        "name: cq\nengine: cp2k\nsystems:\n  - name: LiCl\n    structure: LiCl.cif\nstages:\n"
+        "  - stage: quench\n    melt_temperatures_K: [1000]\n    heat_ps: 0.004\n    hold_ps: 0.004\n"
+        "    quench_ps: 0.004\n    quench_segments: 2\n    center: Li\n    ligands: [Cl]\n    cutoff_A: 3.2\n"
+    )
+    exe = Path(sys.executable).parent / "superionic"
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    r = subprocess.run(
+        [str(exe), "run", "c.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    runs = []
+    for inp in (tmp_path / ".superionic" / "jobs").rglob("cp2k.inp*"):
+        text = gzip.open(inp, "rt").read() if inp.suffix == ".gz" else inp.read_text()
+        (pos,) = list(inp.parent.glob("*-pos-1.xyz*"))
+        xyz = gzip.open(pos, "rt").read() if pos.suffix == ".gz" else pos.read_text()
+        lines = xyz.splitlines()
+        frames = [
+            np.array([[float(x) for x in ln.split()[1:4]] for ln in lines[k + 2 : k + 10]])
+            for k in range(0, len(lines), 10)
+            if lines[k].strip()
+        ]
+        temp = float(_keyword(text, "TEMPERATURE")[0])
+        steps = int(_keyword(text, "STEPS")[0])
+        seed = int(_keyword(text, "SEED")[0])
+        runs.append((inp.stat().st_mtime, temp, steps, seed, frames))
+    runs.sort(key=lambda x: x[0])
+    assert [(t, n) for _, t, n, _, _ in runs] == [(550, 1), (1000, 1), (1000, 2), (550, 1), (100, 1)]
+    assert {seed for *_, seed, _ in runs} == {2000}
+    for prev, nxt in itertools.pairwise(runs):
+        assert np.allclose(nxt[4][0], prev[4][-1], atol=1e-4)  # continues from the last positions
+    rows = list(csv.DictReader(open(tmp_path / "report" / "cq" / "structure.csv")))
+    quenched = next(row for row in rows if row["structure"] == "quench 1000 K #0")
+    final = Structure(s.lattice, s.species, runs[-1][4][-1], coords_are_cartesian=True)  # xyz: Li then Cl
+    from superionic.analysis.local_structure import coordination
+
+    assert float(quenched["cn_Cl"]) == pytest.approx(coordination(final, "Li", "Cl", 3.2)["cn_mean"])

@@ -69,6 +69,52 @@ def test_replayed_vasp_quench_goes_through_the_flow(tmp_path: Path) -> None:
     assert all(g.user_incar_settings["ISPIN"] == 1 for g in gens)
 
 
+def test_replayed_vasp_mpmorph_density_step_sets_the_quench_volume(tmp_path: Path) -> None:
+    """density: mpmorph on VASP: atomate2's EquilibriumVolumeMaker runs NVT at -20/0/+20 % linear
+    strain (replayed from the Si MPMorph fixture's three EOS runs), fits P(V), and the quench
+    starts at the fitted volume: the same volume atomate2 chose for its own production run."""
+    from pymatgen.io.vasp import Poscar
+
+    base = require_fixtures("vasp/Si_mp_morph")
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    eos = "MP_Morph_VASP_Equilibrium_Volume_Maker_Convergence_MPMorph_VASP_MD_Maker"
+    for k in (1, 2, 3):
+        (refs / f"quench_density_{k}").symlink_to(base / f"{eos}_{k}")
+    for seg, folder in (("heat", "500K"), ("hold", "450K"), ("cool", "400K")):
+        (refs / f"quench_{seg}").symlink_to(base / f"Vasp_Slow_Quench_MD_Maker_{folder}")
+    start = Poscar.from_str(gzip.open(base / f"{eos}_2" / "inputs" / "POSCAR.gz", "rt").read()).structure
+    start.to(filename=str(tmp_path / "Si.vasp"), fmt="poscar")
+    (tmp_path / "c.yaml").write_text(
+        "name: sim\nengine: vasp\nsystems:\n  - name: Si\n    structure: Si.vasp\nstages:\n"
+        "  - stage: quench\n    melt_temperatures_K: [500]\n    heat_ps: 0.2\n    hold_ps: 0.2\n"
+        "    quench_ps: 0.2\n    density: mpmorph\n    density_ps: 0.1\n"
+    )
+    env = {**os.environ, "SUPERIONIC_VASP_REPLAY": str(refs)}
+    r = subprocess.run(
+        [EXE, "run", "c.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    written = {}
+    for folder in (tmp_path / ".superionic" / "jobs").iterdir():
+        if (folder / "inputs.written" / "POSCAR").is_file():
+            incar = (folder / "inputs.written" / "INCAR").read_text()
+            written[folder] = (Poscar.from_file(folder / "inputs.written" / "POSCAR").structure, incar)
+    assert len(written) == 6  # three EOS runs, heat, hold, cool
+    eos_volumes = sorted(s.volume for s, inc in written.values() if "NSW = 50\n" in inc)  # density_ps 0.1
+    assert len(eos_volumes) == 3
+    v0 = start.volume
+    for want in (0.8**3 * v0, v0, 1.2**3 * v0):
+        assert any(v == pytest.approx(want, rel=1e-6) for v in eos_volumes)
+    production = Poscar.from_str(
+        gzip.open(base / "MP_Morph_VASP_MD_Maker_production_run" / "inputs" / "POSCAR.gz", "rt").read()
+    ).structure
+    heat = [s for s, inc in written.values() if "TEBEG = 100" in inc]
+    assert len(heat) == 1
+    assert heat[0].volume == pytest.approx(production.volume, rel=1e-4)
+    assert not any(v == pytest.approx(production.volume, rel=1e-4) for v in eos_volumes)
+
+
 def test_quench_bad_input_is_refused(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text(
         "name: q\nengine: mlip\nsystems:\n  - prototype: natacl6\n    supercell: [1, 2, 3]\nstages:\n"

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pymatgen.io.vasp import Incar, Kpoints, Vasprun
 from typer.testing import CliRunner
@@ -320,4 +321,57 @@ def test_chained_vasp_md_runs_continue_and_are_joined(tmp_path: Path) -> None:
         for k in (1, 2, 3)
     )
     # chunks are joined dropping each later chunk's first frame (it repeats the previous last one)
+    assert float(row["total_time_ps"]) == pytest.approx((n_frames - 2 - 1) * 1e-3, rel=1e-6)
+
+
+def test_vasp_md_extended_until_rsd_target_continues_the_run(tmp_path: Path) -> None:
+    """target_rsd on VASP: a 2-part production, then one more run (max_chunks 2) that restarts
+    from the previous run's CONTCAR (positions and velocities); replayed from the Si multi-MD
+    fixture, all three runs joined for the diffusivity."""
+    import gzip
+
+    from pymatgen.io.vasp import Poscar
+
+    from conftest import require_fixtures
+
+    base = require_fixtures("vasp/Si_multi_md")
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for k in (1, 2, 3):
+        (refs / f"md_production_{k}").symlink_to(base / f"molecular_dynamics_{k}")
+    (tmp_path / "Si.vasp").write_text(
+        gzip.open(base / "molecular_dynamics_1" / "inputs" / "POSCAR.gz", "rt").read()
+    )
+    (tmp_path / "c.yaml").write_text(
+        "name: ext\nengine: vasp\nsystems:\n  - name: Si\n    structure: Si.vasp\nstages:\n"
+        "  - stage: md\n    temperatures_K: [300]\n    species: Si\n    timestep_fs: 1\n"
+        "    production_steps: 6\n    production_chunks: 2\n    fit_start: 0.0\n    fit_end: 1.0\n"
+        "    target_rsd: 0.05\n    max_chunks: 2\n"
+    )
+    exe = Path(sys.executable).parent / "superionic"
+    env = {**os.environ, "SUPERIONIC_VASP_REPLAY": str(refs)}
+    r = subprocess.run(
+        [str(exe), "run", "c.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "done Si #0 md 300 K chunk 2" in r.stdout, r.stdout
+    # the extension run's POSCAR is the second run's CONTCAR, velocities included
+    contcar = Poscar.from_str(
+        gzip.open(base / "molecular_dynamics_2" / "outputs" / "CONTCAR.gz", "rt").read()
+    )
+    written = [
+        Poscar.from_file(f) for f in (tmp_path / ".superionic" / "jobs").glob("*/inputs.written/POSCAR")
+    ]
+    assert len(written) == 3
+    continued = [
+        p
+        for p in written
+        if np.allclose(p.structure.frac_coords, contcar.structure.frac_coords, atol=1e-6)
+        and p.velocities is not None
+        and np.allclose(p.velocities, contcar.velocities, atol=1e-8)
+    ]
+    assert len(continued) == 1
+    row = next(csv.DictReader(open(tmp_path / "report" / "ext" / "diffusion.csv")))
+    assert int(row["n_chunks"]) == 2
+    n_frames = 9  # 3 runs x 3 ionic steps
     assert float(row["total_time_ps"]) == pytest.approx((n_frames - 2 - 1) * 1e-3, rel=1e-6)

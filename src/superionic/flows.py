@@ -303,12 +303,12 @@ def build_system_flow(
                 interval = int(md_settings.get("trajectory_interval", 10))
                 skip = math.ceil(int(md_settings.get("ramp_steps", 0)) / interval)
                 md_start = md_struct
+                md_engine = md.engine or spec.engine
                 if md.frozen_species:
-                    frozen = freeze_species(current, md.frozen_species)
+                    frozen = freeze_species(md_struct, md.frozen_species, md_engine)
                     frozen.name = f"{prefix} freeze {'+'.join(md.frozen_species)}"
                     add(frozen, "md")
                     md_start = frozen.output
-                md_engine = md.engine or spec.engine
                 if md_engine != "mlip":  # DFT engines store every ionic step; the ramp is its own run
                     interval, skip = 1, 0
                 for temp in md.temperatures_K:
@@ -319,7 +319,7 @@ def build_system_flow(
                         else:
                             from superionic.engines.cp2k import md_jobs
 
-                        segment_jobs, trajectory, _final = md_jobs(md_settings, temp, md_start, md_name)
+                        segment_jobs, trajectory, last = md_jobs(md_settings, temp, md_start, md_name)
                         for sj in segment_jobs:
                             add(sj, "md", temperature_K=temp)
                     else:
@@ -328,6 +328,7 @@ def build_system_flow(
                         md_job = maker.make(md_start)
                         add(md_job, "md", temperature_K=temp)
                         trajectory = md_job.output.objects["trajectory"]
+                        last = {"structure": md_job.output.structure}
                     ana = analyze_diffusion(
                         trajectory,
                         temperature_K=temp,
@@ -345,7 +346,7 @@ def build_system_flow(
                         add(ana, "diffusion_chunk", temperature_K=temp)
                         conv = converge_diffusion(
                             ana.output,
-                            [trajectory],
+                            trajectory if isinstance(trajectory, list) else [trajectory],
                             md_settings,
                             temp,
                             md.species,
@@ -355,10 +356,31 @@ def build_system_flow(
                             md.fit_end,
                             md.target_rsd,
                             md.max_chunks,
+                            engine=md_engine,
+                            last=last,
                         )
                         conv.name = f"{prefix} converge {temp:g} K"
                         add(conv, "diffusion", temperature_K=temp)
                         analyses.append(conv.output)
+                    quench = stages.get("quench")
+                    if isinstance(quench, QuenchStage) and quench.snapshot_temperature_K == temp:
+                        from superionic.stages.quench import analyze_snapshots
+
+                        frame_fs = float(md_settings.get("timestep_fs", 2.0)) * interval
+                        snaps = analyze_snapshots(
+                            trajectory,
+                            f"{variant or 'crystal'} {temp:g} K snapshots",
+                            quench.center,
+                            list(quench.ligands),
+                            quench.cutoff_A,
+                            quench.shape,
+                            max(1, round(quench.snapshot_every_ps * 1000 / frame_fs)),
+                            skip,
+                            temp,
+                            current,
+                        )
+                        snaps.name = f"{prefix} structure {temp:g} K snapshots"
+                        add(snaps, "structure", temperature_K=temp)
                     if md.rotation_units:
                         rot = analyze_rotation(
                             trajectory,

@@ -286,3 +286,122 @@ def first_peak(r: Sequence[float], g: Sequence[float], r_min: float = 0.5) -> tu
     mask = r_arr > r_min
     i = int(np.argmax(np.where(mask, g_arr, -np.inf)))
     return float(r_arr[i]), float(g_arr[i])
+
+
+def local_structure_summary(
+    structures: Structure | Sequence[Structure],
+    center: str | None,
+    ligands: Sequence[str],
+    cutoff_A: float,
+    shape: str | None = None,
+    reference: Structure | None = None,
+) -> dict[str, Any]:
+    """Local structure of one structure, or pooled over MD snapshots (study C: every 2 ps).
+
+    Pooling is over all polyhedra of all snapshots: the CN and bond length are the means over
+    every centre and bond, the CSM mean/std over every polyhedron of the right coordination,
+    the connectivity fractions over every sharing pair; ``cn_std_snapshots`` is the spread of the
+    per-snapshot mean CN. RDFs and the X-ray G(r) are averaged over snapshots.
+
+    Parameters
+    ----------
+    structures : Structure or sequence of Structure
+        One cell, or snapshots of one run (same composition and ordering).
+    center : str or None
+        Polyhedron centre (e.g. ``Ta``); without it only the density and G(r) are given.
+    ligands : sequence of str
+        Ligand elements (the first one is used for the CSM).
+    cutoff_A : float
+        Centre-ligand bond cutoff (A).
+    shape : str, optional
+        ``octahedron`` or ``tetrahedron`` for the CSM (default: from each polyhedron's CN).
+    reference : Structure, optional
+        Crystal whose centre-centre RDF the ``crystallinity`` (cosine similarity) is taken against.
+
+    Returns
+    -------
+    dict
+        ``n_snapshots``, ``formula``, ``density_g_cm3``, and with a centre ``coordination``
+        (per ligand), ``csm`` (or ``{"error": ...}``), ``connectivity``, ``rdf_center_center``,
+        ``rdf_center_ligand``, ``first_peak_center_center_A``, ``crystallinity``; ``xray_G``.
+    """
+    frames = [structures] if isinstance(structures, Structure) else list(structures)
+    if not frames:
+        raise SuperionicError.single("structures", "no snapshots to analyse", 0, "at least one structure")
+    s0 = frames[0]
+    out: dict[str, Any] = {
+        "n_snapshots": len(frames),
+        "formula": s0.composition.reduced_formula,
+        "density_g_cm3": float(np.mean([s.density for s in frames])),
+    }
+    if center:
+        coordination_out = {}
+        for lig in ligands:
+            per = [coordination(s, center, lig, cutoff_A) for s in frames]
+            cn = np.array([c["cn_mean"] for c in per])
+            hist: Counter = Counter()
+            for c in per:
+                hist.update(c["cn_histogram"])
+            coordination_out[lig] = {
+                **per[0],
+                "cn_mean": float(cn.mean()),
+                "cn_std_snapshots": float(cn.std()),
+                "cn_histogram": dict(sorted(hist.items())),
+                # bonds per snapshot are proportional to its mean CN (same number of centres)
+                "bond_length_mean_A": float(np.average([c["bond_length_mean_A"] for c in per], weights=cn)),
+                "bond_length_std_A": float(
+                    np.sqrt(np.average([c["bond_length_std_A"] ** 2 for c in per], weights=cn))
+                ),
+            }
+        out["coordination"] = coordination_out
+        if shape or len(ligands) == 1:
+            try:
+                per_csm = [polyhedra_csm(s, center, ligands[0], cutoff_A, shape) for s in frames]
+                n = np.array([c["n"] for c in per_csm], float)
+                mean = float(np.average([c["csm_mean"] for c in per_csm], weights=n))
+                second = float(
+                    np.average([c["csm_std"] ** 2 + c["csm_mean"] ** 2 for c in per_csm], weights=n)
+                )
+                out["csm"] = {
+                    "csm_mean": mean,
+                    "csm_std": float(np.sqrt(max(0.0, second - mean**2))),
+                    "n": int(n.sum()),
+                    "skipped": int(sum(c["skipped"] for c in per_csm)),
+                }
+            except SuperionicError as exc:
+                out["csm"] = {"error": exc.problems[0].message}
+        out["connectivity"] = _pooled_connectivity(
+            [connectivity(s, center, ligands, cutoff_A) for s in frames]
+        )
+        cc = rdf(frames, center, center, r_max=8.0, bin_A=0.1)
+        out["rdf_center_center"] = cc
+        out["rdf_center_ligand"] = {lig: rdf(frames, center, lig, r_max=6.0, bin_A=0.05) for lig in ligands}
+        out["first_peak_center_center_A"] = first_peak(cc["r_A"], cc["g"])[0]
+        if reference is not None:
+            ref = rdf(reference, center, center, r_max=8.0, bin_A=0.1)
+            out["crystallinity"] = rdf_similarity(cc["g"], ref["g"])
+    out["xray_G"] = xray_gr(frames, r_max=10.0, bin_A=0.05)
+    return out
+
+
+def _pooled_connectivity(per: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sum the sharing pairs of several snapshots and recompute the fractions."""
+    pairs: Counter = Counter()
+    bridges: Counter = Counter()
+    for c in per:
+        pairs.update(c["pairs"])
+        for el, frac in c["corner_bridges"].items():
+            bridges[el] += frac * c["pairs"].get("corner", 0)
+    n_pairs = sum(pairs.values())
+    env: dict[str, dict[str, float]] = {}
+    for lig in per[0]["ligand_environment"]:
+        env[lig] = {
+            k: float(np.mean([c["ligand_environment"][lig][k] for c in per]))
+            for k in per[0]["ligand_environment"][lig]
+        }
+    return {
+        "pairs": dict(pairs),
+        "fractions": {k: v / n_pairs for k, v in pairs.items()} if n_pairs else {},
+        "corner_bridges": {k: v / max(1, pairs["corner"]) for k, v in bridges.items()},
+        "ligand_environment": env,
+    }

@@ -294,52 +294,127 @@ def md_jobs(
     CP2K's NVT has no linear temperature ramp, so the ramp is run as ``ramp_segments`` (default 4)
     runs at temperatures evenly spaced from ``start_temperature_K`` to the target, each
     ``ramp_steps / ramp_segments`` steps. Thermostats: ``nose-hoover`` (NOSE, NVT) or ``langevin``
-    (LANGEVIN ensemble, ``friction_per_ps``). Returns (jobs, production trajectory, final structure).
+    (LANGEVIN ensemble, ``friction_per_ps``). Returns ``(jobs, production trajectory, last)``, ``last``
+    holding the final ``structure`` and ``dir_name`` references (for :func:`extension_jobs`).
     """
-    from atomate2.cp2k.jobs.core import MDMaker
-
-    patch_rks_parsing()
-    dt = float(settings.get("timestep_fs", 2.0))
-    thermostat = settings.get("thermostat", "nose-hoover")
-
-    def maker(temp: float, nsteps: int, label: str) -> Any:
-        motion: dict[str, Any] = {"temperature": float(temp), "timestep": dt, "nsteps": int(nsteps)}
-        if thermostat == "langevin":
-            motion.update(ensemble="LANGEVIN")
-        else:
-            motion.update(ensemble="NVT", thermostat="NOSE")
-        user = {**_input_settings(settings), "activate_motion": motion}
-        gen = LocalMDSet(
-            basis=settings.get("basis", DEFAULT_BASIS),
-            potential=settings.get("potential", DEFAULT_POTENTIAL),
-            kpoint_spacing_per_A=settings.get("kpoint_spacing_per_A"),
-            user_input_settings=user,
-        )
-        gen.user_kpoints_settings = None
-        # atomate2's CP2K trajectory parser miscounts frames (the initial one): read it ourselves
-        return MDMaker(
-            name=label,
-            input_set_generator=gen,
-            run_cp2k_kwargs={"cp2k_cmd": cp2k_command()},
-            task_document_kwargs={"store_trajectory": False},
-        )
-
     jobs, current = [], structure
     ramp = int(settings.get("ramp_steps", 0))
     if ramp:
         n_seg = int(settings.get("ramp_segments", 4))
         start = float(settings.get("start_temperature_K", 100.0))
         for k, temp in enumerate(np.linspace(start, temperature_K, n_seg + 1)[:-1]):
-            j = maker(float(temp), max(1, ramp // n_seg), f"{name} ramp {k + 1}/{n_seg}").make(current)
+            j = _md_maker(settings, float(temp), max(1, ramp // n_seg), f"{name} ramp {k + 1}/{n_seg}").make(
+                current
+            )
             j.metadata["md_segment"] = "ramp"
             jobs.append(j)
             current = j.output.structure
-    prod = maker(temperature_K, int(settings["production_steps"]), name).make(current)
-    prod.metadata["md_segment"] = "production"
-    jobs.append(prod)
+    prod_jobs, traj, last = _production(
+        settings, temperature_K, current, int(settings["production_steps"]), name
+    )
+    return jobs + prod_jobs, traj, last
+
+
+def _md_maker(settings: dict[str, Any], temp: float, nsteps: int, label: str) -> Any:
+    """atomate2 CP2K MDMaker for ``nsteps`` at ``temp`` with the preset's thermostat."""
+    from atomate2.cp2k.jobs.core import MDMaker
+
+    patch_rks_parsing()
+    motion: dict[str, Any] = {
+        "temperature": float(temp),
+        "timestep": float(settings.get("timestep_fs", 2.0)),
+        "nsteps": int(nsteps),
+    }
+    if settings.get("thermostat", "nose-hoover") == "langevin":
+        motion.update(ensemble="LANGEVIN")
+    else:
+        motion.update(ensemble="NVT", thermostat="NOSE")
+    user = {**_input_settings(settings), "activate_motion": motion}
+    gen = LocalMDSet(
+        basis=settings.get("basis", DEFAULT_BASIS),
+        potential=settings.get("potential", DEFAULT_POTENTIAL),
+        kpoint_spacing_per_A=settings.get("kpoint_spacing_per_A"),
+        user_input_settings=user,
+    )
+    gen.user_kpoints_settings = None
+    # atomate2's CP2K trajectory parser miscounts frames (the initial one): read it ourselves
+    return MDMaker(
+        name=label,
+        input_set_generator=gen,
+        run_cp2k_kwargs={"cp2k_cmd": cp2k_command()},
+        task_document_kwargs={"store_trajectory": False},
+    )
+
+
+def _production(
+    settings: dict[str, Any], temperature_K: float, structure: Any, nsteps: int, name: str
+) -> tuple[list, Any, dict[str, Any]]:
+    """Return a production run and the job reading its trajectory: ``(jobs, trajectory, last)``."""
     from superionic.stages.md import cp2k_trajectory
 
-    traj = cp2k_trajectory(prod.output.dir_name, current, dt)
+    prod = _md_maker(settings, temperature_K, nsteps, name).make(structure)
+    prod.metadata["md_segment"] = "production"
+    traj = cp2k_trajectory(prod.output.dir_name, structure, float(settings.get("timestep_fs", 2.0)))
     traj.name = f"{name} trajectory"
-    jobs.append(traj)
-    return jobs, traj.output, prod.output.structure
+    return [prod, traj], traj.output, {"structure": prod.output.structure, "dir_name": prod.output.dir_name}
+
+
+def extension_jobs(
+    settings: dict[str, Any], temperature_K: float, last: dict[str, Any], name: str, part: int
+) -> tuple[list, Any, dict[str, Any]]:
+    """One more CP2K production run from the final structure in ``last`` (for target_rsd).
+
+    Velocities are redrawn from a Maxwell-Boltzmann distribution at ``temperature_K`` (the
+    atomate2 CP2K maker does not carry a restart file across runs); the positions continue. The
+    run is ``production_steps`` long; ``part`` only labels it.
+
+    Returns
+    -------
+    tuple
+        ``(jobs, trajectory reference, {"structure", "dir_name"} references of the new end)``.
+    """
+    jobs, traj, new_last = _production(
+        settings, temperature_K, last["structure"], int(settings["production_steps"]), name
+    )
+    jobs[0].metadata["md_segment"] = f"production_{part}"
+    return jobs, traj, new_last
+
+
+def quench_jobs(
+    settings: dict[str, Any], melt_K: float, structure: Any, name: str, seed: int = 0
+) -> tuple[list, Any]:
+    """CP2K melt-quench: heat start -> T_melt, hold, cool T_melt -> start (NVT Nose-Hoover).
+
+    CP2K's NVT has no linear temperature ramp, so each constant-rate ramp is run as
+    ``quench_segments`` (default 4) consecutive runs whose temperatures step evenly to the
+    ramp's end (heat: start + k dT, cool: T_melt - k dT), each ``1/quench_segments`` of the
+    ramp's time. Closed shell (non-spin-polarised) and Gamma point as study C; replicas differ in
+    CP2K's ``GLOBAL/SEED`` (initial velocities). Returns the jobs and the final structure reference.
+    """
+    dt = float(settings.get("timestep_fs", 2.0))
+    start = float(settings.get("start_temperature_K", 100.0))
+    n_seg = int(settings.get("quench_segments", 4))
+    override = recursive_update(dict(settings.get("override", {})), {"GLOBAL": {"SEED": 2000 + int(seed)}})
+    md_settings = {
+        **settings,
+        "thermostat": "nose-hoover",
+        "spin_polarized": False,
+        "kpoint_spacing_per_A": None,
+        "override": override,
+    }
+    plan: list[tuple[str, float, float]] = []  # (segment, temperature, ps)
+    for seg, t0, t1, ps in (
+        ("heat", start, melt_K, settings["heat_ps"]),
+        ("cool", melt_K, start, settings["quench_ps"]),
+    ):
+        temps = np.linspace(t0, t1, n_seg + 1)[1:]
+        plan += [(f"{seg} {k + 1}/{n_seg}", float(t), float(ps) / n_seg) for k, t in enumerate(temps)]
+        if seg == "heat":
+            plan.append(("hold", float(melt_K), float(settings["hold_ps"])))
+    jobs, current = [], structure
+    for seg, temp, ps in plan:
+        j = _md_maker(md_settings, temp, max(1, round(ps * 1000 / dt)), f"{name} {seg}").make(current)
+        j.metadata["segment"] = seg.split()[0]
+        jobs.append(j)
+        current = j.output.structure
+    return jobs, current

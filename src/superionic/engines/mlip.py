@@ -104,3 +104,70 @@ def quench_maker(settings: dict[str, Any], melt_K: float, seed: int = 0) -> Forc
         store_trajectory="partial",
         ase_md_kwargs={"ttime": 50.0},
     )
+
+
+def extension_jobs(
+    settings: dict[str, Any], temperature_K: float, last: dict[str, Any], name: str, part: int
+) -> tuple[list, Any, dict[str, Any]]:
+    """One more production run from the final structure in ``last`` (for target_rsd).
+
+    No ramp; velocities are redrawn at ``temperature_K`` with seed ``seed + part``. The run is
+    ``production_steps`` long.
+
+    Returns
+    -------
+    tuple
+        ``(jobs, trajectory reference, {"structure": reference of the new end})``.
+    """
+    maker = md_maker(
+        {**settings, "ramp_steps": 0, "seed": int(settings.get("seed", 0)) + part}, temperature_K
+    )
+    maker.name = name
+    job = maker.make(last["structure"])
+    job.metadata["segment"] = f"production_{part}"
+    return [job], job.output.objects["trajectory"], {"structure": job.output.structure}
+
+
+def quench_jobs(
+    settings: dict[str, Any], melt_K: float, structure: Any, name: str, seed: int = 0
+) -> tuple[list, Any]:
+    """MLIP melt-quench as one MD run (see :func:`quench_maker`); returns ``([job], final structure)``."""
+    maker = quench_maker(settings, melt_K, seed=seed)
+    maker.name = name
+    job = maker.make(structure)
+    return [job], job.output.structure
+
+
+def density_jobs(
+    settings: dict[str, Any], melt_K: float, structure: Any, name: str, method: str, strain: float = 0.2
+) -> tuple[list, Any]:
+    """Return the density step at T_melt that precedes an MLIP quench.
+
+    ``npt``: an NpT Nose-Hoover run; ``mpmorph``: atomate2's EquilibriumVolumeMaker with NVT runs.
+    Each run is ``density_ps``.
+
+    Returns
+    -------
+    tuple
+        ``(jobs, structure reference at the new density)``.
+    """
+    dt = float(settings.get("timestep_fs", 2.0))
+    steps = max(1, round(float(settings.get("density_ps", 2.0)) * 1000 / dt))
+    md_settings = {
+        **settings,
+        "ensemble": "npt" if method == "npt" else "nvt",
+        "thermostat": "nose-hoover",
+        "ramp_steps": 0,
+        "production_steps": steps,
+    }
+    maker = md_maker(md_settings, melt_K)
+    maker.name = f"{name} density {method}"
+    if method == "npt":
+        job = maker.make(structure)
+        return [job], job.output.structure
+    from atomate2.common.flows.mpmorph import EquilibriumVolumeMaker
+
+    eos = EquilibriumVolumeMaker(md_maker=maker, name=f"{name} density", initial_strain=float(strain)).make(
+        structure
+    )
+    return [eos], eos.output["structure"]

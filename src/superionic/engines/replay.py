@@ -4,7 +4,8 @@ Within :func:`vasp_replay`, atomate2's ``run_vasp`` is replaced by a function th
 
 1. checks the INCAR the job just wrote against the settings the preset requires (every key and
    value; a mismatch raises :class:`ReplayMismatchError` naming the key), and that KPOINTS exists;
-2. copies the reference ``outputs/`` folder into the job directory;
+2. keeps the inputs as written in ``inputs.written/`` and copies the reference ``outputs/``
+   folder into the job directory;
 
 and input sets write ``POTCAR.spec`` instead of a POTCAR (none is licensed here). Everything
 else - input generation, output parsing into atomate2's TaskDoc, the flow and the store - is the
@@ -51,7 +52,9 @@ def vasp_replay(
     references : dict or Path
         Stage name (``relax``, ``static``, ``md``, ``nmr_cs``, ``quench``...) -> reference folder
         with ``outputs/``; or a folder holding one such folder per stage (``<stage>_<segment>``,
-        e.g. ``quench_heat``, is preferred when the job names a segment).
+        e.g. ``quench_heat``, is preferred when the job names a segment; a segment run several
+        times, like the EOS runs of an MPMorph density step, takes ``<stage>_<segment>_1``,
+        ``_2``... in the order the runs happen).
     required_incar : dict, optional
         Stage -> INCAR settings the written INCAR must contain.
 
@@ -65,6 +68,7 @@ def vasp_replay(
     from jobflow import CURRENT_JOB
 
     records: list[dict[str, Any]] = []
+    calls: dict[str, int] = {}
 
     def reference_for(stage: str) -> Path:
         if isinstance(references, dict):
@@ -79,17 +83,23 @@ def vasp_replay(
         metadata = CURRENT_JOB.job.metadata or {}
         stage = metadata.get("stage", "relax")
         segment = metadata.get("segment")  # e.g. the heat/hold/cool runs of a quench
-        if (
-            segment
-            and not isinstance(references, dict)
-            and (Path(references) / f"{stage}_{segment}").is_dir()
-        ):
-            stage = f"{stage}_{segment}"
+        if segment and not isinstance(references, dict):
+            key = f"{stage}_{segment}"
+            if (Path(references) / key).is_dir():
+                stage = key
+            elif (Path(references) / f"{key}_1").is_dir():  # repeated runs: _1, _2, ... in call order
+                calls[key] = calls.get(key, 0) + 1
+                stage = f"{key}_{calls[key]}"
         ref = reference_for(stage)
         if not Path("INCAR").is_file() or not Path("KPOINTS").is_file():
             raise ReplayMismatchError("the job did not write INCAR and KPOINTS before running VASP")
         check_incar(Path("INCAR"), (required_incar or {}).get(stage, {}))
         records.append({"stage": stage, "reference": str(ref), "incar": dict(Incar.from_file("INCAR"))})
+        written = Path("inputs.written")  # the inputs as the job wrote them, before the outputs land
+        written.mkdir(exist_ok=True)
+        for name in ("INCAR", "KPOINTS", "POSCAR", "POTCAR.spec"):
+            if Path(name).is_file():
+                shutil.copy(name, written / name)
         for item in (ref / "outputs").iterdir():
             shutil.copy(item, item.name)
 

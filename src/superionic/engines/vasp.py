@@ -138,7 +138,8 @@ def md_jobs(
     Returns
     -------
     tuple
-        ``(jobs, trajectory reference of the production run, final structure reference)``.
+        ``(jobs, trajectory reference(s) of the production run, last)``; ``last`` holds the
+        ``structure`` and ``dir_name`` references of the final run (for :func:`extension_jobs`).
     """
     from atomate2.vasp.jobs.md import MDMaker
 
@@ -161,16 +162,65 @@ def md_jobs(
     for k in range(chunks):
         steps = prod // chunks + (1 if k < prod % chunks else 0)
         label = name if chunks == 1 else f"{name} part {k + 1}/{chunks}"
-        maker = MDMaker(
-            name=label, input_set_generator=md_input_set(settings, temperature_K, temperature_K, steps)
+        segment = "production" if chunks == 1 else f"production_{k + 1}"
+        prod_job, trajectory = production_job(
+            settings, temperature_K, current, prev_dir, steps, label, segment
         )
-        # each run restarts from the previous one's outputs (positions and velocities in CONTCAR)
-        prod_job = maker.make(current, prev_dir=prev_dir)
-        prod_job.metadata["segment"] = "production" if chunks == 1 else f"production_{k + 1}"
         jobs.append(prod_job)
-        trajectories.append(prod_job.output.vasp_objects["trajectory"])
+        trajectories.append(trajectory)
         current, prev_dir = prod_job.output.structure, prod_job.output.dir_name
-    return jobs, trajectories[0] if chunks == 1 else trajectories, current
+    last = {"structure": current, "dir_name": prev_dir}
+    return jobs, trajectories[0] if chunks == 1 else trajectories, last
+
+
+def production_job(
+    settings: dict[str, Any],
+    temperature_K: float,
+    structure: Any,
+    prev_dir: Any,
+    nsteps: int,
+    name: str,
+    segment: str,
+) -> tuple[Any, Any]:
+    """One VASP NVT/NpT production run at ``temperature_K`` that continues the run in ``prev_dir``.
+
+    atomate2 copies the previous run's outputs; its CONTCAR (positions and velocities) becomes
+    the new POSCAR, so chained runs are one continuous trajectory (atomate2's multi-MD pattern).
+    With ``prev_dir`` None the run starts from ``structure`` with velocities drawn at TEBEG.
+
+    Returns
+    -------
+    tuple
+        ``(job, trajectory reference)``.
+    """
+    from atomate2.vasp.jobs.md import MDMaker
+
+    maker = MDMaker(
+        name=name, input_set_generator=md_input_set(settings, temperature_K, temperature_K, nsteps)
+    )
+    job = maker.make(structure, prev_dir=prev_dir)
+    job.metadata["segment"] = segment
+    return job, job.output.vasp_objects["trajectory"]
+
+
+def extension_jobs(
+    settings: dict[str, Any], temperature_K: float, last: dict[str, Any], name: str, part: int
+) -> tuple[list, Any, dict[str, Any]]:
+    """One more production run continuing ``last`` (``structure``, ``dir_name``): for target_rsd.
+
+    The run has the length of one production part (``production_steps / production_chunks``)
+    and is labelled ``production_<part>``.
+
+    Returns
+    -------
+    tuple
+        ``(jobs, trajectory reference, {"structure", "dir_name"} references of the new end)``.
+    """
+    steps = math.ceil(int(settings["production_steps"]) / int(settings.get("production_chunks", 1)))
+    job, traj = production_job(
+        settings, temperature_K, last["structure"], last.get("dir_name"), steps, name, f"production_{part}"
+    )
+    return [job], traj, {"structure": job.output.structure, "dir_name": job.output.dir_name}
 
 
 @dataclass
@@ -212,17 +262,23 @@ def nmr_makers(settings: dict[str, Any], isotopes: list[str]) -> dict[str, Any]:
     return makers
 
 
-def quench_jobs(settings: dict[str, Any], melt_K: float, structure: Any, name: str) -> tuple[list, Any]:
+def quench_jobs(
+    settings: dict[str, Any], melt_K: float, structure: Any, name: str, seed: int = 0
+) -> tuple[list, Any]:
     """VASP melt-quench: three NVT MD runs (heat start -> T_melt, hold, quench T_melt -> start).
 
-    ISPIN 1 and the Gamma point, as study C; TEBEG/TEEND per segment. Returns the jobs and the
-    final structure reference.
+    ISPIN 1 and the Gamma point, as study C; TEBEG/TEEND per segment. Replicas after the first
+    (``seed`` > 0) set ``RANDOM_SEED`` so that their initial velocities differ. Returns the jobs
+    and the final structure reference.
     """
     from atomate2.vasp.jobs.md import MDMaker
 
     dt = float(settings.get("timestep_fs", 2.0))
     start = float(settings.get("start_temperature_K", 100.0))
-    md_settings = {**settings, "ensemble": "nvt", "incar": {"ISPIN": 1, **dict(settings.get("incar", {}))}}
+    incar = {"ISPIN": 1, **dict(settings.get("incar", {}))}
+    if seed:
+        incar["RANDOM_SEED"] = [int(seed) * 7919 + 1, 0, 0]
+    md_settings = {**settings, "ensemble": "nvt", "incar": incar}
     jobs, current = [], structure
     for seg, t0, t1, ps in (
         ("heat", start, melt_K, settings["heat_ps"]),
@@ -236,3 +292,37 @@ def quench_jobs(settings: dict[str, Any], melt_K: float, structure: Any, name: s
         jobs.append(j)
         current = j.output.structure
     return jobs, current
+
+
+def density_jobs(
+    settings: dict[str, Any], melt_K: float, structure: Any, name: str, method: str, strain: float = 0.2
+) -> tuple[list, Any]:
+    """Return the density step at T_melt that precedes a VASP quench.
+
+    ``npt``: one NpT Langevin run (MDALGO 3); ``mpmorph``: atomate2's EquilibriumVolumeMaker (NVT
+    runs at strained volumes, a P-V equation of state, the structure scaled to the zero-pressure
+    volume). Each run is ``density_ps``.
+
+    Returns
+    -------
+    tuple
+        ``(jobs, structure reference at the new density)``.
+    """
+    from atomate2.vasp.jobs.md import MDMaker
+
+    steps = max(
+        1, round(float(settings.get("density_ps", 2.0)) * 1000 / float(settings.get("timestep_fs", 2.0)))
+    )
+    incar = {"ISPIN": 1, **dict(settings.get("incar", {}))}
+    ensemble = "npt" if method == "npt" else "nvt"
+    gen = md_input_set({**settings, "ensemble": ensemble, "incar": incar}, melt_K, melt_K, steps)
+    maker = MDMaker(name=f"{name} density {method}", input_set_generator=gen)
+    if method == "npt":
+        job = maker.make(structure)
+        return [job], job.output.structure
+    from atomate2.common.flows.mpmorph import EquilibriumVolumeMaker
+
+    eos = EquilibriumVolumeMaker(md_maker=maker, name=f"{name} density", initial_strain=float(strain)).make(
+        structure
+    )
+    return [eos], eos.output["structure"]

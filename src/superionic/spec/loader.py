@@ -49,7 +49,7 @@ SUPPORTED: dict[str, set[str]] = {
     "md": {"mlip", "vasp", "cp2k"},
     "hull": {"mlip", "vasp", "cp2k"},
     "nmr": {"vasp", "cp2k", "abinit"},
-    "quench": {"mlip", "vasp"},
+    "quench": {"mlip", "vasp", "cp2k"},
 }
 
 
@@ -365,18 +365,6 @@ def _check_stages(
                     _line_of(data, (*loc, "preset")) or _line_of(data, ("preset",)),
                 )
             )
-        if isinstance(stage, MDStage) and engine != "mlip":
-            for key in ("target_rsd", "frozen_species"):
-                if getattr(stage, key):
-                    problems.append(
-                        Problem(
-                            f"stages[{i}].{key}",
-                            f"'{key}' runs on the mlip engine only in superionic {_version()}",
-                            getattr(stage, key),
-                            "remove it, or use engine mlip for this stage",
-                            _line_of(data, (*loc, key)),
-                        )
-                    )
         if isinstance(stage, QuenchStage):
             for t in stage.melt_temperatures_K:
                 if t <= stage.start_temperature_K:
@@ -387,6 +375,29 @@ def _check_stages(
                             t,
                             f"values above start_temperature_K = {stage.start_temperature_K:g} K",
                             _line_of(data, (*loc, "melt_temperatures_K")),
+                        )
+                    )
+            if stage.density != "none" and engine == "cp2k":
+                problems.append(
+                    Problem(
+                        f"stages[{i}].density",
+                        "the density step runs on the mlip and vasp engines only",
+                        stage.density,
+                        "none, or engine mlip/vasp for this stage",
+                        _line_of(data, (*loc, "density")),
+                    )
+                )
+            if stage.snapshot_temperature_K is not None:
+                md_stage = next((st for st in spec.stages if isinstance(st, MDStage)), None)
+                temps = list(md_stage.temperatures_K) if md_stage else []
+                if stage.snapshot_temperature_K not in temps or not stage.center:
+                    problems.append(
+                        Problem(
+                            f"stages[{i}].snapshot_temperature_K",
+                            "snapshots need an md stage at this temperature and a centre",
+                            stage.snapshot_temperature_K,
+                            f"one of the md stage's temperatures_K {temps} (with center set)",
+                            _line_of(data, (*loc, "snapshot_temperature_K")),
                         )
                     )
             if stage.ligands and not stage.center:

@@ -128,6 +128,24 @@ class QuenchStage(_StageBase):
     cutoff_A: PositiveFloat = 3.0
     shape: Literal["octahedron", "tetrahedron"] | None = None
     compare_with: Literal["study_d"] | None = None
+    density: Literal["none", "npt", "mpmorph"] = Field(
+        "none",
+        description="Density step at T_melt before the quench: 'npt' (an NpT run of density_ps) or "
+        "'mpmorph' (atomate2's MPMorph equation-of-state volume search with NVT runs of density_ps).",
+    )
+    density_ps: PositiveFloat = Field(2.0, description="Length of each density-step MD run (ps).")
+    density_strain: PositiveFloat = Field(
+        0.2, lt=0.5, description="mpmorph: initial linear strain range (+-) of the EOS volumes."
+    )
+    quench_segments: PositiveInt = Field(
+        4, description="cp2k: runs at stepped temperatures that approximate each constant-rate ramp."
+    )
+    snapshot_temperature_K: PositiveFloat | None = Field(
+        None,
+        description="Average the local structure over snapshots of the md stage's run at this "
+        "temperature (study C: 600 K), for the crystal and every quenched structure.",
+    )
+    snapshot_every_ps: PositiveFloat = Field(2.0, description="Time between analysed snapshots (ps).")
 
 
 Stage = Annotated[

@@ -125,11 +125,14 @@ def fit_arrhenius(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 @job
-def freeze_species(structure: Structure, species: list[str]) -> Structure:
-    """Return ``structure`` with every atom of ``species`` fixed (``selective_dynamics`` False).
+def freeze_species(structure: Structure, species: list[str], engine: str = "mlip") -> Structure:
+    """Return ``structure`` with every atom of ``species`` held fixed during MD (study B).
 
-    The ASE adaptor turns this into ``FixAtoms`` constraints during MD (study B's "frozen species"
-    runs, in which Na, NH2 or BH4 are held in place).
+    Study B's "frozen species" runs hold Na, NH2 or BH4 in place. The constraint is carried as
+    site properties that each engine's input writer understands: ``selective_dynamics`` (False for
+    frozen atoms) becomes ASE ``FixAtoms`` for the MLIP and the ``Selective dynamics`` block of the
+    VASP POSCAR (honoured by IBRION 0 MD); for CP2K, ``fix`` ("XYZ") becomes
+    ``MOTION/CONSTRAINT/FIXED_ATOMS`` through pymatgen's CP2K input set.
 
     Raises
     ------
@@ -146,6 +149,8 @@ def freeze_species(structure: Structure, species: list[str]) -> Structure:
     out.add_site_property(
         "selective_dynamics", [[site.specie.symbol not in species] * 3 for site in structure]
     )
+    if engine == "cp2k":
+        out.add_site_property("fix", ["XYZ" if site.specie.symbol in species else "" for site in structure])
     return out
 
 
@@ -196,37 +201,76 @@ def converge_diffusion(
     target_rsd: float,
     max_chunks: int,
     chunk: int = 1,
+    engine: str = "mlip",
+    last: dict[str, Any] | None = None,
 ) -> Any:
     """Extend an MD run chunk by chunk until the diffusivity's RSD reaches ``target_rsd``.
 
     Study C's criterion: RSD = 3.43 / sqrt(N_jumps) + 0.04, target 20-40 %. When the target is
     not met and fewer than ``max_chunks`` chunks ran, the job replaces itself with one more
-    production chunk started from the last frame (velocities redrawn at ``temperature_K``), an
-    analysis of all chunks together and another check.
+    production run on ``engine`` (``extension_jobs`` of :mod:`superionic.engines.vasp`,
+    ``.cp2k`` or ``.mlip``: VASP continues from the previous run's outputs, positions and
+    velocities; CP2K and the MLIP continue the positions with velocities redrawn at
+    ``temperature_K``), an analysis of all chunks together and another check.
+
+    Parameters
+    ----------
+    result : dict
+        The diffusion result of the chunks so far.
+    trajectories : list
+        The chunks so far (joined by :func:`concatenate_chunks`).
+    md_settings : dict
+        The MD stage's merged settings.
+    temperature_K, species, frame_interval_fs, skip_frames, fit_start, fit_end
+        As for :func:`analyze_diffusion`.
+    target_rsd : float
+        RSD at which the run stops (e.g. 0.3).
+    max_chunks : int
+        Most production chunks.
+    chunk : int
+        Production chunks run so far (a chained multi-part VASP run counts as one).
+    engine : str
+        ``mlip``, ``vasp`` or ``cp2k``.
+    last : dict, optional
+        ``structure`` (and for VASP ``dir_name``) of the last run; by default the last frame.
 
     Returns
     -------
     dict or Response
         The diffusion result with ``n_chunks`` and ``rsd_converged``, or the replacement flow.
     """
-    from jobflow import Flow, Response
+    import importlib
+
+    from jobflow import CURRENT_JOB, Flow, Response
 
     done = result["rsd"] <= target_rsd
     if done or chunk >= max_chunks:
         return {**result, "n_chunks": chunk, "rsd_converged": bool(done), "target_rsd": target_rsd}
-    from superionic.engines.mlip import md_maker
-
-    frac, lattice, symbols = trajectory_arrays(trajectories[-1])
-    lat = lattice if lattice.ndim == 2 else lattice[-1]
-    last = Structure(lat, symbols, frac[-1])
-    settings = {**md_settings, "ramp_steps": 0, "seed": int(md_settings.get("seed", 0)) + chunk}
-    maker = md_maker(settings, temperature_K)
-    maker.name = f"{maker.name} chunk {chunk + 1}"
-    md_job = maker.make(last)
-    chunks = [*trajectories, md_job.output.objects["trajectory"]]
+    if last is None:
+        frac, lattice, symbols = trajectory_arrays(trajectories[-1])
+        last = {"structure": Structure(lattice if lattice.ndim == 2 else lattice[-1], symbols, frac[-1])}
+    if md_settings.get("frozen_species") and engine != "vasp":
+        # runs that restart from a structure (VASP restarts from its CONTCAR) need the constraint again
+        last = {
+            **last,
+            "structure": freeze_species.original(last["structure"], md_settings["frozen_species"], engine),
+        }
+    meta = dict(CURRENT_JOB.job.metadata or {}) if CURRENT_JOB.job is not None else {}
+    base = str(CURRENT_JOB.job.name) if CURRENT_JOB.job is not None else f"md {temperature_K:g} K"
+    base = base.replace(" converge ", " md ").split(" chunk ")[0]
+    part = int(md_settings.get("production_chunks", 1)) + chunk
+    engine_module = importlib.import_module(f"superionic.engines.{engine}")
+    md_jobs, trajectory, new_last = engine_module.extension_jobs(
+        md_settings, temperature_K, last, f"{base} chunk {chunk + 1}", part
+    )
+    for j in md_jobs:
+        j.metadata = {**meta, **j.metadata, "stage": "md", "chunk": chunk + 1}
+    chunks = [*trajectories, trajectory]
     ana = analyze_diffusion(
         chunks, temperature_K, species, frame_interval_fs, skip_frames, fit_start, fit_end
     )
+    ana.name = f"{base.replace(' md ', ' diffusion ')} chunk {chunk + 1}"
+    ana.metadata = {**meta, "stage": "diffusion_chunk", "chunk": chunk + 1}
     check = converge_diffusion(
         ana.output,
         chunks,
@@ -240,8 +284,12 @@ def converge_diffusion(
         target_rsd,
         max_chunks,
         chunk + 1,
+        engine,
+        new_last,
     )
-    return Response(replace=Flow([md_job, ana, check], output=check.output))
+    check.name = str(CURRENT_JOB.job.name) if CURRENT_JOB.job is not None else "converge"
+    check.metadata = dict(meta)
+    return Response(replace=Flow([*md_jobs, ana, check], output=check.output))
 
 
 @job

@@ -8,15 +8,7 @@ from typing import Any
 from jobflow import job
 from pymatgen.core import Structure
 
-from superionic.analysis.local_structure import (
-    connectivity,
-    coordination,
-    first_peak,
-    polyhedra_csm,
-    rdf,
-    rdf_similarity,
-    xray_gr,
-)
+from superionic.analysis.local_structure import local_structure_summary
 
 
 def _s(x: Structure | dict) -> Structure:
@@ -36,31 +28,49 @@ def analyze_local_structure(
     replica: int | None = None,
 ) -> dict[str, Any]:
     """CN, bond lengths, CSM, connectivity, RDFs, X-ray G(r) and similarity to the crystal."""
-    s = _s(structure)
-    out: dict[str, Any] = {
+    summary = local_structure_summary(
+        _s(structure), center, ligands, cutoff_A, shape, _s(reference) if reference is not None else None
+    )
+    return {"label": label, "melt_temperature_K": melt_temperature_K, "replica": replica, **summary}
+
+
+@job
+def analyze_snapshots(
+    trajectory: Any,
+    label: str,
+    center: str,
+    ligands: list[str],
+    cutoff_A: float,
+    shape: str | None,
+    every_frames: int,
+    skip_frames: int,
+    temperature_K: float,
+    reference: Structure | dict | None = None,
+    melt_temperature_K: float | None = None,
+    replica: int | None = None,
+) -> dict[str, Any]:
+    """Local structure pooled over MD snapshots every ``every_frames`` stored frames (study C).
+
+    ``trajectory`` is the md stage's run (one trajectory or its chunks); the first
+    ``skip_frames`` (heating ramp) are not sampled.
+    """
+    from superionic.analysis.trajectory_io import TrajectoryArrays
+    from superionic.stages.md import concatenate_chunks
+
+    chunks = trajectory if isinstance(trajectory, list) else [trajectory]
+    frac, lattice, symbols = concatenate_chunks(chunks, skip_frames)
+    data = TrajectoryArrays(frac_coords=frac, lattices=lattice, species=symbols)
+    frames = [data.structure_at(k) for k in range(0, data.n_frames, max(1, int(every_frames)))]
+    summary = local_structure_summary(
+        frames, center, ligands, cutoff_A, shape, _s(reference) if reference is not None else None
+    )
+    return {
         "label": label,
         "melt_temperature_K": melt_temperature_K,
         "replica": replica,
-        "formula": s.composition.reduced_formula,
-        "density_g_cm3": float(s.density),
+        "snapshot_temperature_K": temperature_K,
+        **summary,
     }
-    if center:
-        out["coordination"] = {lig: coordination(s, center, lig, cutoff_A) for lig in ligands}
-        if shape or len(ligands) == 1:
-            try:
-                out["csm"] = polyhedra_csm(s, center, ligands[0], cutoff_A, shape)
-            except Exception as exc:
-                out["csm"] = {"error": str(exc)}
-        out["connectivity"] = connectivity(s, center, ligands, cutoff_A)
-        cc = rdf(s, center, center, r_max=8.0, bin_A=0.1)
-        out["rdf_center_center"] = cc
-        out["rdf_center_ligand"] = {lig: rdf(s, center, lig, r_max=6.0, bin_A=0.05) for lig in ligands}
-        out["first_peak_center_center_A"] = first_peak(cc["r_A"], cc["g"])[0]
-        if reference is not None:
-            ref = rdf(_s(reference), center, center, r_max=8.0, bin_A=0.1)
-            out["crystallinity"] = rdf_similarity(cc["g"], ref["g"])
-    out["xray_G"] = xray_gr(s, r_max=10.0, bin_A=0.05)
-    return out
 
 
 def add_quench_jobs(
@@ -72,7 +82,15 @@ def add_quench_jobs(
     add: Callable[..., None],
     ordering: int,
 ) -> list[tuple[Any, str]]:
-    """Add the melt-quench and analysis jobs of one structure; return (quenched structure, variant)."""
+    """Add the melt-quench and analysis jobs of one structure; return (quenched structure, variant).
+
+    Per (T_melt, replica): the optional density step (``density``: ``npt`` or ``mpmorph``, at
+    T_melt), the engine's heat/hold/cool runs (``quench_jobs`` of :mod:`superionic.engines.mlip`,
+    ``.vasp`` or ``.cp2k``; the replica number seeds the initial velocities), an optional MLIP
+    relaxation, and the local-structure analysis against the starting crystal.
+    """
+    import importlib
+
     merged = {
         **settings,
         **{
@@ -84,9 +102,12 @@ def add_quench_jobs(
                 "quench_ps",
                 "timestep_fs",
                 "trajectory_interval",
+                "density_ps",
+                "quench_segments",
             )
         },
     }
+    engine_module = importlib.import_module(f"superionic.engines.{engine}")
     crystal = analyze_local_structure(
         structure, "crystal", stage.center, list(stage.ligands), stage.cutoff_A, stage.shape, None
     )
@@ -96,27 +117,31 @@ def add_quench_jobs(
     for t_melt in stage.melt_temperatures_K:
         for k in range(stage.replicas):
             variant = f"quench {t_melt:g} K #{k}"
-            if engine == "vasp":
-                from superionic.engines.vasp import quench_jobs
-
-                segs, final = quench_jobs(merged, t_melt, structure, f"{name} {variant}")
-                for sj in segs:
-                    add(sj, "quench", ordering=ordering, variant=variant, melt_temperature_K=t_melt)
-            else:
-                from superionic.engines.mlip import quench_maker
-
-                maker = quench_maker(merged, t_melt, seed=k)
-                maker.name = f"{name} {variant}"
-                qj = maker.make(structure)
-                add(qj, "quench", ordering=ordering, variant=variant, melt_temperature_K=t_melt)
-                final = qj.output.structure
+            tags = {"ordering": ordering, "variant": variant, "melt_temperature_K": t_melt}
+            start = structure
+            if stage.density != "none":
+                dens, start = engine_module.density_jobs(
+                    {**merged, "seed": k},
+                    t_melt,
+                    structure,
+                    f"{name} {variant}",
+                    stage.density,
+                    stage.density_strain,
+                )
+                for dj in dens:
+                    add(dj, "quench", **tags)
+                    # runs the EOS search creates later inherit the tags (and the replay's segment)
+                    dj.update_metadata({**dj.metadata, "segment": "density"}, dynamic=True)
+            segs, final = engine_module.quench_jobs(merged, t_melt, start, f"{name} {variant}", seed=k)
+            for sj in segs:
+                add(sj, "quench", **tags)
             if stage.relax_after:
                 from superionic.engines.mlip import relax_maker
 
                 rmaker = relax_maker({**settings, "relax_cell": True})
                 rmaker.name = f"{name} {variant} relax"
                 rj = rmaker.make(final)
-                add(rj, "quench", ordering=ordering, variant=variant, melt_temperature_K=t_melt)
+                add(rj, "quench", **tags)
                 final = rj.output.structure
             ana = analyze_local_structure(
                 final,
