@@ -125,9 +125,29 @@ def test_missing_cp2k_is_refused_before_anything_runs(
     assert not (tmp_path / ".superionic").exists()
 
 
+def _lih(path: Path) -> Structure:
+    """Primitive rock-salt LiH (2 atoms, 4 electrons): a cheap real CP2K MD cell."""
+    s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.08), ["Li", "H"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    s.get_primitive_structure().to(filename=str(path))
+    return Structure.from_file(str(path))  # the cell as the campaign reads it (CIF orientation)
+
+
+def _xyz_frames(path: Path) -> tuple[list[str], np.ndarray]:
+    """Symbols and Cartesian frames (A) of a CP2K ``-pos-1.xyz`` file."""
+    text = gzip.open(path, "rt").read() if path.suffix == ".gz" else path.read_text()
+    lines = text.splitlines()
+    n = int(lines[0])
+    frames = [
+        [[float(x) for x in ln.split()[1:4]] for ln in lines[k + 2 : k + 2 + n]]
+        for k in range(0, len(lines), n + 2)
+        if lines[k].strip()
+    ]
+    return [ln.split()[0] for ln in lines[2 : 2 + n]], np.array(frames)
+
+
 @pytest.mark.cp2k
 def test_real_cp2k_md_goes_through_the_md_stage(tmp_path: Path) -> None:
-    """A few CP2K NVT steps on LiCl at 600 K with Cl frozen and an unreachable RSD target: the
+    """Three CP2K NVT steps on LiCl at 600 K with Cl frozen and an unreachable RSD target: the
     run is extended by one more CP2K run (max_chunks 2); Cl does not move in either run
     (FIXED_ATOMS); the trajectories CP2K wrote (-pos-1.xyz) are the ones the diffusion job joined."""
     require_executable("cp2k")
@@ -135,7 +155,7 @@ def test_real_cp2k_md_goes_through_the_md_stage(tmp_path: Path) -> None:
     s.to(filename=str(tmp_path / "LiCl.cif"))
     (tmp_path / "c.yaml").write_text(
         "name: cp2kmd\nengine: cp2k\nsystems:\n  - name: LiCl\n    structure: LiCl.cif\n"
-        "stages:\n  - stage: md\n    temperatures_K: [600]\n    production_steps: 6\n    fit_start: 0.0\n"
+        "stages:\n  - stage: md\n    temperatures_K: [600]\n    production_steps: 3\n    fit_start: 0.0\n"
         "    fit_end: 1.0\n    frozen_species: [Cl]\n    target_rsd: 0.05\n    max_chunks: 2\n"
     )
     exe = Path(sys.executable).parent / "superionic"
@@ -149,17 +169,10 @@ def test_real_cp2k_md_goes_through_the_md_stage(tmp_path: Path) -> None:
     assert len(files) == 2
     n_frames = 0
     for pos in files:
-        text = gzip.open(pos, "rt").read() if pos.suffix == ".gz" else pos.read_text()
-        n_frames += text.count("i =")
-        lines = text.splitlines()
-        frames = [lines[k + 2 : k + 2 + 8] for k in range(0, len(lines) - 9, 10) if lines[k].strip()]
-        cl = np.array(
-            [[[float(x) for x in ln.split()[1:4]] for ln in f if ln.split()[0] == "Cl"] for f in frames]
-        )
-        li = np.array(
-            [[[float(x) for x in ln.split()[1:4]] for ln in f if ln.split()[0] == "Li"] for f in frames]
-        )
-        assert cl.shape == (len(frames), 4, 3) and len(frames) >= 6
+        symbols, frames = _xyz_frames(pos)
+        n_frames += len(frames)
+        cl, li = frames[:, [i for i, el in enumerate(symbols) if el == "Cl"]], frames[:, symbols.index("Li")]
+        assert len(frames) == 4 and cl.shape[1] == 4
         assert np.abs(cl - cl[0]).max() < 1e-8  # frozen
         assert np.abs(li - li[0]).max() > 1e-3  # moving
     row = next(csv.DictReader(open(tmp_path / "report" / "cp2kmd" / "diffusion.csv")))
@@ -169,18 +182,41 @@ def test_real_cp2k_md_goes_through_the_md_stage(tmp_path: Path) -> None:
     assert float(row["total_time_ps"]) == pytest.approx((n_frames - 2) * 2e-3, rel=1e-6)
 
 
+def test_cp2k_quench_plan_steps_the_temperature() -> None:
+    """quench_segments 2: heat 100 -> 1000 K as runs at 550 and 1000 K, hold at 1000 K, cool as
+    runs at 550 and 100 K, each ramp run half the ramp's time; replica 3 sets GLOBAL/SEED 2003."""
+    from superionic.engines.cp2k import quench_jobs
+
+    s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.08), ["Li", "H"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    settings = {"start_temperature_K": 100.0, "heat_ps": 0.008, "hold_ps": 0.004, "quench_ps": 0.008}
+    jobs, _ = quench_jobs({**settings, "quench_segments": 2}, 1000.0, s, "x", seed=3)
+    plan = []
+    for j in jobs:
+        motion = j.function.__self__.input_set_generator.user_input_settings["activate_motion"]
+        override = j.function.__self__.input_set_generator.user_input_settings["override_default_params"]
+        plan.append(
+            (motion["temperature"], motion["nsteps"], override["GLOBAL"]["SEED"], j.metadata["segment"])
+        )
+    assert plan == [
+        (550, 2, 2003, "heat"),
+        (1000, 2, 2003, "heat"),
+        (1000, 2, 2003, "hold"),
+        (550, 2, 2003, "cool"),
+        (100, 2, 2003, "cool"),
+    ]
+
+
 @pytest.mark.cp2k
-def test_real_cp2k_melt_quench_steps_the_temperature(tmp_path: Path) -> None:
-    """CP2K quench (quench_segments 2): heat 100 -> 1000 K as runs at 550 and 1000 K, hold at
-    1000 K, cool as runs at 550 and 100 K; each run starts where the previous one ended (the
-    positions CP2K wrote), and the local-structure job analyses the last run's final frame."""
+def test_real_cp2k_melt_quench_runs_through_the_flow(tmp_path: Path) -> None:
+    """A real CP2K quench of primitive LiH (quench_segments 1): heat run at 1000 K, hold, cool run
+    at 100 K; each run starts where the previous one ended (the positions CP2K wrote), and the
+    local-structure job analyses the last run's final frame."""
     require_executable("cp2k")
-    s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.13), ["Li", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-    s.to(filename=str(tmp_path / "LiCl.cif"))
+    s = _lih(tmp_path / "LiH.cif")
     (tmp_path / "c.yaml").write_text(
-        "name: cq\nengine: cp2k\nsystems:\n  - name: LiCl\n    structure: LiCl.cif\nstages:\n"
-        "  - stage: quench\n    melt_temperatures_K: [1000]\n    heat_ps: 0.004\n    hold_ps: 0.004\n"
-        "    quench_ps: 0.004\n    quench_segments: 2\n    center: Li\n    ligands: [Cl]\n    cutoff_A: 3.2\n"
+        "name: cq\nengine: cp2k\nsystems:\n  - name: LiH\n    structure: LiH.cif\nstages:\n"
+        "  - stage: quench\n    melt_temperatures_K: [1000]\n    heat_ps: 0.002\n    hold_ps: 0.004\n"
+        "    quench_ps: 0.002\n    quench_segments: 1\n    center: Li\n    ligands: [H]\n    cutoff_A: 2.5\n"
     )
     exe = Path(sys.executable).parent / "superionic"
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
@@ -189,28 +225,23 @@ def test_real_cp2k_melt_quench_steps_the_temperature(tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     runs = []
-    for inp in (tmp_path / ".superionic" / "jobs").rglob("cp2k.inp*"):
+    jobs = tmp_path / ".superionic" / "jobs"
+    for inp in [*jobs.glob("*/cp2k.inp.gz"), *jobs.glob("*/cp2k.inp")]:
         text = gzip.open(inp, "rt").read() if inp.suffix == ".gz" else inp.read_text()
         (pos,) = list(inp.parent.glob("*-pos-1.xyz*"))
-        xyz = gzip.open(pos, "rt").read() if pos.suffix == ".gz" else pos.read_text()
-        lines = xyz.splitlines()
-        frames = [
-            np.array([[float(x) for x in ln.split()[1:4]] for ln in lines[k + 2 : k + 10]])
-            for k in range(0, len(lines), 10)
-            if lines[k].strip()
-        ]
+        symbols, frames = _xyz_frames(pos)
         temp = float(_keyword(text, "TEMPERATURE")[0])
         steps = int(_keyword(text, "STEPS")[0])
         seed = int(_keyword(text, "SEED")[0])
         runs.append((inp.stat().st_mtime, temp, steps, seed, frames))
     runs.sort(key=lambda x: x[0])
-    assert [(t, n) for _, t, n, _, _ in runs] == [(550, 1), (1000, 1), (1000, 2), (550, 1), (100, 1)]
+    assert [(t, n) for _, t, n, _, _ in runs] == [(1000, 1), (1000, 2), (100, 1)]
     assert {seed for *_, seed, _ in runs} == {2000}
     for prev, nxt in itertools.pairwise(runs):
         assert np.allclose(nxt[4][0], prev[4][-1], atol=1e-4)  # continues from the last positions
     rows = list(csv.DictReader(open(tmp_path / "report" / "cq" / "structure.csv")))
     quenched = next(row for row in rows if row["structure"] == "quench 1000 K #0")
-    final = Structure(s.lattice, s.species, runs[-1][4][-1], coords_are_cartesian=True)  # xyz: Li then Cl
+    final = Structure(s.lattice, symbols, runs[-1][4][-1], coords_are_cartesian=True)
     from superionic.analysis.local_structure import coordination
 
-    assert float(quenched["cn_Cl"]) == pytest.approx(coordination(final, "Li", "Cl", 3.2)["cn_mean"])
+    assert float(quenched["cn_H"]) == pytest.approx(coordination(final, "Li", "H", 2.5)["cn_mean"])

@@ -14,6 +14,7 @@ from superionic.analysis.local_structure import (
     coordination,
     csm,
     first_peak,
+    local_structure_summary,
     polyhedra_csm,
     rdf,
     rdf_similarity,
@@ -75,6 +76,29 @@ def test_coordination_angles_and_csm_of_rock_salt() -> None:
     with pytest.raises(SuperionicError) as err:
         coordination(nacl, "Na", "Cl", 2.0)
     assert "no Cl within 2.0 A of any Na" in str(err.value)
+
+
+def test_snapshot_pooling_by_hand() -> None:
+    """Two snapshots: rock salt (every Na six Cl) and the same cell without the Cl at the body
+    centre, whose six Na neighbours are three Na images twice each: three Na keep 4, one keeps 6.
+    Pooled over all eight centres: CN 42/8 = 5.25, histogram {4: 3, 6: 5}, spread of the
+    snapshot means 0.75. O, absent from the composition, is CN 0 (not an error)."""
+    nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    holed = nacl.copy()
+    holed.remove_sites([i for i, site in enumerate(nacl) if np.allclose(site.frac_coords, 0.5)])
+    assert len(holed) == 7
+    out = local_structure_summary([nacl, holed], "Na", ["Cl", "O"], 3.0)
+    cl = out["coordination"]["Cl"]
+    assert cl["cn_mean"] == pytest.approx(5.25)
+    assert cl["cn_histogram"] == {4: 3, 6: 5}
+    assert cl["cn_std_snapshots"] == pytest.approx(0.75)
+    assert cl["bond_length_mean_A"] == pytest.approx(2.82)
+    assert out["coordination"]["O"]["cn_mean"] == 0 and out["coordination"]["O"]["absent"]
+    assert out["n_snapshots"] == 2
+    # rock salt: 12 edge-sharing neighbours per octahedron; pairs pooled over both snapshots
+    single = connectivity(nacl, "Na", ["Cl"], 3.0)
+    assert out["connectivity"]["pairs"]["edge"] >= single["pairs"]["edge"]
+    assert sum(out["connectivity"]["fractions"].values()) == pytest.approx(1.0)
 
 
 def test_rdf_peaks_and_gr_of_fcc() -> None:

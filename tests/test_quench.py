@@ -115,6 +115,118 @@ def test_replayed_vasp_mpmorph_density_step_sets_the_quench_volume(tmp_path: Pat
     assert not any(v == pytest.approx(production.volume, rel=1e-4) for v in eos_volumes)
 
 
+def test_mlip_density_step_and_snapshot_averaged_local_structure(tmp_path: Path) -> None:
+    """LiCl on CHGNet: an NpT density step at T_melt sets the quench's volume; the md stage at
+    600 K then runs on the crystal and on the quenched cell, and the local structure is pooled
+    over snapshots every 0.02 ps of those runs (study C samples every 2 ps at 600 K). The pooled
+    Li-Cl CN equals a direct neighbour count over the same stored frames."""
+    from pymatgen.core import Lattice
+
+    from superionic.dispatch.campaign_store import open_campaign_store
+    from superionic.flows import build_flows, planned_jobs
+    from superionic.spec import load_campaign
+    from superionic.stages.md import trajectory_arrays
+
+    s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.13), ["Li", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    s.to(filename=str(tmp_path / "LiCl.cif"))
+    (tmp_path / "c.yaml").write_text(
+        "name: snap\nengine: mlip\nsystems:\n  - name: LiCl\n    structure: LiCl.cif\nstages:\n"
+        "  - stage: quench\n    melt_temperatures_K: [1500]\n    heat_ps: 0.02\n    hold_ps: 0.02\n"
+        "    quench_ps: 0.02\n    trajectory_interval: 5\n    density: npt\n    density_ps: 0.2\n"
+        "    center: Li\n    ligands: [Cl]\n    cutoff_A: 3.3\n    shape: octahedron\n"
+        "    snapshot_temperature_K: 600\n    snapshot_every_ps: 0.02\n"
+        "  - stage: md\n    temperatures_K: [600]\n    production_steps: 40\n    trajectory_interval: 5\n"
+        "    fit_start: 0.0\n    fit_end: 1.0\n"
+    )
+    r = subprocess.run([EXE, "run", "c.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=1800)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rows = {
+        row["structure"]: row for row in csv.DictReader(open(tmp_path / "report" / "snap" / "structure.csv"))
+    }
+    assert set(rows) == {
+        "crystal",
+        "quench 1500 K #0",
+        "crystal 600 K snapshots",
+        "quench 1500 K #0 600 K snapshots",
+    }
+    # 40 steps stored every 5 -> 9 frames; every 0.02 ps = every 2nd frame -> 5 snapshots
+    assert int(rows["crystal 600 K snapshots"]["n_snapshots"]) == 5
+    assert float(rows["crystal 600 K snapshots"]["snapshot_temperature_K"]) == 600
+
+    campaign = load_campaign(tmp_path / "c.yaml")
+    store = open_campaign_store(campaign, create=False)
+    assert store is not None
+    store.connect()
+    plan = planned_jobs(build_flows(campaign))
+    by_name = {p.name: p.uuid for p in plan}
+    npt = store.job_store.get_output(by_name["LiCl #0 quench 1500 K #0 density npt"], load=True)
+    npt_volume = Structure.from_dict(npt["structure"]).volume
+    assert abs(npt_volume / s.volume - 1) > 1e-3  # the NpT run changed the volume ...
+    quenched_density = float(rows["quench 1500 K #0"]["density_g_cm3"])
+    assert quenched_density == pytest.approx(
+        s.density * s.volume / npt_volume, rel=1e-6
+    )  # ... and the NVT quench kept it
+
+    md = store.job_store.get_output(by_name["LiCl #0 md 600 K"], load=True)
+    frac, lattice, symbols = trajectory_arrays(md["objects"]["trajectory"])
+    cns = []
+    for k in range(0, len(frac), 2):
+        frame = Structure(lattice if lattice.ndim == 2 else lattice[k], symbols, frac[k] % 1.0)
+        for site in frame:
+            if site.specie.symbol == "Li":
+                cns.append(sum(1 for nb in frame.get_neighbors(site, 3.3) if nb.specie.symbol == "Cl"))
+    assert len(cns) == 5 * 4
+    assert float(rows["crystal 600 K snapshots"]["cn_Cl"]) == pytest.approx(np.mean(cns), abs=1e-9)
+
+
+def test_study_d_model_run_beside_experiment(tmp_path: Path) -> None:
+    """workflows/study_d_oxychloride.yaml, shortened (Li3ZrCl4O1.5 only, 0.1/0.2/0.1 ps quench
+    after a 0.1 ps NpT step, no md): the generated Li12Zr4Cl16O6 glass's Zr-O / Zr-Cl CN land in
+    study_d_comparison.csv beside the EXAFS values, and equal a direct count on the stored cell."""
+    from ruamel.yaml import YAML
+
+    from superionic.dispatch.campaign_store import open_campaign_store
+    from superionic.flows import build_flows, planned_jobs
+    from superionic.spec import load_campaign
+
+    yaml = YAML(typ="safe")
+    root = Path(__file__).resolve().parents[1]
+    spec = yaml.load((root / "workflows" / "study_d_oxychloride.yaml").read_text())
+    spec["systems"] = [sy for sy in spec["systems"] if sy["name"] == "Li3ZrCl4O1.5"]
+    spec["stages"] = [st for st in spec["stages"] if st["stage"] != "md"]
+    quench = next(st for st in spec["stages"] if st["stage"] == "quench")
+    quench.update(heat_ps=0.1, hold_ps=0.2, quench_ps=0.1, density_ps=0.1)
+    for key in ("snapshot_temperature_K", "snapshot_every_ps"):
+        quench.pop(key)
+    with open(tmp_path / "d.yaml", "w") as fh:
+        yaml.dump(spec, fh)
+    r = subprocess.run([EXE, "run", "d.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=1800)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rows = list(csv.DictReader(open(tmp_path / "report" / "study-d-oxychloride" / "study_d_comparison.csv")))
+    glass = {row["quantity"]: row for row in rows if row["structure"] == "quench 1500 K #0"}
+    assert float(glass["CN Zr-O"]["experiment"]) == 2.5 and float(glass["CN Zr-Cl"]["experiment"]) == 5.6
+    assert float(glass["d Zr-Cl (A)"]["experiment"]) == 2.49
+
+    campaign = load_campaign(tmp_path / "d.yaml")
+    store = open_campaign_store(campaign, create=False)
+    assert store is not None
+    store.connect()
+    uuid = next(
+        p.uuid for p in planned_jobs(build_flows(campaign)) if p.name == "Li3ZrCl4O1.5 #0 quench 1500 K #0"
+    )
+    final = Structure.from_dict(store.job_store.get_output(uuid, load=True)["structure"])
+    assert final.composition.get_el_amt_dict() == {"Li": 12, "Zr": 4, "Cl": 16, "O": 6}
+    zr = [site for site in final if site.specie.symbol == "Zr"]
+    for lig in ("O", "Cl"):
+        direct = np.mean(
+            [sum(1 for nb in final.get_neighbors(site, 3.0) if nb.specie.symbol == lig) for site in zr]
+        )
+        assert float(glass[f"CN Zr-{lig}"]["model"]) == pytest.approx(direct, abs=1e-9)
+    assert float(glass["d Zr-O (A)"]["model"]) == pytest.approx(
+        2.1, abs=0.3
+    )  # a Zr-O bond, not a cutoff artefact
+
+
 def test_quench_bad_input_is_refused(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text(
         "name: q\nengine: mlip\nsystems:\n  - prototype: natacl6\n    supercell: [1, 2, 3]\nstages:\n"
@@ -151,3 +263,24 @@ def test_mlip_melt_quench_of_natacl6_disorders_with_melt_temperature(tmp_path: P
     assert 0 < float(q1200["csm_mean"]) < float(q2000["csm_mean"])
     assert float(q2000["crystallinity"]) < float(q1200["crystallinity"]) < 1.0
     assert np.isfinite(float(q2000["cn_Cl"]))
+
+
+def test_quench_options_refused_where_they_cannot_run(tmp_path: Path) -> None:
+    base = (
+        "name: q\nengine: cp2k\nsystems:\n  - name: LiCl\n    structure: LiCl.cif\nstages:\n"
+        "  - stage: quench\n    melt_temperatures_K: [1200]\n    center: Li\n    ligands: [Cl]\n"
+    )
+    from pymatgen.core import Lattice
+
+    Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.13), ["Li", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]).to(
+        filename=str(tmp_path / "LiCl.cif")
+    )
+    (tmp_path / "c.yaml").write_text(base + "    density: mpmorph\n")
+    r = CliRunner().invoke(app, ["validate", str(tmp_path / "c.yaml")])
+    assert r.exit_code == 2 and "stages[0].density" in r.output and "mlip and vasp engines only" in r.output
+    (tmp_path / "c.yaml").write_text(
+        base.replace("engine: cp2k", "engine: mlip")
+        + "    snapshot_temperature_K: 600\n  - stage: md\n    temperatures_K: [700]\n"
+    )
+    r = CliRunner().invoke(app, ["validate", str(tmp_path / "c.yaml")])
+    assert r.exit_code == 2 and "stages[0].snapshot_temperature_K" in r.output and "[700.0]" in r.output

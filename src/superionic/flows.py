@@ -11,6 +11,7 @@ fingerprint}``; ``status`` and ``report`` read them back from the store.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -271,14 +272,20 @@ def build_system_flow(
         if isinstance(stages.get("quench"), QuenchStage):
             from superionic.stages.quench import add_quench_jobs
 
+            q_stage = stages["quench"]
+            q_engine = q_stage.engine or spec.engine
+            relax_settings = stage_settings(
+                q_stage.preset or spec.preset, q_engine, "relax", {"relax_cell": True}
+            )
             quenched = add_quench_jobs(
-                stages["quench"],
-                settings(stages["quench"]),
-                stages["quench"].engine or spec.engine,
+                q_stage,
+                settings(q_stage),
+                q_engine,
                 current,
                 f"{system.name} #{i}",
                 lambda j, st, **kw: jobs.append(_tag(j, campaign, system, st, **kw)),
                 i,
+                relax_maker=functools.partial(_relax_maker_for, q_engine, relax_settings),
             )
             md_targets += quenched
         for md_struct, variant in md_targets:

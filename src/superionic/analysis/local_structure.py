@@ -310,7 +310,8 @@ def local_structure_summary(
     center : str or None
         Polyhedron centre (e.g. ``Ta``); without it only the density and G(r) are given.
     ligands : sequence of str
-        Ligand elements (the first one is used for the CSM).
+        Ligand elements (the first one is used for the CSM); one absent from the composition gets
+        CN 0 and ``absent: True``, one present but never within the cutoff is an error.
     cutoff_A : float
         Centre-ligand bond cutoff (A).
     shape : str, optional
@@ -335,8 +336,19 @@ def local_structure_summary(
         "density_g_cm3": float(np.mean([s.density for s in frames])),
     }
     if center:
-        coordination_out = {}
+        coordination_out: dict[str, Any] = {}
+        present = {el.symbol for el in s0.composition.elements}
         for lig in ligands:
+            if lig not in present:  # e.g. O in the Li2ZrCl6 end member of an oxychloride sweep
+                coordination_out[lig] = {
+                    "center": center,
+                    "ligand": lig,
+                    "cutoff_A": cutoff_A,
+                    "cn_mean": 0.0,
+                    "bond_length_mean_A": None,
+                    "absent": True,
+                }
+                continue
             per = [coordination(s, center, lig, cutoff_A) for s in frames]
             cn = np.array([c["cn_mean"] for c in per])
             hist: Counter = Counter()
@@ -375,7 +387,9 @@ def local_structure_summary(
         )
         cc = rdf(frames, center, center, r_max=8.0, bin_A=0.1)
         out["rdf_center_center"] = cc
-        out["rdf_center_ligand"] = {lig: rdf(frames, center, lig, r_max=6.0, bin_A=0.05) for lig in ligands}
+        out["rdf_center_ligand"] = {
+            lig: rdf(frames, center, lig, r_max=6.0, bin_A=0.05) for lig in ligands if lig in present
+        }
         out["first_peak_center_center_A"] = first_peak(cc["r_A"], cc["g"])[0]
         if reference is not None:
             ref = rdf(reference, center, center, r_max=8.0, bin_A=0.1)

@@ -48,11 +48,14 @@ def stage_settings(preset: str, engine: str, stage: str, overrides: dict[str, An
     Returns
     -------
     dict
-        The merged settings, plus the engine-wide keys of the preset (e.g. ``force_field``).
+        The merged settings, plus the engine-wide keys of the preset (e.g. ``force_field``). The
+        quench stage starts from the preset's ``md`` section.
 
     """
     data = load_preset(preset).get(engine, {})
     merged = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    if stage == "quench":  # a melt-quench is MD: the preset's md settings, then any quench section
+        merged.update(data.get("md", {}) or {})
     merged.update(data.get(stage, {}) or {})
     merged.update({k: v for k, v in overrides.items() if v is not None})
     return merged

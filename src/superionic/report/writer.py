@@ -294,10 +294,12 @@ def structure_rows(items: list[tuple[PlannedJob, dict]]) -> list[dict[str, Any]]
             "melt_temperature_K": o.get("melt_temperature_K") or "",
             "replica": "" if o.get("replica") is None else o["replica"],
             "density_g_cm3": o["density_g_cm3"],
+            "snapshot_temperature_K": o.get("snapshot_temperature_K") or "",
+            "n_snapshots": o.get("n_snapshots", 1),
         }
         for lig, c in (o.get("coordination") or {}).items():
             row[f"cn_{lig}"] = c["cn_mean"]
-            row[f"bond_{lig}_A"] = c["bond_length_mean_A"]
+            row[f"bond_{lig}_A"] = "" if c["bond_length_mean_A"] is None else c["bond_length_mean_A"]
         csm = o.get("csm") or {}
         if "csm_mean" in csm:
             row.update(csm_mean=csm["csm_mean"], csm_std=csm["csm_std"], csm_n=csm["n"])
@@ -320,7 +322,11 @@ def study_d_rows(items: list[tuple[PlannedJob, dict]]) -> list[dict[str, Any]]:
     for _p, d in items:
         o = d["output"]
         coord = o.get("coordination") or {}
-        if set(coord) < {"O", "Cl"} or not coord or next(iter(coord.values()))["center"] != exp["center"]:
+        if (
+            not {"O", "Cl"} <= set(coord)
+            or coord["O"].get("absent")
+            or next(iter(coord.values()))["center"] != exp["center"]
+        ):
             continue
         conn = o.get("connectivity") or {}
         for quantity, model, measured in (

@@ -81,13 +81,15 @@ def add_quench_jobs(
     name: str,
     add: Callable[..., None],
     ordering: int,
+    relax_maker: Callable[[], Any] | None = None,
 ) -> list[tuple[Any, str]]:
     """Add the melt-quench and analysis jobs of one structure; return (quenched structure, variant).
 
     Per (T_melt, replica): the optional density step (``density``: ``npt`` or ``mpmorph``, at
     T_melt), the engine's heat/hold/cool runs (``quench_jobs`` of :mod:`superionic.engines.mlip`,
-    ``.vasp`` or ``.cp2k``; the replica number seeds the initial velocities), an optional MLIP
-    relaxation, and the local-structure analysis against the starting crystal.
+    ``.vasp`` or ``.cp2k``; the replica number seeds the initial velocities), an optional
+    relaxation (``relax_maker()``, the campaign engine's relax maker; MLIP without it), and the
+    local-structure analysis against the starting crystal.
     """
     import importlib
 
@@ -136,9 +138,12 @@ def add_quench_jobs(
             for sj in segs:
                 add(sj, "quench", **tags)
             if stage.relax_after:
-                from superionic.engines.mlip import relax_maker
+                if relax_maker is None:
+                    from superionic.engines.mlip import relax_maker as mlip_relax
 
-                rmaker = relax_maker({**settings, "relax_cell": True})
+                    rmaker = mlip_relax({**settings, "relax_cell": True})
+                else:
+                    rmaker = relax_maker()
                 rmaker.name = f"{name} {variant} relax"
                 rj = rmaker.make(final)
                 add(rj, "quench", **tags)
