@@ -284,3 +284,9 @@ def test_quench_options_refused_where_they_cannot_run(tmp_path: Path) -> None:
     )
     r = CliRunner().invoke(app, ["validate", str(tmp_path / "c.yaml")])
     assert r.exit_code == 2 and "stages[0].snapshot_temperature_K" in r.output and "[700.0]" in r.output
+    (tmp_path / "c.yaml").write_text(
+        base.replace("engine: cp2k", "engine: mlip")
+        + "  - stage: md\n    temperatures_K: [700]\n    ensemble: npt\n    thermostat: berendsen\n"
+    )
+    r = CliRunner().invoke(app, ["validate", str(tmp_path / "c.yaml")])
+    assert r.exit_code == 2 and "stages[1].thermostat" in r.output and "MTK Nose-Hoover chain" in r.output

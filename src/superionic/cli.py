@@ -212,8 +212,10 @@ def run(
             task = progress.add_task("starting", total=len(planned))
 
             def on_event(kind: str, job: Any, info: str) -> None:
+                from rich.markup import escape
+
                 if kind == "start":
-                    progress.update(task, description=f"running {job.name}")
+                    progress.update(task, description=escape(f"running {job.name}"))
                     return
                 mark = {
                     "done": "[green]done[/green]",
@@ -221,7 +223,9 @@ def run(
                     "fail": "[red]FAILED[/red]",
                     "block": "[yellow]blocked[/yellow]",
                 }[kind]
-                progress.console.print(f"{mark} {job.name} {info}")
+                progress.console.print(
+                    f"{mark} {escape(str(job.name))} {escape(info)}"
+                )  # names hold [variant]
                 progress.advance(task)
 
             from contextlib import nullcontext

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from ase import units
 from atomate2.forcefields.jobs import ForceFieldRelaxMaker
 from atomate2.forcefields.md import ForceFieldMDMaker
 
@@ -41,7 +42,8 @@ def md_maker(settings: dict[str, Any], temperature_K: float) -> ForceFieldMDMake
     """Return the atomate2 MD maker for one temperature.
 
     Keys used: ``force_field``, ``timestep_fs``, ``ramp_steps``, ``production_steps``,
-    ``start_temperature_K``, ``ensemble``, ``thermostat``, ``trajectory_interval``, ``seed``.
+    ``start_temperature_K``, ``ensemble``, ``thermostat``, ``trajectory_interval``, ``seed``;
+    for ``ensemble: npt`` ``pressure_kbar`` (default 0) with ASE's MTK Nose-Hoover chain NpT.
     """
     ramp = int(settings.get("ramp_steps", 0))
     prod = int(settings["production_steps"])
@@ -53,16 +55,25 @@ def md_maker(settings: dict[str, Any], temperature_K: float) -> ForceFieldMDMake
     else:
         schedule = float(temperature_K)
     thermostat = settings.get("thermostat", "nose-hoover")
+    ensemble = settings.get("ensemble", "nvt")
+    dt = float(settings.get("timestep_fs", 2.0))
     kwargs: dict[str, Any] = {}
-    if thermostat == "nose-hoover":
+    dynamics = _DYNAMICS[thermostat]
+    if ensemble == "npt":
+        # ASE's MTK Nose-Hoover chain barostat: any cell shape (ASE's older NPT needs an
+        # upper-triangular cell and a pfactor); damping 100 and 1000 steps as ASE suggests
+        dynamics = "nose-hoover-chain"
+        kwargs["pressure"] = float(settings.get("pressure_kbar", 0.0))
+        kwargs["ase_md_kwargs"] = {"tdamp": 100 * dt * units.fs, "pdamp": 1000 * dt * units.fs}
+    elif thermostat == "nose-hoover":
         kwargs["ase_md_kwargs"] = {"ttime": 50.0}  # fs; ASE NPT thermostat time constant
     return ForceFieldMDMaker(
         name=f"mlip md {temperature_K:g} K",
         force_field_name=settings.get("force_field", "CHGNet"),
-        time_step=float(settings.get("timestep_fs", 2.0)),
+        time_step=dt,
         n_steps=ramp + prod,
-        ensemble=settings.get("ensemble", "nvt"),
-        dynamics=_DYNAMICS[thermostat],
+        ensemble=ensemble,
+        dynamics=dynamics,
         temperature=schedule,
         traj_interval=int(settings.get("trajectory_interval", 10)),
         mb_velocity_seed=int(settings.get("seed", 0)),

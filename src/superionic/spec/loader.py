@@ -418,14 +418,14 @@ def _check_stages(
             isinstance(stage, MDStage)
             and engine == "mlip"
             and stage.ensemble == "npt"
-            and stage.thermostat == "langevin"
+            and stage.thermostat != "nose-hoover"
         ):
             problems.append(
                 Problem(
                     f"stages[{i}].thermostat",
-                    "no Langevin NpT integrator for the MLIP engine",
+                    "MLIP NpT runs ASE's MTK Nose-Hoover chain barostat only",
                     stage.thermostat,
-                    "nose-hoover or berendsen with ensemble npt",
+                    "nose-hoover with ensemble npt",
                     _line_of(data, (*loc, "thermostat")),
                 )
             )
