@@ -281,9 +281,10 @@ def test_custodian_corrects_a_failed_vasp_run(tmp_path: Path, monkeypatch: pytes
     assert doc["output"]["output"]["energy"] == pytest.approx(vasprun.final_energy, abs=1e-6)
 
 
-def test_chained_vasp_md_runs_continue_and_are_joined(tmp_path: Path) -> None:
-    """production_chunks: 3 -> three chained VASP MD runs (each restarting from the previous
-    run's outputs), replayed from atomate2's Si multi-MD fixture; the diffusion job joins them."""
+def _replay_si_multi_md(
+    tmp_path: Path, name: str, md_settings: str
+) -> tuple[Path, subprocess.CompletedProcess]:
+    """Run an md campaign on Si whose runs replay the Si multi-MD fixture (md_production_1..3)."""
     import gzip
 
     from conftest import require_fixtures
@@ -297,15 +298,22 @@ def test_chained_vasp_md_runs_continue_and_are_joined(tmp_path: Path) -> None:
         gzip.open(base / "molecular_dynamics_1" / "inputs" / "POSCAR.gz", "rt").read()
     )
     (tmp_path / "c.yaml").write_text(
-        "name: chain\nengine: vasp\nsystems:\n  - name: Si\n    structure: Si.vasp\nstages:\n"
+        f"name: {name}\nengine: vasp\nsystems:\n  - name: Si\n    structure: Si.vasp\nstages:\n"
         "  - stage: md\n    temperatures_K: [300]\n    species: Si\n    timestep_fs: 1\n"
-        "    production_steps: 9\n    production_chunks: 3\n    fit_start: 0.0\n    fit_end: 1.0\n"
+        "    fit_start: 0.0\n    fit_end: 1.0\n" + md_settings
     )
     exe = Path(sys.executable).parent / "superionic"
     env = {**os.environ, "SUPERIONIC_VASP_REPLAY": str(refs)}
     r = subprocess.run(
         [str(exe), "run", "c.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
     )
+    return base, r
+
+
+def test_chained_vasp_md_runs_continue_and_are_joined(tmp_path: Path) -> None:
+    """production_chunks: 3 -> three chained VASP MD runs (each restarting from the previous
+    run's outputs), replayed from atomate2's Si multi-MD fixture; the diffusion job joins them."""
+    base, r = _replay_si_multi_md(tmp_path, "chain", "    production_steps: 9\n    production_chunks: 3\n")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     for k in (1, 2, 3):
         assert f"done Si #0 md 300 K part {k}/3" in r.stdout
@@ -332,26 +340,10 @@ def test_vasp_md_extended_until_rsd_target_continues_the_run(tmp_path: Path) -> 
 
     from pymatgen.io.vasp import Poscar
 
-    from conftest import require_fixtures
-
-    base = require_fixtures("vasp/Si_multi_md")
-    refs = tmp_path / "refs"
-    refs.mkdir()
-    for k in (1, 2, 3):
-        (refs / f"md_production_{k}").symlink_to(base / f"molecular_dynamics_{k}")
-    (tmp_path / "Si.vasp").write_text(
-        gzip.open(base / "molecular_dynamics_1" / "inputs" / "POSCAR.gz", "rt").read()
-    )
-    (tmp_path / "c.yaml").write_text(
-        "name: ext\nengine: vasp\nsystems:\n  - name: Si\n    structure: Si.vasp\nstages:\n"
-        "  - stage: md\n    temperatures_K: [300]\n    species: Si\n    timestep_fs: 1\n"
-        "    production_steps: 6\n    production_chunks: 2\n    fit_start: 0.0\n    fit_end: 1.0\n"
-        "    target_rsd: 0.05\n    max_chunks: 2\n"
-    )
-    exe = Path(sys.executable).parent / "superionic"
-    env = {**os.environ, "SUPERIONIC_VASP_REPLAY": str(refs)}
-    r = subprocess.run(
-        [str(exe), "run", "c.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    base, r = _replay_si_multi_md(
+        tmp_path,
+        "ext",
+        "    production_steps: 6\n    production_chunks: 2\n    target_rsd: 0.05\n    max_chunks: 2\n",
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "done Si #0 md 300 K chunk 2" in r.stdout, r.stdout

@@ -149,21 +149,15 @@ def quench_jobs(
     return [job], job.output.structure
 
 
-def density_jobs(
-    settings: dict[str, Any], melt_K: float, structure: Any, name: str, method: str, strain: float = 0.2
-) -> tuple[list, Any]:
-    """Return the density step at T_melt that precedes an MLIP quench.
+def density_maker(settings: dict[str, Any], melt_K: float, name: str, method: str) -> ForceFieldMDMaker:
+    """Return the MD maker of the density step at T_melt (``density_ps`` long).
 
-    ``npt``: an NpT Nose-Hoover run; ``mpmorph``: atomate2's EquilibriumVolumeMaker with NVT runs.
-    Each run is ``density_ps``.
-
-    Returns
-    -------
-    tuple
-        ``(jobs, structure reference at the new density)``.
+    ``method`` ``npt``: an NpT run (MTK Nose-Hoover chain); ``mpmorph``: the NVT runs of
+    atomate2's EOS volume search (see :func:`superionic.stages.quench.density_jobs`).
     """
-    dt = float(settings.get("timestep_fs", 2.0))
-    steps = max(1, round(float(settings.get("density_ps", 2.0)) * 1000 / dt))
+    steps = max(
+        1, round(float(settings.get("density_ps", 2.0)) * 1000 / float(settings.get("timestep_fs", 2.0)))
+    )
     md_settings = {
         **settings,
         "ensemble": "npt" if method == "npt" else "nvt",
@@ -173,12 +167,4 @@ def density_jobs(
     }
     maker = md_maker(md_settings, melt_K)
     maker.name = f"{name} density {method}"
-    if method == "npt":
-        job = maker.make(structure)
-        return [job], job.output.structure
-    from atomate2.common.flows.mpmorph import EquilibriumVolumeMaker
-
-    eos = EquilibriumVolumeMaker(md_maker=maker, name=f"{name} density", initial_strain=float(strain)).make(
-        structure
-    )
-    return [eos], eos.output["structure"]
+    return maker

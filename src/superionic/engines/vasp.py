@@ -294,19 +294,11 @@ def quench_jobs(
     return jobs, current
 
 
-def density_jobs(
-    settings: dict[str, Any], melt_K: float, structure: Any, name: str, method: str, strain: float = 0.2
-) -> tuple[list, Any]:
-    """Return the density step at T_melt that precedes a VASP quench.
+def density_maker(settings: dict[str, Any], melt_K: float, name: str, method: str) -> Any:
+    """Return the VASP MD maker of the density step at T_melt (``density_ps`` long, ISPIN 1).
 
-    ``npt``: one NpT Langevin run (MDALGO 3); ``mpmorph``: atomate2's EquilibriumVolumeMaker (NVT
-    runs at strained volumes, a P-V equation of state, the structure scaled to the zero-pressure
-    volume). Each run is ``density_ps``.
-
-    Returns
-    -------
-    tuple
-        ``(jobs, structure reference at the new density)``.
+    ``method`` ``npt``: an NpT Langevin run (MDALGO 3, needs a VASP built for it); ``mpmorph``:
+    the NVT runs of atomate2's EOS volume search (see :func:`superionic.stages.quench.density_jobs`).
     """
     from atomate2.vasp.jobs.md import MDMaker
 
@@ -316,13 +308,4 @@ def density_jobs(
     incar = {"ISPIN": 1, **dict(settings.get("incar", {}))}
     ensemble = "npt" if method == "npt" else "nvt"
     gen = md_input_set({**settings, "ensemble": ensemble, "incar": incar}, melt_K, melt_K, steps)
-    maker = MDMaker(name=f"{name} density {method}", input_set_generator=gen)
-    if method == "npt":
-        job = maker.make(structure)
-        return [job], job.output.structure
-    from atomate2.common.flows.mpmorph import EquilibriumVolumeMaker
-
-    eos = EquilibriumVolumeMaker(md_maker=maker, name=f"{name} density", initial_strain=float(strain)).make(
-        structure
-    )
-    return [eos], eos.output["structure"]
+    return MDMaker(name=f"{name} density {method}", input_set_generator=gen)

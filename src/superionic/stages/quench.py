@@ -73,6 +73,24 @@ def analyze_snapshots(
     }
 
 
+def density_jobs(maker: Any, structure: Any, method: str, name: str, strain: float = 0.2) -> tuple[list, Any]:
+    """Return the density step before a quench: ``(jobs, structure reference at the new density)``.
+
+    ``npt``: ``maker`` (an engine's NpT MD maker) runs once and its final structure is taken.
+    ``mpmorph``: atomate2's MPMorph ``EquilibriumVolumeMaker`` runs ``maker`` (NVT) at linear
+    strains of -``strain``, 0 and +``strain``, fits a P-V equation of state, adds volumes while
+    the zero-pressure volume lies outside those tried, and returns the structure scaled to it.
+    """
+    if method == "npt":
+        job = maker.make(structure)
+        return [job], job.output.structure
+    from atomate2.common.flows.mpmorph import EquilibriumVolumeMaker
+
+    eos = EquilibriumVolumeMaker(md_maker=maker, name=f"{name} density", initial_strain=float(strain))
+    job = eos.make(structure)
+    return [job], job.output["structure"]
+
+
 def add_quench_jobs(
     stage: Any,
     settings: dict[str, Any],
@@ -122,14 +140,9 @@ def add_quench_jobs(
             tags = {"ordering": ordering, "variant": variant, "melt_temperature_K": t_melt}
             start = structure
             if stage.density != "none":
-                dens, start = engine_module.density_jobs(
-                    {**merged, "seed": k},
-                    t_melt,
-                    structure,
-                    f"{name} {variant}",
-                    stage.density,
-                    stage.density_strain,
-                )
+                label = f"{name} {variant}"
+                maker = engine_module.density_maker({**merged, "seed": k}, t_melt, label, stage.density)
+                dens, start = density_jobs(maker, structure, stage.density, label, stage.density_strain)
                 for dj in dens:
                     add(dj, "quench", **tags)
                     # runs the EOS search creates later inherit the tags (and the replay's segment)
