@@ -249,8 +249,8 @@ def converge_diffusion(
     if last is None:
         frac, lattice, symbols = trajectory_arrays(trajectories[-1])
         last = {"structure": Structure(lattice if lattice.ndim == 2 else lattice[-1], symbols, frac[-1])}
-    if md_settings.get("frozen_species") and engine != "vasp":
-        # runs that restart from a structure (VASP restarts from its CONTCAR) need the constraint again
+    if md_settings.get("frozen_species"):
+        # the next run's input is written from this structure: carry the constraint (idempotent)
         last = {
             **last,
             "structure": freeze_species.original(last["structure"], md_settings["frozen_species"], engine),
