@@ -99,7 +99,7 @@ BAD = {
         GOOD.replace(
             "production_steps: 100", "production_steps: 100\n    ensemble: npt\n    thermostat: langevin"
         ),
-        ["stages[2].thermostat", "Langevin NpT", "nose-hoover or berendsen"],
+        ["stages[2].thermostat", "MTK Nose-Hoover chain", "nose-hoover with ensemble npt"],
     ),
     "unknown_preset": (
         GOOD.replace("engine: mlip", "engine: mlip\npreset: nosuch"),
