@@ -34,4 +34,4 @@ lint: install
 	$(BIN)/ruff format --check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) report workflows/.superionic
+	rm -rf $(VENV) report workflows/report workflows/.superionic

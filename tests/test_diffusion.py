@@ -189,3 +189,172 @@ def test_analyze_cli_errors_name_the_trajectory(tmp_path, args: list[str], messa
     ok = CliRunner().invoke(app, [*base, "--species", "Li", "--out", str(tmp_path / "d.json")])
     assert ok.exit_code == 0, ok.output
     assert (tmp_path / "d.json").is_file()
+
+
+SI_RUN = "vasp/Si_mp_morph/MP_Morph_VASP_MD_Maker_production_run/outputs"
+
+
+def _unwrapped(frac: np.ndarray, lattice: np.ndarray) -> np.ndarray:
+    """Cartesian displacements from frame 0 by minimum-image steps (written out independently)."""
+    steps = np.diff(frac, axis=0)
+    steps -= np.rint(steps)
+    return np.concatenate([np.zeros((1, *frac.shape[1:])), np.cumsum(steps @ lattice, axis=0)])
+
+
+def _lag_msd(x: np.ndarray) -> np.ndarray:
+    """MSD over all time origins, one lag at a time: x (frames, ..., 3) -> (frames, ...)."""
+    return np.array([np.mean(np.sum((x[m:] - x[: len(x) - m]) ** 2, axis=-1), axis=0) for m in range(len(x))])
+
+
+def test_one_element_trajectory_gives_d_without_drift_removal(tmp_path) -> None:
+    """Si MD (every atom Si): no framework, so no drift removal, said so; no NaN anywhere."""
+    import json
+    import re
+    import warnings
+
+    from ase.io import read
+    from typer.testing import CliRunner
+
+    from conftest import require_fixtures
+    from superionic.cli import app
+
+    path = require_fixtures(SI_RUN) / "vasprun.xml.gz"
+    out = tmp_path / "si.json"
+    args = ["analyze", "diffusion", str(path), "--species", "Si", "--timestep-fs", "2"]
+    result = CliRunner().invoke(app, [*args, "--temperature-K", "600", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert not re.search(r"\bnan\b", result.output, re.IGNORECASE)
+    assert f"warning: {path}: every atom is Si: no framework to reference, drift not removed" in result.output
+
+    def no_bare_constants(c: str) -> None:
+        pytest.fail(f"bare {c} in the JSON")
+
+    doc = json.loads(out.read_text(), parse_constant=no_bare_constants)
+    assert doc["drift_removed"] is False
+    assert doc["haven_ratio"] is None and "centre of mass" in doc["notes"]["haven_ratio"]
+    # independent route: ASE's vasprun parser, minimum-image unwrapping, MSD lag by lag, polyfit
+    frames = read(str(path), index=":", format="vasp-xml")
+    frac = np.array([a.get_scaled_positions() for a in frames])
+    msd = _lag_msd(_unwrapped(frac, np.asarray(frames[0].cell))).mean(axis=1)
+    t_fs = np.arange(len(frac)) * 2.0
+    lo, hi = doc["fit_window_ps"]
+    sel = (t_fs >= lo * 1000 - 1e-6) & (t_fs <= hi * 1000 + 1e-6)
+    assert doc["diffusivity_cm2_s"] == pytest.approx(
+        np.polyfit(t_fs[sel], msd[sel], 1)[0] / 6 * 0.1, rel=1e-6
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the empty framework used to give "Mean of empty slice"
+        r = diffusion_from_frac_coords(frac, np.asarray(frames[0].cell), ["Si"] * 16, "Si", 2.0, 600.0)
+    assert np.isfinite(r.diffusivity_cm2_s)
+
+
+def test_npt_conductivity_uses_the_mean_volume_of_the_analysed_frames() -> None:
+    frac, lattice, species = random_walk(2e-5, 400, 32, 2.0, seed=5)
+    scale = 1 + 0.04 * np.sin(np.linspace(0, 3 * np.pi, len(frac)))  # the cell breathes by +-4 %
+    lattices = lattice[None] * scale[:, None, None]
+    vols = np.array([abs(np.linalg.det(m)) for m in lattices])
+    r = diffusion_from_frac_coords(frac, lattices, species, "Li", 2.0, 800.0)
+    assert r.volume_A3 == pytest.approx(vols.mean(), rel=1e-12)
+    assert abs(r.volume_A3 / vols[0] - 1) > 0.02  # not the first frame's volume
+    assert r.volume_note.startswith("mean over analysed frames (400 frames")
+    n = 32 / (vols.mean() * 1e-30)
+    sigma = n * (1.602176634e-19) ** 2 * r.diffusivity_cm2_s * 1e-4 / (1.380649e-23 * 800) * 10
+    assert r.conductivity_mS_cm == pytest.approx(sigma, rel=1e-9)
+    later = diffusion_from_frac_coords(frac[150:], lattices[150:], species, "Li", 2.0, 800.0)
+    assert later.volume_A3 == pytest.approx(vols[150:].mean(), rel=1e-12)
+    assert r.as_dict()["volume_note"] == r.volume_note
+
+
+def test_converged_walk_has_collective_block_errors() -> None:
+    """Independent walkers: Haven ratio 1 within its error; D_sigma block errors recomputed by hand."""
+    frac, lattice, species = random_walk(5e-5, 800, 64, 2.0, seed=7)
+    r = diffusion_from_frac_coords(frac, lattice, species, "Li", 2.0, 800.0)
+    assert r.converged and r.convergence_note == f"{r.n_jumps:.0f} jumps, RSD {r.rsd:.2f}"
+    assert r.n_jumps > 100
+    assert r.sigma_method == "Nernst-Einstein from tracer D"
+    disp = _unwrapped(frac, lattice)
+    disp = disp - disp[:, 64:].mean(axis=1, keepdims=True)  # framework drift
+    charge = disp[:, :64].sum(axis=1)
+    block, (j0, j1) = 200, (19, 139)  # 4 blocks; fit lags 10-70 % of a block
+    lags = np.arange(j0, j1 + 1) * 2.0
+    blocks = [
+        np.polyfit(lags, _lag_msd(charge[b * block : (b + 1) * block])[j0 : j1 + 1] / 64, 1)[0] / 6 * 0.1
+        for b in range(4)
+    ]
+    np.testing.assert_allclose(r.block_charge_diffusivities_cm2_s, blocks, rtol=1e-6)
+    se = np.std(blocks, ddof=1) / 2
+    assert r.charge_diffusivity_err_cm2_s == pytest.approx(se, rel=1e-6)
+    h = r.diffusivity_cm2_s / r.charge_diffusivity_cm2_s
+    assert r.haven_ratio == pytest.approx(h, rel=1e-12)
+    assert r.haven_ratio_err == pytest.approx(h * np.hypot(r.rsd, se / r.charge_diffusivity_cm2_s), rel=1e-6)
+    assert abs(r.haven_ratio - 1) < 2 * r.haven_ratio_err
+
+
+def test_few_jumps_reported_not_converged(tmp_path) -> None:
+    """Real Na3PS4 AIMD (20 ps, a handful of hops): flagged in the JSON and on the console."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from conftest import require_fixtures
+    from superionic.cli import app
+
+    folder = require_fixtures("md/Na3PS4_800K")
+    out = tmp_path / "na.json"
+    args = ["analyze", "diffusion", str(folder / "cNa3PS4_trajectories.npy"), "--structure"]
+    args += [str(folder / "cNa3PS4.cif"), "--species", "Na", "--timestep-fs", "2", "--step-skip", "50"]
+    result = CliRunner().invoke(app, [*args, "--temperature-K", "800", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    n = round(doc["n_jumps"])
+    assert n < 10 and doc["converged"] is False
+    assert doc["convergence_note"].startswith(f"not converged ({n} jumps): fewer than 10 jumps")
+    assert f"not converged ({n} jumps)" in " ".join(result.output.split())
+    assert "(Nernst-Einstein from tracer D)" in result.output
+    assert doc["charge_diffusivity_err_cm2_s"] > 0
+    # D_sigma < 0 over the window here: no Haven ratio, and the console says why instead of "nan"
+    assert doc["charge_diffusivity_cm2_s"] < 0 and doc["haven_ratio"] is None
+    assert "Haven ratio n/a (undefined: D* = " in " ".join(result.output.split())
+
+
+def test_diffusion_csv_leaves_undefined_cells_blank_with_the_reason(tmp_path) -> None:
+    import csv
+    import re
+    from types import SimpleNamespace
+
+    from superionic.report.writer import _write_csv, diffusion_rows
+
+    frac, lattice, species = random_walk(2e-5, 200, 8, 2.0, seed=6)
+    li_only = diffusion_from_frac_coords(frac[:, :8], lattice, species[:8], "Li", 2.0, 1000.0).as_dict()
+    legacy = {k: v for k, v in li_only.items() if k not in ("notes", "converged", "convergence_note")}
+    legacy["haven_ratio"] = float("nan")  # as results stored before null + reason
+    items = [
+        (SimpleNamespace(system="Li6PS5Cl"), {"output": li_only, "metadata": {"ordering": 0}}),
+        (SimpleNamespace(system="older"), {"output": legacy, "metadata": {"ordering": 0}}),
+    ]
+    _write_csv(tmp_path / "diffusion.csv", diffusion_rows(items))
+    text = (tmp_path / "diffusion.csv").read_text()
+    assert not re.search(r"\bnan\b", text, re.IGNORECASE)
+    rows = list(csv.DictReader(text.splitlines()))
+    n = round(li_only["n_jumps"])
+    for row in rows:
+        assert row["haven_ratio"] == "" and "haven_ratio" in row["note"]
+        assert row["converged"] == f"not converged ({n} jumps)"
+        assert row["sigma_method"] == "Nernst-Einstein from tracer D"
+        assert float(row["diffusivity_cm2_s"]) == pytest.approx(li_only["diffusivity_cm2_s"])
+    assert "centre of mass" in rows[0]["note"]
+
+
+def test_motionless_run_gives_null_with_reasons_not_nan() -> None:
+    """Nothing moves: D = 0, no jumps, so the He et al. error and the Haven ratio are undefined."""
+    import json
+
+    frac = np.tile(np.random.default_rng(3).random((1, 6, 3)), (40, 1, 1))
+    r = diffusion_from_frac_coords(frac, np.eye(3) * 9.0, ["Li"] * 4 + ["S"] * 2, "Li", 2.0, 600.0)
+    assert r.diffusivity_cm2_s == 0.0 and r.n_jumps == 0.0
+    d = json.loads(json.dumps(r.as_dict(), allow_nan=False))  # no NaN/Infinity left
+    assert (
+        d["rsd"] is None and d["notes"]["rsd"] == "no displacement at all: the He et al. error is undefined"
+    )
+    assert d["haven_ratio"] is None and d["notes"]["haven_ratio"].startswith("undefined: D* = 0")
+    assert d["converged"] is False and d["convergence_note"].startswith("not converged (0 jumps)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import json
 import os
 import subprocess
 import sys
@@ -90,7 +91,7 @@ def test_replayed_vasp_mpmorph_density_step_sets_the_quench_volume(tmp_path: Pat
         "  - stage: quench\n    melt_temperatures_K: [500]\n    heat_ps: 0.2\n    hold_ps: 0.2\n"
         "    quench_ps: 0.2\n    density: mpmorph\n    density_ps: 0.1\n"
     )
-    env = {**os.environ, "SUPERIONIC_VASP_REPLAY": str(refs)}
+    env = {**os.environ, "SUPERIONIC_VASP_REPLAY": str(refs), "SUPERIONIC_VASP_CMD": "srun vasp_std"}
     r = subprocess.run(
         [EXE, "run", "c.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
     )
@@ -101,6 +102,15 @@ def test_replayed_vasp_mpmorph_density_step_sets_the_quench_volume(tmp_path: Pat
             incar = (folder / "inputs.written" / "INCAR").read_text()
             written[folder] = (Poscar.from_file(folder / "inputs.written" / "POSCAR").structure, incar)
     assert len(written) == 6  # three EOS runs, heat, hold, cool
+    # every run (density EOS, heat, hold, cool) would start the campaign's VASP command under
+    # atomate2's MD error handlers (not atomate2's default command and relax handlers)
+    from atomate2.vasp.jobs.md import MDMaker
+
+    md_handlers = [type(h).__name__ for h in MDMaker().run_vasp_kwargs["handlers"]]
+    for folder in written:
+        run = json.loads((folder / "inputs.written" / "custodian.json").read_text())
+        assert run["vasp_cmd"] == "srun vasp_std", run
+        assert run["handlers"] == md_handlers, run
     eos_volumes = sorted(s.volume for s, inc in written.values() if "NSW = 50\n" in inc)  # density_ps 0.1
     assert len(eos_volumes) == 3
     v0 = start.volume

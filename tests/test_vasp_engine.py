@@ -303,7 +303,7 @@ def _replay_si_multi_md(
         "    fit_start: 0.0\n    fit_end: 1.0\n" + md_settings
     )
     exe = Path(sys.executable).parent / "superionic"
-    env = {**os.environ, "SUPERIONIC_VASP_REPLAY": str(refs)}
+    env = {**os.environ, "SUPERIONIC_VASP_REPLAY": str(refs), "SUPERIONIC_VASP_CMD": "srun vasp_std"}
     r = subprocess.run(
         [str(exe), "run", "c.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
     )
@@ -355,6 +355,14 @@ def test_vasp_md_extended_until_rsd_target_continues_the_run(tmp_path: Path) -> 
         Poscar.from_file(f) for f in (tmp_path / ".superionic" / "jobs").glob("*/inputs.written/POSCAR")
     ]
     assert len(written) == 3
+    # each of the three runs (two parts and the extension) would start SUPERIONIC_VASP_CMD
+    import json
+
+    runs = [
+        json.loads(f.read_text()) for f in (tmp_path / ".superionic" / "jobs").glob("*/inputs.written/custodian.json")
+    ]
+    assert sorted(r["vasp_cmd"] for r in runs) == ["srun vasp_std"] * 3
+    assert all("FrozenJobErrorHandler" in r["handlers"] for r in runs)
     continued = [
         p
         for p in written

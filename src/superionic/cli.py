@@ -5,7 +5,7 @@ Typical session::
     superionic validate workflows/demo.yaml   # check the file, show the job graph; runs nothing
     superionic run workflows/demo.yaml        # run locally on the embedded store, then report
     superionic status workflows/demo.yaml     # done / running / failed / waiting per stage
-    superionic report workflows/demo.yaml     # report/<campaign>/: summary.md, CSV, PNG
+    superionic report workflows/demo.yaml     # workflows/report/<campaign>/: summary.md, CSV, PNG
 
 Exit status: 0 success, 1 some job failed, 2 invalid input (nothing was written).
 """
@@ -25,12 +25,25 @@ from rich.table import Table
 
 from superionic import __version__
 from superionic.errors import SuperionicError
+from superionic.inputs import writable_stages_text
 
 app = typer.Typer(
     help=(
         "superionic: campaigns for solid electrolytes - order disordered cells, relax, hull, NMR, "
         "AIMD transport (D, sigma, Ea with error bars) and melt-quench, on CHGNet locally or on "
         "DFT through FireWorks/SLURM.\n\nStart with `superionic validate workflows/demo.yaml`."
+    ),
+    epilog=(
+        "[bold]Examples[/bold]\n\n"
+        "  superionic validate workflows/demo.yaml        # systems, job graph; runs nothing\n\n"
+        "  superionic run workflows/demo.yaml             # run locally; report in workflows/report/\n\n"
+        "  superionic status workflows/demo.yaml          # done / running / failed / lost per stage\n\n"
+        "  superionic report workflows/demo.yaml --out my_report/\n\n"
+        "  superionic order argyrodite --param x=0.5 --supercell 2 1 1 --n 25 --out orderings/\n\n"
+        "  superionic inputs argyrodite_bh4 --engine vasp --stage md --preset argyrodite_bh4 --out A/\n\n"
+        "  superionic analyze diffusion vasprun.xml --species Li --timestep-fs 2 --temperature-K 800\n\n"
+        "  superionic submit study.yaml && superionic launch study.yaml --slurm --jobs 4\n\n"
+        "Each command's --help has more examples."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -78,6 +91,17 @@ def _quiet() -> None:
 CampaignArg = Annotated[Path, typer.Argument(help="Campaign YAML file (see workflows/).")]
 
 
+def print_engine_notes(campaign: Any) -> None:
+    """Say which engines the campaign needs that are not on this machine (not an error here)."""
+    for note in campaign.notes:
+        where = f"{campaign.file.name}:{note.line}" if note.line else campaign.file.name
+        typer.echo(
+            f"note: {where}: {note.where}: {note.message}. Not needed here: it is needed where the "
+            f"jobs run (each {note.value} job checks it when it starts; `superionic run` here refuses it)",
+            err=True,
+        )
+
+
 def _version_callback(value: bool) -> None:
     if value:
         console.print(f"superionic {__version__}")
@@ -112,12 +136,13 @@ def validate(file: CampaignArg) -> None:
     from superionic.ordering.ewald import count_orderings, find_sublattices
     from superionic.spec import load_campaign
 
-    campaign = load_campaign(file)
+    campaign = load_campaign(file, check_engines="note")
     spec = campaign.spec
     console.print(
         f"[bold]{spec.name}[/bold]  engine={spec.engine} preset={spec.preset} "
         f"store={spec.store.uri or campaign.store_path}"
     )
+    print_engine_notes(campaign)
     systems = Table(title="systems", show_lines=False)
     for col in ("system", "formula (cell)", "sites", "ordered", "configurations"):
         systems.add_column(col)
@@ -160,7 +185,9 @@ def validate(file: CampaignArg) -> None:
 def run(
     file: CampaignArg,
     report: Annotated[bool, typer.Option(help="Write the report when the run ends.")] = True,
-    out: Annotated[Path | None, typer.Option(help="Report folder (default report/<campaign>).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Report folder (default: report/<campaign> beside the campaign file).")
+    ] = None,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -191,10 +218,15 @@ def run(
     from superionic.flows import build_flows, planned_jobs
     from superionic.spec import load_campaign
 
-    campaign = load_campaign(file, check_engines=not dry_run)
+    campaign = load_campaign(file, check_engines="note" if dry_run else "require")
+    _check_store_writable(campaign, file)
     if dry_run:
+        print_engine_notes(campaign)
         _dry_run(campaign)
         return
+    from superionic.dispatch.threads import configure_process
+
+    console.print(configure_process(campaign.spec.resources).describe())
     flows = build_flows(campaign)
     planned = planned_jobs(flows)
     store = open_campaign_store(campaign, create=True)
@@ -235,7 +267,9 @@ def run(
             replay = replay_from_environment()
             required = {st.stage: _stage_incar(campaign, st) for st in campaign.spec.stages}
             required.update(nmr_cs={"LCHIMAG": True}, nmr_efg={"LEFG": True})
-            with vasp_replay(replay, required) if replay else nullcontext():
+            from superionic.engines.guard import engine_checks
+
+            with engine_checks(), vasp_replay(replay, required) if replay else nullcontext():
                 summary = run_flows(flows, store, root / "jobs", on_event=on_event)
             progress.update(task, description="finished")
     console.print(
@@ -249,12 +283,33 @@ def run(
     if report:
         from superionic.report import write_report
 
-        target = out or Path("report") / campaign.spec.name
+        target = _report_dir(campaign, out)
         files = write_report(campaign.spec.name, planned, store, target)
-        console.print(f"report: {target}/ ({', '.join(f.name for f in files)})")
+        console.print(f"report: {target}/ ({', '.join(f.name for f in files)})", soft_wrap=True)
         _print_hull(target)
     if not summary.ok:
         raise typer.Exit(1)
+
+
+def _check_store_writable(campaign: Any, file: Path) -> None:
+    """Refuse, in one line naming the folder, an embedded store that cannot be created or written."""
+    if campaign.spec.store.uri:
+        return
+    import tempfile
+
+    root = campaign.store_path
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):  # an existing read-only folder passes mkdir
+            pass
+    except OSError as exc:
+        raise SuperionicError.single(
+            "store.path" if campaign.spec.store.path else "store",
+            f"cannot write the store folder ({exc.strerror or exc})",
+            str(root),
+            "a folder you can write to: fix its permissions, or set store: {path: DIR} in the campaign file",
+            file=str(file),
+        ) from None
 
 
 def _stage_incar(campaign: Any, stage: Any) -> dict[str, Any]:
@@ -318,9 +373,13 @@ def status(
         ".superionic"
     ),
 ) -> None:
-    """Show per system and stage how many jobs are done, running, failed, blocked or waiting."""
+    """Show per system and stage how many jobs are done, running, failed, blocked, lost or waiting.
+
+    A job recorded as running whose process is gone (pid not alive on this host) is lost, in
+    both views (FILE and --store). In a narrow terminal, state columns with no job are left out.
+    """
     _quiet()
-    from superionic.report.status import STATES, campaign_status
+    from superionic.report.status import campaign_status, render_status
 
     if file is None:
         _status_of_store(store_dir)
@@ -329,20 +388,11 @@ def status(
     from superionic.flows import build_flows, planned_jobs
     from superionic.spec import load_campaign
 
-    campaign = load_campaign(file)
+    campaign = load_campaign(file, check_engines="note")
     planned = planned_jobs(build_flows(campaign))
     store = open_campaign_store(campaign, create=False)
     table = campaign_status(planned, store)
-    out = Table(title=f"{campaign.spec.name}: status")
-    out.add_column("system")
-    out.add_column("stage")
-    for s in STATES:
-        out.add_column(s, justify="right")
-    for (system, stage), counts in table.counts.items():
-        out.add_row(system, stage, *[str(counts.get(s, 0) or "") for s in STATES])
-    total = table.total()
-    out.add_row("[bold]total[/bold]", "", *[str(total.get(s, 0)) for s in STATES])
-    console.print(out)
+    console.print(render_status(f"{campaign.spec.name}: status", table, console.width))
     for name, message in table.failures:
         console.print(f"[red]failed[/red] {name}: {message}", markup=True, highlight=False)
     from superionic.dispatch.fireworks import open_launchpad
@@ -367,16 +417,26 @@ def _status_of_store(store_dir: Path) -> None:
             str(store_dir),
             "a folder made by `superionic run` (or give the campaign FILE)",
         )
+    from rich.markup import escape
+
+    from superionic.report.status import job_state
+
     state = JournalStore(path, collection_name="state", key="uuid")
     state.connect()
+    with_output: set[str] = set()
+    if (store_dir / "outputs.jsonl").is_file():
+        outputs = JournalStore(store_dir / "outputs.jsonl", collection_name="outputs")
+        outputs.connect()
+        with_output = {d["uuid"] for d in outputs.query({}, properties=["uuid"])}
     counts: Counter = Counter()
     for d in state.query({}):
-        counts[(d.get("campaign"), d.get("system"), d.get("stage"), d.get("state"))] += 1
+        shown = job_state(d, d.get("uuid") in with_output)  # the same rule as `status FILE`
+        counts[(d.get("campaign"), d.get("system"), d.get("stage"), shown)] += 1
     out = Table(title=f"store {store_dir}")
     for col in ("campaign", "system", "stage", "state", "jobs"):
-        out.add_column(col)
+        out.add_column(col, no_wrap=col == "system")  # a sweep's systems differ only at the end
     for (c, sy, st, s), n in sorted(counts.items(), key=lambda kv: tuple(map(str, kv[0]))):
-        out.add_row(str(c), str(sy), str(st), str(s), str(n))
+        out.add_row(escape(str(c)), escape(str(sy)), str(st), str(s), str(n))
     console.print(out)
 
 
@@ -384,16 +444,21 @@ def _status_of_store(store_dir: Path) -> None:
 @_user_errors
 def report(
     file: CampaignArg,
-    out: Annotated[Path | None, typer.Option(help="Report folder (default report/<campaign>).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Report folder (default: report/<campaign> beside the campaign file).")
+    ] = None,
 ) -> None:
-    """Write summary.md, CSV tables (orderings, relax, diffusion, arrhenius) and PNG plots."""
+    """Write summary.md, CSV tables (orderings, relax, diffusion, arrhenius, ...) and PNG plots.
+
+    The report goes to <campaign dir>/report/<campaign name>/ (beside the store), or --out.
+    """
     _quiet()
     from superionic.dispatch.campaign_store import open_campaign_store
     from superionic.flows import build_flows, planned_jobs
     from superionic.report import write_report
     from superionic.spec import load_campaign
 
-    campaign = load_campaign(file)
+    campaign = load_campaign(file, check_engines="note")
     store = open_campaign_store(campaign, create=False)
     if store is None:
         raise SuperionicError.single(
@@ -403,12 +468,17 @@ def report(
             f"run `superionic run {file}` first",
         )
     planned = planned_jobs(build_flows(campaign))
-    target = out or Path("report") / campaign.spec.name
+    target = _report_dir(campaign, out)
     files = write_report(campaign.spec.name, planned, store, target)
-    console.print(f"report: {target}/")
+    console.print(f"report: {target}/", soft_wrap=True)
     for f in files:
-        console.print(f"  {f}")
+        console.print(f"  {f}", soft_wrap=True)
     _print_hull(target)
+
+
+def _report_dir(campaign: Any, out: Path | None) -> Path:
+    """``--out``, else ``<campaign dir>/report/<campaign name>`` (beside the store, whatever the cwd)."""
+    return out if out is not None else campaign.directory / "report" / campaign.spec.name
 
 
 def _print_hull(report_dir: Path) -> None:
@@ -426,19 +496,35 @@ def _print_hull(report_dir: Path) -> None:
         )
 
 
+# an example of each KEY=VALUE option, for its error messages
+_PAIR_EXAMPLES = {"--param": "halide=Br", "--oxidation": "Li=1", "--polyanion": "B=BH4"}
+
+
 def _parse_pairs(values: list[str], option: str, number: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    example = f"e.g. {option} {_PAIR_EXAMPLES.get(option, 'KEY=VALUE')}"
     for item in values:
         if "=" not in item:
-            raise SuperionicError.single(option, "expected KEY=VALUE", item, f"e.g. {option} halide=Br")
+            raise SuperionicError.single(option, "expected KEY=VALUE", item, example)
         key, raw = item.split("=", 1)
         value: Any = raw
         try:
             value = float(raw) if number or raw.replace(".", "", 1).lstrip("-").isdigit() else raw
         except ValueError:
-            raise SuperionicError.single(option, "value is not a number", item, "KEY=NUMBER") from None
+            raise SuperionicError.single(option, "value is not a number", item, example) from None
         out[key.strip()] = value
     return out
+
+
+def _check_supercell(supercell: tuple[int, int, int]) -> None:
+    """Refuse a supercell the campaign key ``supercell:`` would refuse (each multiple >= 1)."""
+    if any(m < 1 for m in supercell):
+        raise SuperionicError.single(
+            "--supercell",
+            "each multiple must be greater than 0",
+            tuple(supercell),
+            "three integers >= 1, e.g. --supercell 2 1 1",
+        )
 
 
 def _load_input(
@@ -521,7 +607,9 @@ def order(
         superionic order my_disordered.cif --oxidation Li=1 --oxidation S=-2 --polyanion B=BH4
 
     Writes OUT/<rank>.cif (1 = lowest energy) and OUT/summary.csv with rank, file, ewald_energy_ev,
-    relative_energy_ev, formula and the vacated sites per sublattice.
+    relative_energy_ev, formula and the vacated sites per sublattice. The CIFs of an earlier run
+    into OUT (those its summary.csv lists) are removed first; rank CIFs it does not list are
+    refused. Without --oxidation for a CIF, the oxidation states assumed are printed.
     """
     import csv
     import time
@@ -538,6 +626,7 @@ def order(
     _quiet()
     if orientation not in ("random", "aligned"):
         raise SuperionicError.single("--orientation", "unknown orientation", orientation, "random or aligned")
+    _check_supercell(supercell)
     params = _parse_pairs(param or [], "--param", number=False)
     structure, ox, units = _load_input(input, params, "INPUT")
     ox.update({k: float(v) for k, v in _parse_pairs(oxidation or [], "--oxidation", number=True).items()})
@@ -547,6 +636,22 @@ def order(
             raise SuperionicError.single("--polyanion", "unknown unit", name, ", ".join(library))
         units[centre] = library[name]
         ox.setdefault(centre, float(library[name]["charge"]))
+    if not ox:  # a structure file without --oxidation: the Ewald energy needs charges, say which
+        from superionic.ordering.ewald import _guess_oxidation_states  # what order_by_ewald would use
+
+        decorated = any(
+            getattr(sp, "oxi_state", None) is not None for site in structure for sp in site.species
+        )
+        ox = _guess_oxidation_states(structure)
+        if ox:
+            source = "read from the file" if decorated else "pymatgen's guess"
+            console.print(
+                f"oxidation states assumed ({source}; set with --oxidation EL=CHARGE): "
+                + ", ".join(f"{el} {q:+g}" for el, q in ox.items()),
+                highlight=False,
+            )
+    # refuse a folder of someone else's rank CIFs now, not after the search
+    previous = _previous_order_outputs(out)
     structure.make_supercell(list(supercell))
     try:
         subs, fixed = find_sublattices(structure, round_counts=round_counts, group_by=group_by)
@@ -585,6 +690,11 @@ def order(
                 "a larger cell or fewer crowded units",
             )
     out.mkdir(parents=True, exist_ok=True)
+    for old in previous:  # our own earlier outputs: a new summary.csv must not sit beside stale CIFs
+        old.unlink(missing_ok=True)
+    n_cifs = sum(p.suffix == ".cif" for p in previous)
+    if n_cifs:
+        console.print(f"removed {n_cifs} CIFs of an earlier `superionic order` from {out}/", highlight=False)
     rows = []
     e0 = orderings[0].ewald_energy_ev if orderings else 0.0
     for rank, (o, s) in enumerate(zip(orderings, expanded, strict=True), start=1):
@@ -612,6 +722,54 @@ def order(
         f"{len(orderings)} orderings in {time.perf_counter() - t0:.1f} s; "
         f"lowest {e0:.3f} eV, highest kept {orderings[-1].ewald_energy_ev:.3f} eV -> {out}/"
     )
+    if len(orderings) < n:
+        console.print(
+            f"[yellow]note[/yellow]: only {len(orderings)} distinct ordering(s) exist for "
+            f"{structure.composition.formula} in this cell, {n} requested (a larger --supercell has more)",
+            highlight=False,
+        )
+
+
+def _previous_order_outputs(out: Path) -> list[Path]:
+    """Files an earlier ``superionic order`` wrote into ``out``: the rank CIFs its summary.csv lists.
+
+    Refuses (exit 2) a folder holding rank CIFs (``<n>.cif``) that no summary.csv of ours lists, or
+    a summary.csv that is not ours, rather than mixing or deleting files we did not write. Other
+    files are left alone.
+    """
+    import csv
+    import re
+
+    if not out.is_dir():
+        return []
+    rank_cif = re.compile(r"\d+\.cif")
+    on_disk = {p.name for p in out.iterdir() if rank_cif.fullmatch(p.name)}
+    listed: set[str] = set()
+    summary = out / "summary.csv"
+    if summary.is_file():
+        with open(summary, newline="") as fh:
+            reader = csv.DictReader(fh)
+            if not {"rank", "file"} <= set(reader.fieldnames or []):
+                raise SuperionicError.single(
+                    "--out",
+                    "the folder holds a summary.csv not written by `superionic order` (no rank/file columns)",
+                    str(out),
+                    "an empty or new folder",
+                )
+            listed = {r["file"] for r in reader if rank_cif.fullmatch(r.get("file") or "")}
+    foreign = sorted(on_disk - listed, key=lambda name: int(name.split(".")[0]))
+    if foreign:
+        raise SuperionicError.single(
+            "--out",
+            f"the folder holds {len(foreign)} rank CIF(s) not listed in a summary.csv of ours "
+            f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); they would be mixed with "
+            "the new ones",
+            str(out),
+            "an empty or new folder, or remove those files",
+        )
+    ours = [out / name for name in sorted(listed & on_disk)]
+    ours += [p for p in out.glob(".*.tmp") if re.fullmatch(r"\.(\d+\.cif|summary\.csv)\.tmp", p.name)]
+    return ours + ([summary] if summary.is_file() else [])
 
 
 @app.command()
@@ -623,7 +781,7 @@ def inputs(
     engine: Annotated[str, typer.Option(help="vasp, cp2k or mlip.")] = "vasp",
     preset: Annotated[str, typer.Option(help="Preset in configs/engines (e.g. argyrodite_bh4).")] = "default",
     stage: Annotated[
-        str, typer.Option(help="Stage whose inputs to write: relax (all engines), static (cp2k), md (mlip).")
+        str, typer.Option(help=f"Stage whose inputs to write: {writable_stages_text()}.")
     ] = "relax",
     out: Annotated[Path, typer.Option(help="Folder for the input files.")] = Path("inputs"),
     supercell: Annotated[tuple[int, int, int], typer.Option(help="Supercell multiples A B C.")] = (1, 1, 1),
@@ -644,6 +802,7 @@ def inputs(
     from superionic.stages.order import ordered_structures
 
     _quiet()
+    _check_supercell(supercell)
     s, ox, units = _load_input(structure, _parse_pairs(param or [], "--param", number=False), "STRUCTURE")
     s.make_supercell(list(supercell))
     if not s.is_ordered and ox:  # a prototype: order it (lowest Ewald energy, seed 0)
@@ -662,7 +821,10 @@ def inputs(
 
 
 analyze_app = typer.Typer(
-    help="Analyse existing outputs without a campaign: MD trajectories (diffusion), Arrhenius fits.",
+    help=(
+        "Analyse existing outputs without a campaign: diffusion, arrhenius, rotation (MD "
+        "trajectories), nmr (VASP/CP2K output), structure (local structure), density (ion density)."
+    ),
     no_args_is_help=True,
 )
 app.add_typer(analyze_app, name="analyze")
@@ -672,7 +834,11 @@ app.add_typer(analyze_app, name="analyze")
 @_user_errors
 def analyze_diffusion_cmd(
     traj: Annotated[
-        Path, typer.Argument(help="vasprun.xml, XDATCAR, .extxyz, ASE .traj, Trajectory .json, .npy")
+        Path,
+        typer.Argument(
+            help="vasprun.xml, XDATCAR, .extxyz, ASE .traj, Trajectory .json, .npy; any name containing "
+            "XDATCAR or vasprun, gzipped or not (see --format)"
+        ),
     ],
     species: Annotated[str, typer.Option(help="Mobile element, e.g. Li or Na.")],
     timestep_fs: Annotated[float, typer.Option("--timestep-fs", help="MD time step in fs.")],
@@ -691,27 +857,53 @@ def analyze_diffusion_cmd(
     structure: Annotated[
         Path | None, typer.Option(help="Structure file giving lattice/species for .npy.")
     ] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="Force the trajectory format: vasprun, xdatcar, extxyz, traj, json or npy "
+            "(default: from the file name - XDATCAR or vasprun anywhere in it, or the extension - "
+            "else from the file's first bytes).",
+        ),
+    ] = None,
 ) -> None:
     r"""Tracer and charge diffusivity, Nernst-Einstein conductivity and Haven ratio of one run.
 
-    The error bar is the relative standard deviation of He et al. (npj Comput. Mater. 2018),
-    3.43/sqrt(N_jumps) + 0.04. Example::
+    Errors: D and sigma from He et al. (npj Comput. Mater. 2018), RSD = 3.43/sqrt(N_jumps) + 0.04;
+    D_sigma (collective) and the Haven ratio from time blocks.
+    Fewer than 10 jumps, or an error above the value, is reported as "not converged (N jumps)".
+    Example::
 
-        superionic analyze diffusion vasprun.xml --species Li --timestep-fs 2 --step-skip 1 \\
+        superionic analyze diffusion vasprun.xml --species Li --timestep-fs 2 --step-skip 1 \
             --temperature-K 800 --out li_800K.json
     """
     import json
 
     from superionic.analysis.diffusion import DiffusionInputError, diffusion_from_frac_coords
-    from superionic.analysis.trajectory_io import read_trajectory
+    from superionic.analysis.trajectory_io import FORMATS, read_trajectory
 
     if timestep_fs <= 0:
         raise DiffusionInputError(f"--timestep-fs must be positive, got {timestep_fs}")
     if step_skip < 1:
         raise DiffusionInputError(f"--step-skip must be >= 1, got {step_skip}")
-    data = read_trajectory(traj, structure)
+    if skip_ps < 0:
+        raise DiffusionInputError(f"--skip-ps must be >= 0, got {skip_ps:g}")
+    if fmt is not None and fmt.lower() not in FORMATS:
+        raise SuperionicError.single(
+            "--format", "unknown trajectory format", fmt, ", ".join(FORMATS), file=str(traj)
+        )
+    data = read_trajectory(traj, structure, fmt.lower() if fmt else None)
+    for warning in data.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     frame_fs = timestep_fs * step_skip
     skip = round(skip_ps * 1000 / frame_fs)
+    if data.n_frames - skip < 4:
+        run_ps = (data.n_frames - 1) * frame_fs / 1000
+        raise DiffusionInputError(
+            f"--skip-ps {skip_ps:g} leaves {max(data.n_frames - skip, 0)} of {data.n_frames} frames: the run "
+            f"is {run_ps:.4g} ps ({data.n_frames} frames, {frame_fs:g} fs apart) and a diffusivity needs "
+            f"at least 4 frames; give --skip-ps below {max(data.n_frames - 4, 0) * frame_fs / 1000:.4g}"
+        )
     frac = data.frac_coords[skip:]
     lat = data.lattices if data.lattices.ndim == 2 else data.lattices[skip:]
     result = diffusion_from_frac_coords(
@@ -726,14 +918,39 @@ def analyze_diffusion_cmd(
         fit_start=fit_start,
         fit_end=fit_end,
     )
-    doc = {"file": str(traj), **result.as_dict()}
+    doc = {
+        "file": str(traj),
+        "dropped_frames": data.dropped_frames,
+        "skipped_frames": skip,
+        **result.as_dict(),
+    }
+    if "drift" in result.notes:
+        typer.echo(f"warning: {traj}: {result.notes['drift']}", err=True)
     if out is not None:
-        out.write_text(json.dumps(doc, indent=1))
+        out.write_text(json.dumps(doc, indent=1, allow_nan=False))
     console.print(
-        f"{species} at {temperature_K:g} K ({result.total_time_ps:.2f} ps, {result.n_mobile} ions): "
-        f"D = {result.diffusivity_cm2_s:.3e} +- {result.diffusivity_err_cm2_s:.1e} cm2/s; "
-        f"sigma = {result.conductivity_mS_cm:.3g} +- {result.conductivity_err_mS_cm:.2g} mS/cm; "
-        f"Haven ratio {result.haven_ratio:.2f}; {result.n_jumps:.0f} jumps" + (f" -> {out}" if out else "")
+        _diffusion_summary(doc) + (f" -> {out}" if out else ""), soft_wrap=True, markup=False, highlight=False
+    )
+
+
+def _diffusion_summary(doc: dict[str, Any]) -> str:
+    """One line for `analyze diffusion`: values +- errors (n/a with the reason) and convergence."""
+
+    def num(key: str, err_key: str, fmt: str, unit: str = "") -> str:
+        value, err = doc.get(key), doc.get(err_key)
+        if value is None:
+            return f"n/a ({doc['notes'].get(key, 'undefined')})"
+        return format(value, fmt) + (f" +- {err:.2g}" if err is not None else " +- n/a") + unit
+
+    status = "converged" if doc["converged"] else doc["convergence_note"].split(":")[0]
+    return (
+        f"{doc['species']} at {doc['temperature_K']:g} K ({doc['total_time_ps']:.2f} ps, "
+        f"{doc['n_mobile']} ions, {doc['n_jumps']:.0f} jumps): "
+        f"D = {num('diffusivity_cm2_s', 'diffusivity_err_cm2_s', '.3e', ' cm2/s')}; "
+        f"sigma = {num('conductivity_mS_cm', 'conductivity_err_mS_cm', '.3g', ' mS/cm')} "
+        f"({doc['sigma_method']}); "
+        f"D_sigma = {num('charge_diffusivity_cm2_s', 'charge_diffusivity_err_cm2_s', '.3e', ' cm2/s')}; "
+        f"Haven ratio {num('haven_ratio', 'haven_ratio_err', '.2f')}; {status}"
     )
 
 
@@ -756,12 +973,26 @@ def analyze_arrhenius_cmd(
             results.append(json.loads(Path(f).read_text()))
         except (OSError, json.JSONDecodeError) as exc:
             raise DiffusionInputError(f"{f}: not a diffusion JSON ({exc})") from None
+    needed = (
+        "temperature_K",
+        "diffusivity_cm2_s",
+        "diffusivity_err_cm2_s",
+        "conductivity_mS_cm",
+        "conductivity_err_mS_cm",
+    )
     for f, r in zip(files, results, strict=True):
-        if "diffusivity_cm2_s" not in r or "temperature_K" not in r:
-            raise DiffusionInputError(
-                f"{f}: missing diffusivity_cm2_s/temperature_K (not from analyze diffusion?)"
-            )
-    t = [r["temperature_K"] for r in results]
+        if not isinstance(r, dict):
+            raise DiffusionInputError(f"{f}: not a diffusion JSON (a {type(r).__name__}, not an object)")
+        missing = [k for k in needed if k not in r]
+        if missing:
+            raise DiffusionInputError(f"{f}: missing {', '.join(missing)} (not from analyze diffusion?)")
+        bad = next((k for k in needed if not isinstance(r[k], int | float) or isinstance(r[k], bool)), None)
+        if bad is not None:
+            raise DiffusionInputError(f"{f}: {bad} is not a number (got {r[bad]!r})")
+    t = [float(r["temperature_K"]) for r in results]
+    if len(set(t)) < 2:
+        runs = ", ".join(f"{f} at {temp:g} K" for f, temp in zip(files, t, strict=True))
+        raise DiffusionInputError(f"an Arrhenius fit needs at least two distinct temperatures; got {runs}")
     fit_d = arrhenius_fit(
         t,
         [r["diffusivity_cm2_s"] for r in results],
@@ -837,10 +1068,17 @@ def analyze_rotation_cmd(
         )
     if out is not None:
         out.write_text(json.dumps(doc, indent=1))
-    console.print(
-        f"{unit}: {res.n_units} units; rotation time {res.rotation_time_ps:.3g} "
-        f"+- {res.rotation_time_err_ps:.2g} ps" + (f" -> {out}" if out else "")
-    )
+    from superionic.report.writer import rotation_time_text
+
+    run_ps = res.lag_times_ps[-1] if res.lag_times_ps else None
+    tau = rotation_time_text(res.rotation_time_ps, res.extrapolated, run_ps)
+    if res.extrapolated and res.rotation_time_ps != float("inf"):
+        # "540 (extrapolated: ...)" -> "540 +- 30 ps (extrapolated: ...)"
+        value, note = tau.split(" ", 1)
+        tau = f"{value} +- {res.rotation_time_err_ps:.2g} ps {note}"
+    elif res.rotation_time_ps != float("inf"):
+        tau += f" +- {res.rotation_time_err_ps:.2g} ps"
+    console.print(f"{unit}: {res.n_units} units; rotation time {tau}" + (f" -> {out}" if out else ""))
 
 
 @analyze_app.command("nmr")
@@ -869,8 +1107,21 @@ def analyze_nmr_cmd(
 
     from pymatgen.core import Structure
 
-    from superionic.analysis.nmr import default_isotope, vasp_efg, vasp_shielding
+    from superionic.analysis.nmr import (
+        OUTCAR_KIND,
+        SiteCountError,
+        default_isotope,
+        describe_output,
+        parse_isotopes,
+        vasp_efg,
+        vasp_shielding,
+    )
 
+    isotopes = parse_isotopes(isotope or [], "--isotope")  # Li-6, Li6 or 6Li -> Li-6; unknown ones refused
+    valid_path = (
+        "a VASP OUTCAR (or .gz, or its folder) of an LCHIMAG/LEFG run, "
+        "or a CP2K *-SHIFT-1.data (or its folder)"
+    )
     shift_files = (
         sorted(path.glob("*-SHIFT-1.data"))
         if path.is_dir()
@@ -893,15 +1144,26 @@ def analyze_nmr_cmd(
             w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
             w.writeheader()
             for d in docs:
-                w.writerow({**d, "isotope": default_isotope(d["species"], list(isotope or []))})
+                w.writerow({**d, "isotope": default_isotope(d["species"], isotopes)})
         console.print(f"{len(docs)} sites (cp2k shielding, {shift_files[0].name}) -> {out}")
         return
     outcar = path
     if path.is_dir():
         outcar = next((path / n for n in ("OUTCAR", "OUTCAR.gz") if (path / n).is_file()), path / "OUTCAR")
+        if not outcar.is_file():
+            raise SuperionicError.single(
+                "PATH", "no VASP OUTCAR or CP2K *-SHIFT-1.data in this folder", None, valid_path, str(path)
+            )
     if not outcar.is_file():
+        raise SuperionicError.single("PATH", "file not found", None, valid_path, str(path))
+    kind = describe_output(outcar)
+    if kind != OUTCAR_KIND:  # before looking for its POSCAR: an XDATCAR would ask for one
         raise SuperionicError.single(
-            "PATH", "no OUTCAR here", str(path), "an OUTCAR file or a folder holding one"
+            "PATH",
+            f"not a VASP OUTCAR or CP2K NMR output: it looks like {kind}",
+            None,
+            valid_path,
+            str(outcar),
         )
     folder = outcar.parent
     if structure is None:
@@ -913,8 +1175,12 @@ def analyze_nmr_cmd(
         raise SuperionicError.single(
             "--structure", "no POSCAR/CONTCAR beside the OUTCAR", str(folder), "--structure FILE"
         )
-    species = [site.specie.symbol for site in Structure.from_file(str(structure))]
-    isotopes = list(isotope or [])
+    try:
+        species = [site.specie.symbol for site in Structure.from_file(str(structure))]
+    except Exception as exc:  # pymatgen raises many types for unreadable files
+        raise SuperionicError.single(
+            "--structure", f"cannot read the structure ({exc})", str(structure), "a POSCAR, CONTCAR or CIF"
+        ) from None
     rows: list[dict] = [
         {"site": i, "species": el, "isotope": default_isotope(el, isotopes)} for i, el in enumerate(species)
     ]
@@ -925,6 +1191,8 @@ def analyze_nmr_cmd(
     ):
         try:
             docs = reader()
+        except SiteCountError:
+            raise  # the tensors are there, for another structure: say so, not "no output"
         except SuperionicError:
             continue
         found.append(name)
@@ -938,10 +1206,11 @@ def analyze_nmr_cmd(
             )
     if not found:
         raise SuperionicError.single(
-            str(outcar),
+            "PATH",
             "neither chemical shielding nor EFG output in this OUTCAR",
-            str(outcar),
+            None,
             "an OUTCAR of a run with LCHIMAG = True or LEFG = True",
+            str(outcar),
         )
     keys = list(dict.fromkeys(k for r in rows for k in r))
     with open(out, "w", newline="") as fh:

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from superionic.cli import CampaignArg, _quiet, _user_errors, app, console
+from superionic.cli import CampaignArg, _quiet, _user_errors, app, console, print_engine_notes
 from superionic.errors import SuperionicError
 
 FW_STATES = ("WAITING", "READY", "RESERVED", "RUNNING", "COMPLETED", "FIZZLED", "DEFUSED")
@@ -23,7 +23,7 @@ def _campaign_and_pad(file: Path, create: bool = True):  # type: ignore[no-untyp
     from superionic.dispatch.fireworks import open_launchpad
     from superionic.spec import load_campaign
 
-    campaign = load_campaign(file)
+    campaign = load_campaign(file, check_engines="note")  # engines are checked where jobs run
     lp = open_launchpad(campaign, create=create)
     if lp is None:
         raise SuperionicError.single(
@@ -56,7 +56,8 @@ def submit(
     from superionic.dispatch.fireworks import submit as do_submit
     from superionic.spec import load_campaign
 
-    campaign = load_campaign(file)
+    campaign = load_campaign(file, check_engines="note")
+    print_engine_notes(campaign)
     s = do_submit(campaign, dry_run=dry_run)
     verb = "would add" if dry_run else "added"
     console.print(
@@ -80,16 +81,47 @@ def worker(
     ping_s: Annotated[
         float, typer.Option("--ping", help="Alive signal interval of a running firework (s).")
     ] = 60.0,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs",
+            min=1,
+            help="Fireworks to run at once (that many worker processes); each gets CPUs / jobs threads.",
+        ),
+    ] = 1,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Threads per job (default: resources.threads, SLURM_CPUS_PER_TASK, OMP_NUM_THREADS or "
+            "the cores, divided by --jobs).",
+        ),
+    ] = None,
 ) -> None:
-    """Run the campaign's READY fireworks in this process (rlaunch rapidfire; job packing).
+    """Run the campaign's READY fireworks (rlaunch rapidfire; job packing).
 
     Inside a SLURM allocation the worker names itself slurm-<job id>; ``superionic status`` shows
-    it next to the fireworks it runs. Several workers may share one embedded LaunchPad.
+    it next to the fireworks it runs. Several workers may share one embedded LaunchPad. With
+    ``--jobs N`` the worker starts N worker processes, each limited to its share of the CPUs
+    (torch and OpenMP otherwise take every core, and packed jobs slow each other down). Example::
+
+        SLURM_CPUS_PER_TASK=8 superionic worker study.yaml --jobs 4   # 4 fireworks at once, 2 threads each
     """
     _quiet()
     from superionic.dispatch.fireworks import run_worker
+    from superionic.dispatch.threads import configure_process, plan_threads
 
     campaign, lp = _campaign_and_pad(file, create=False)
+    if jobs > 1:
+        if threads is not None:
+            plan = plan_threads(threads * jobs, jobs, source="--threads x --jobs")
+        else:
+            plan = plan_threads(campaign.spec.resources.threads, jobs)
+        console.print(f"worker: {jobs} processes at once; {plan.describe()}")
+        _run_worker_processes(file, jobs, plan.threads_per_job, max_fireworks, idle_exit_s, ping_s)
+        return
+    plan = configure_process(campaign.spec.resources, threads=threads)
+    console.print(f"worker {os.getpid()}: {plan.describe()}")
     n = run_worker(
         lp,
         campaign.store_path / "launches",
@@ -122,11 +154,18 @@ def launch(
 
     from superionic.spec import load_campaign
 
-    campaign = load_campaign(file)
+    campaign = load_campaign(file, check_engines="note")
+    print_engine_notes(campaign)
     path = qadapter or campaign.store_path / "my_qadapter.yaml"
     if not path.is_file():
         write_site(campaign.store_path, sys.prefix, rocket_launch=_worker_cmd(file))
     qa: QueueAdapterBase = load_object_from_file(str(path))
+    if qa.get("logdir"):
+        # a relative logdir would be resolved inside each job's launch folder (and fail there):
+        # take it relative to where launch runs, as the user typed it, and create it
+        logdir = Path(os.path.expanduser(str(qa["logdir"]))).resolve()
+        logdir.mkdir(parents=True, exist_ok=True)
+        qa["logdir"] = str(logdir)
     launch_dir = campaign.store_path / "queue"
     launch_dir.mkdir(parents=True, exist_ok=True)
     ids = []
@@ -152,6 +191,21 @@ def launch(
     console.print(f"queued SLURM job(s): {', '.join(str(i) for i in ids)}")
 
 
+def _run_worker_processes(
+    file: Path, jobs: int, threads: int, max_fireworks: int, idle_exit_s: float, ping_s: float
+) -> None:
+    """Start ``jobs`` single-job worker processes with ``threads`` threads each and wait for them."""
+    import subprocess
+
+    exe = Path(sys.executable).parent / "superionic"
+    cmd = [str(exe), "worker", str(file), "--threads", str(threads), "--idle-exit", str(idle_exit_s)]
+    cmd += ["--ping", str(ping_s), "--max", str(max_fireworks)]
+    procs = [subprocess.Popen(cmd) for _ in range(jobs)]
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        raise typer.Exit(max(codes))
+
+
 def _worker_cmd(file: Path) -> str:
     exe = Path(sys.executable).parent / "superionic"
     return f"{shlex.quote(str(exe))} worker {shlex.quote(str(Path(file).resolve()))} --idle-exit 30"
@@ -171,7 +225,8 @@ def write_site(
     """Write my_qadapter.yaml, my_fworker.yaml and my_launchpad.yaml for a SLURM site."""
     from ruamel.yaml import YAML
 
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = folder.resolve()  # FireWorks resolves a relative logdir inside each job's launch folder
+    (folder / "queue").mkdir(parents=True, exist_ok=True)
     pre = [f"source {venv}/bin/activate"]  # the SLURM template's bash -l resets PATH
     pre = [*(f"module load {m}" for m in (modules or [])), *pre]
     qa = {

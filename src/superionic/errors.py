@@ -32,11 +32,14 @@ class Problem:
     line: int | None = None
 
     def format(self, file: str | None) -> str:
-        """Return the one-line message ``file:line: field: message (got ...); valid: ...``."""
-        loc = file or "<input>"
-        if self.line is not None:
-            loc = f"{loc}:{self.line}"
-        text = f"{loc}: {self.where}: {self.message}"
+        """Return the one-line message ``file:line: field: message (got ...); valid: ...``.
+
+        Without a file (a command-line option, say) the line starts at the field, which then
+        names the option: ``--oxidation: expected KEY=VALUE (got 'Li+1'); valid: ...``.
+        """
+        text = f"{self.where}: {self.message}"
+        if file:
+            text = f"{file}:{self.line}: {text}" if self.line is not None else f"{file}: {text}"
         if self.value is not None:
             text += f" (got {self.value!r})"
         if self.valid:

@@ -11,14 +11,21 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
-
-from pymatgen.core import Structure
+from typing import TYPE_CHECKING, Any
 
 from superionic.engines import stage_settings
 from superionic.errors import SuperionicError
 
-WRITABLE = {"vasp": {"relax", "md"}, "cp2k": {"relax", "static"}, "mlip": {"relax", "md"}}
+if TYPE_CHECKING:  # pymatgen is imported by the caller; `superionic --help` stays fast
+    from pymatgen.core import Structure
+
+WRITABLE = {"vasp": {"relax", "md"}, "cp2k": {"relax", "static", "md"}, "mlip": {"relax", "md"}}
+
+
+def writable_stages_text() -> str:
+    """``relax (vasp, cp2k, mlip), md (...), static (cp2k)``: what :func:`write_stage_inputs` can write."""
+    stages = dict.fromkeys(st for st in ("relax", "md", "static") if any(st in s for s in WRITABLE.values()))
+    return ", ".join(f"{st} ({', '.join(e for e, s in WRITABLE.items() if st in s)})" for st in stages)
 
 
 def write_stage_inputs(
@@ -62,9 +69,15 @@ def write_stage_inputs(
         vis.get_input_set(structure, potcar_spec=use_spec).write_input(out_dir)
         return sorted(p for p in out_dir.iterdir() if p.is_file())
     if engine == "cp2k":
-        from superionic.engines.cp2k import input_generator
+        from superionic.engines.cp2k import _md_maker, input_generator
 
-        input_generator(settings, stage).get_input_set(structure).write_input(out_dir, overwrite=True)
+        if stage == "md":  # the input of one production run of the md stage, at temperature_K
+            temp = float(settings.get("temperature_K", 300.0))
+            nsteps = int(settings.get("production_steps", 1000))
+            gen: Any = _md_maker(settings, temp, nsteps, "md").input_set_generator
+        else:
+            gen = input_generator(settings, stage)
+        gen.get_input_set(structure).write_input(out_dir, overwrite=True)
         return sorted(p for p in out_dir.iterdir() if p.is_file())
     structure.to(filename=str(out_dir / "POSCAR"), fmt="poscar")
     if stage == "relax":

@@ -10,11 +10,17 @@ Conventions
   2d (d = 3). Its uncertainty is the empirical relative standard deviation of He et al.,
   npj Comput. Mater. 4, 18 (2018): RSD = 3.43 / sqrt(N_jumps) + 0.04, where N_jumps is the
   total squared displacement of the mobile ions divided by the squared jump distance.
-* Conductivity by Nernst-Einstein, sigma = n q^2 D / (k_B T); the Haven ratio is D* / D_sigma.
+* Conductivity by Nernst-Einstein from the tracer D, sigma = n q^2 D / (k_B T), with n from the mean
+  cell volume of the analysed frames (NpT runs change it). The Haven ratio is D* / D_sigma, D_sigma
+  the collective (charge) diffusivity; their error bars are standard errors over time blocks.
+* A result resting on fewer than ``MIN_JUMPS`` jumps, or whose error exceeds its value, is flagged
+  ``converged = False`` with the reason. Undefined numbers are NaN in the dataclass and ``null`` with
+  a reason in ``notes`` in :meth:`DiffusionResult.as_dict` (JSON has no NaN).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -23,6 +29,8 @@ KB_EV = 8.617333262e-5  # Boltzmann constant, eV/K
 KB_J = 1.380649e-23  # J/K
 E_CHARGE = 1.602176634e-19  # C
 A2_PER_FS_TO_CM2_PER_S = 0.1  # 1 A^2/fs = 1e-16 cm^2 / 1e-15 s
+MIN_JUMPS = 10  # fewer jumps than this: the diffusivity is not converged
+SIGMA_METHOD = "Nernst-Einstein from tracer D"  # i.e. Haven ratio taken as 1
 
 
 class DiffusionInputError(ValueError):
@@ -71,7 +79,8 @@ def remove_drift(disp: np.ndarray, framework: np.ndarray) -> np.ndarray:
         The atoms whose centre defines the reference frame.
 
     """
-    if np.asarray(framework).size == 0:
+    fw = np.asarray(framework)
+    if fw.size == 0 or (fw.dtype == bool and not fw.any()):
         return disp
     drift = disp[:, framework, :].mean(axis=1, keepdims=True)
     return disp - drift
@@ -115,7 +124,11 @@ def msd_fft(x: np.ndarray) -> np.ndarray:
 class DiffusionResult:
     """Transport numbers of one species at one temperature (units in the names).
 
-    The uncertainty method is named in ``error_method``.
+    The uncertainty methods are named in ``error_method`` (tracer D and sigma) and
+    ``collective_error_method`` (D_sigma and the Haven ratio); ``sigma_method`` says which D the
+    conductivity comes from; ``volume_note`` which volume it uses. ``converged`` is False when
+    the numbers rest on fewer than ``MIN_JUMPS`` jumps or their error exceeds their value
+    (``convergence_note`` says which). ``notes`` maps a field name to why it is undefined.
     """
 
     species: str
@@ -137,14 +150,76 @@ class DiffusionResult:
     rsd: float
     block_diffusivities_cm2_s: list[float] = field(default_factory=list)
     error_method: str = "He et al. 2018: RSD = 3.43/sqrt(N_jumps) + 0.04"
+    charge_diffusivity_err_cm2_s: float = float("nan")
+    haven_ratio_err: float = float("nan")
+    block_charge_diffusivities_cm2_s: list[float] = field(default_factory=list)
+    collective_error_method: str = (
+        "D_sigma: standard error over time blocks; Haven ratio: D* (He et al.) and D_sigma errors propagated"
+    )
+    sigma_method: str = SIGMA_METHOD
+    volume_note: str = "given"
+    drift_removed: bool = True
+    converged: bool = True
+    convergence_note: str = ""
+    notes: dict[str, str] = field(default_factory=dict)
     weighting: str = "uniform"
     lag_times_ps: list[float] = field(default_factory=list)
     msd_A2: list[float] = field(default_factory=list)
     charge_msd_A2: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        """Return a JSON-serialisable dict."""
-        return asdict(self)
+        """Return a JSON-serialisable dict: NaN/inf become ``None`` with a reason in ``notes``."""
+        d = asdict(self)
+        notes = d["notes"]
+        for key, value in d.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                d[key] = None
+                notes.setdefault(key, f"undefined ({value})")
+            elif isinstance(value, list | tuple) and any(
+                isinstance(v, float) and not math.isfinite(v) for v in value
+            ):
+                d[key] = type(value)(
+                    v if not isinstance(v, float) or math.isfinite(v) else None for v in value
+                )
+                notes.setdefault(key, "some entries undefined (null)")
+        return d
+
+
+def _block_stderr(values: list[float]) -> float:
+    """Return the standard error of the mean of block estimates (NaN with fewer than 2 blocks)."""
+    if len(values) < 2:
+        return float("nan")
+    return float(np.std(values, ddof=1) / np.sqrt(len(values)))
+
+
+def convergence(n_jumps: float, rsd: float, diffusivity: float) -> tuple[bool, str]:
+    """Whether a diffusivity (and the conductivity from it) can be quoted, and why not.
+
+    Parameters
+    ----------
+    n_jumps : float
+        Jumps the mobile ions made (total squared displacement / squared jump distance).
+    rsd : float
+        Relative standard deviation of D (He et al.; equal for sigma).
+    diffusivity : float
+        The tracer diffusivity.
+
+    Returns
+    -------
+    tuple of (bool, str)
+        ``(True, "N jumps, RSD x")``, or ``(False, "not converged (N jumps): reasons")`` when there
+        are fewer than :data:`MIN_JUMPS` jumps, the error is not below the value, or D <= 0.
+    """
+    reasons = []
+    if not n_jumps >= MIN_JUMPS:
+        reasons.append(f"fewer than {MIN_JUMPS} jumps")
+    if not rsd < 1:
+        reasons.append(f"error exceeds the value (RSD {rsd:.2f})")
+    if not diffusivity > 0:
+        reasons.append("D <= 0")
+    if not reasons:
+        return True, f"{n_jumps:.0f} jumps, RSD {rsd:.2f}"
+    return False, f"not converged ({n_jumps:.0f} jumps): " + "; ".join(reasons)
 
 
 def _fit_slope(t: np.ndarray, y: np.ndarray, weighting: str = "uniform") -> float:
@@ -259,22 +334,49 @@ def diffusion_from_displacements(
 
     total_sq = float(np.square(sel[-1] - sel[0]).sum())
     n_jumps = total_sq / jump_distance_A**2
-    rsd = 3.43 / np.sqrt(n_jumps) + 0.04 if n_jumps > 0 else float("inf")
+    notes: dict[str, str] = {}
+    if n_jumps > 0:
+        rsd = 3.43 / np.sqrt(n_jumps) + 0.04
+    else:
+        rsd = float("inf")
+        notes["rsd"] = notes["diffusivity_err_cm2_s"] = notes["conductivity_err_mS_cm"] = (
+            "no displacement at all: the He et al. error is undefined"
+        )
     d_err = abs(d_tracer) * rsd
 
-    blocks = []
+    blocks, charge_blocks = [], []
     block_len = n_frames // n_blocks
     if block_len >= 8:
+        j0 = max(1, int(fit_start * (block_len - 1)))
+        j1 = max(j0 + 2, int(fit_end * (block_len - 1)))
+        tb = lags_fs[j0 : j1 + 1]
         for b in range(n_blocks):
             seg = sel[b * block_len : (b + 1) * block_len]
             seg_msd = msd_fft(seg).mean(axis=1)
-            j0 = max(1, int(fit_start * (block_len - 1)))
-            j1 = max(j0 + 2, int(fit_end * (block_len - 1)))
-            tb = lags_fs[j0 : j1 + 1]
             blocks.append(_fit_slope(tb, seg_msd[j0 : j1 + 1], weighting) / 6 * A2_PER_FS_TO_CM2_PER_S)
+            seg_charge = msd_fft(seg.sum(axis=1)) / n_mobile
+            charge_blocks.append(
+                _fit_slope(tb, seg_charge[j0 : j1 + 1], weighting) / 6 * A2_PER_FS_TO_CM2_PER_S
+            )
+    else:
+        notes["charge_diffusivity_err_cm2_s"] = notes["haven_ratio_err"] = (
+            f"run too short for {n_blocks} time blocks of >= 8 frames ({n_frames} frames)"
+        )
+    d_sigma_err = _block_stderr(charge_blocks)
 
     sigma = nernst_einstein_mS_cm(d_tracer, n_mobile, volume_A3, temperature_K, charge)
-    haven = d_tracer / d_sigma if d_sigma > 0 else float("nan")
+    if d_sigma > 0 and d_tracer > 0:
+        haven = d_tracer / d_sigma
+        # first-order propagation of the two relative errors (D* from He et al., D_sigma from blocks)
+        haven_err = haven * float(np.hypot(rsd, d_sigma_err / d_sigma))
+    else:
+        haven = haven_err = float("nan")
+        notes["haven_ratio"] = notes["haven_ratio_err"] = (
+            f"undefined: D* = {d_tracer:.3g} and D_sigma = {d_sigma:.3g} cm2/s must both be positive "
+            "(the MSD has no positive slope over the fit window; run longer)"
+        )
+
+    converged, convergence_note = convergence(n_jumps, rsd, d_tracer)
     stride = max(1, n_frames // max_curve_points)
     return DiffusionResult(
         species=species,
@@ -296,6 +398,12 @@ def diffusion_from_displacements(
         rsd=float(rsd),
         weighting=weighting,
         block_diffusivities_cm2_s=[float(b) for b in blocks],
+        charge_diffusivity_err_cm2_s=d_sigma_err,
+        haven_ratio_err=float(haven_err),
+        block_charge_diffusivities_cm2_s=[float(b) for b in charge_blocks],
+        converged=converged,
+        convergence_note=convergence_note,
+        notes=notes,
         lag_times_ps=[float(x) for x in lags_fs[::stride] / 1000],
         msd_A2=[float(x) for x in msd[::stride]],
         charge_msd_A2=[float(x) for x in charge_msd[::stride]],
@@ -314,6 +422,11 @@ def diffusion_from_frac_coords(
     **kwargs: float,
 ) -> DiffusionResult:
     """Unwrap, remove framework drift and analyse one mobile species.
+
+    The drift of the framework (every other element) is subtracted; a trajectory of the mobile
+    element alone has no framework, so nothing is subtracted (``drift_removed`` False, the reason
+    in ``notes["drift"]``) and the Haven ratio is undefined. The conductivity uses the mean cell
+    volume of the frames given (``volume_note``).
 
     Parameters
     ----------
@@ -349,14 +462,23 @@ def diffusion_from_frac_coords(
         raise DiffusionInputError(
             f"species {mobile_species!r} is not in the trajectory; present: {sorted(set(species))}"
         )
-    disp = unwrap_displacements(frac, lattices)
-    disp = remove_drift(disp, ~mobile)
     lat = np.asarray(lattices, dtype=float)
+    if lat.ndim == 3 and len(lat) != len(frac):
+        raise DiffusionInputError(f"{len(lat)} lattices for {len(frac)} frames: give one per frame, or one")
+    disp = unwrap_displacements(frac, lat)
+    framework = ~mobile
+    if framework.any():
+        disp = remove_drift(disp, framework)
     lat0 = lat if lat.ndim == 2 else lat[0]
-    volume = float(abs(np.linalg.det(lat0)))
+    if lat.ndim == 2:
+        volume, volume_note = float(abs(np.linalg.det(lat))), "constant cell"
+    else:
+        vols = np.abs(np.linalg.det(lat))
+        volume = float(vols.mean())
+        volume_note = f"mean over analysed frames ({len(vols)} frames, {vols.min():.2f}-{vols.max():.2f} A3)"
     if jump_distance_A is None:
         jump_distance_A = _nearest_neighbour(frac[0][mobile], lat0)
-    return diffusion_from_displacements(
+    result = diffusion_from_displacements(
         disp,
         mobile,
         time_step_fs,
@@ -367,6 +489,19 @@ def diffusion_from_frac_coords(
         jump_distance_A=jump_distance_A,
         **kwargs,
     )
+    result.volume_note = volume_note
+    if not framework.any():
+        result.drift_removed = False
+        result.notes["drift"] = (
+            f"every atom is {mobile_species}: no framework to reference, drift not removed"
+        )
+        # the summed displacement of all atoms is the centre of mass, pinned by momentum conservation
+        result.haven_ratio = result.haven_ratio_err = float("nan")
+        result.notes["haven_ratio"] = result.notes["haven_ratio_err"] = (
+            f"undefined: every atom is {mobile_species}, so the collective displacement is the "
+            "centre of mass (fixed by momentum conservation)"
+        )
+    return result
 
 
 def _nearest_neighbour(frac: np.ndarray, lattice: np.ndarray) -> float:
@@ -432,12 +567,14 @@ def arrhenius_fit(
     if len(t) != len(y):
         raise DiffusionInputError("temperatures and values differ in length")
     if len(np.unique(t)) < 2:
-        raise DiffusionInputError(f"an Arrhenius fit needs at least two distinct temperatures, got {list(t)}")
+        raise DiffusionInputError(
+            f"an Arrhenius fit needs at least two distinct temperatures, got {t.tolist()}"
+        )
     if np.any(t <= 0):
-        raise DiffusionInputError(f"temperatures must be positive, got {list(t)}")
+        raise DiffusionInputError(f"temperatures must be positive, got {t.tolist()}")
     if np.any(y <= 0):
         raise DiffusionInputError(
-            f"{quantity} must be positive at every temperature for a log fit, got {list(y)}"
+            f"{quantity} must be positive at every temperature for a log fit, got {y.tolist()}"
         )
     sig = np.asarray(errors, dtype=float) / y if errors is not None else np.full_like(y, 0.1)
     sig = np.where(sig > 0, sig, 0.1)

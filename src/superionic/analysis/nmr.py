@@ -12,6 +12,7 @@ No jobflow imports. One document shape per site, whatever the engine (:func:`sit
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -35,13 +36,122 @@ def quadrupole_table() -> dict[str, Any]:
     return dict(YAML(typ="safe").load((configs_dir() / "nmr" / "quadrupole_moments.yaml").read_text()))
 
 
+# "Li-6", "Li6" or "6Li" (any case)
+_ISOTOPE = re.compile(r"^\s*(?:(?P<m1>\d+)-?(?P<e1>[A-Za-z]{1,3})|(?P<e2>[A-Za-z]{1,3})-?(?P<m2>\d+))\s*$")
+
+
+def _split_isotope(text: str) -> tuple[str, int] | None:
+    m = _ISOTOPE.match(str(text))
+    if m is None:
+        return None
+    return (m["e1"] or m["e2"]).capitalize(), int(m["m1"] or m["m2"])
+
+
+def known_isotopes(element: str) -> list[str]:
+    """NMR isotopes of an element we know: ``configs/nmr/quadrupole_moments.yaml`` and pymatgen.
+
+    The table's moments, spin-1/2 list and default isotope, and the isotopes pymatgen's
+    ``Element.nmr_quadrupole_moment`` knows, sorted by mass.
+    """
+    from pymatgen.core import Element
+
+    table = quadrupole_table()
+    listed = [*table["moments_mb"], *table.get("spin_half", [])]
+    names = {iso for iso in listed if iso.split("-")[0] == element}
+    if element in table["default_isotopes"]:
+        names.add(table["default_isotopes"][element])
+    if Element.is_valid_symbol(element):
+        names |= set(Element(element).nmr_quadrupole_moment)
+    return sorted(names, key=lambda name: int(name.split("-")[1]))
+
+
+def parse_isotopes(texts: Sequence[str], where: str = "isotope") -> list[str]:
+    """Normalise isotopes written ``Li-6``, ``Li6`` or ``6Li`` to ``Li-6``, refusing unknown ones.
+
+    Parameters
+    ----------
+    texts : sequence of str
+        The isotopes as the user wrote them.
+    where : str
+        The option or field named in errors (e.g. ``--isotope``).
+
+    Returns
+    -------
+    list of str
+        ``ELEMENT-MASS`` names, at most one per element.
+
+    Raises
+    ------
+    SuperionicError
+        Unreadable text, an unknown element or isotope (listing the element's known isotopes),
+        or two isotopes of one element.
+    """
+    chosen: dict[str, str] = {}
+    for text in texts:
+        split = _split_isotope(text)
+        if split is None:
+            raise SuperionicError.single(
+                where, "expected an isotope such as Li-6, Li6 or 6Li", text, "ELEMENT-MASS, e.g. B-11"
+            )
+        element, mass = split
+        valid = known_isotopes(element)
+        if not valid:
+            from pymatgen.core import Element
+
+            if not Element.is_valid_symbol(element):
+                raise SuperionicError.single(
+                    where, f"'{element}' is not an element", text, "an element and a mass number, e.g. B-11"
+                )
+            raise SuperionicError.single(
+                where,
+                f"no NMR isotope of {element} is known",
+                text,
+                f"add {element}'s isotopes to configs/nmr/quadrupole_moments.yaml",
+            )
+        name = f"{element}-{mass}"
+        if name not in valid:
+            raise SuperionicError.single(
+                where,
+                f"unknown isotope of {element}",
+                text,
+                ", ".join(valid) + " (configs/nmr/quadrupole_moments.yaml, pymatgen)",
+            )
+        if chosen.get(element, name) != name:
+            raise SuperionicError.single(
+                where,
+                f"{chosen[element]} and {name} both given for {element}",
+                text,
+                "one isotope per element",
+            )
+        chosen[element] = name
+    return list(chosen.values())
+
+
 def default_isotope(element: str, isotopes: Sequence[str] = ()) -> str:
-    """Isotope of an element: the one named in ``isotopes`` (e.g. ``"Li-6"``), else the table's default."""
+    """Isotope of an element: the one named in ``isotopes`` (``Li-6``, ``Li6``, ``6Li``), else the default."""
     for iso in isotopes:
-        if iso.split("-")[0] == element:
-            return iso
+        split = _split_isotope(iso)
+        if split is not None and split[0] == element:
+            return f"{element}-{split[1]}"
     table = quadrupole_table()
     return table["default_isotopes"].get(element, f"{element}-?")
+
+
+def quadrupole_moment_or_none(isotope: str) -> float | None:
+    """Quadrupole moment (mb) from our table, else pymatgen's; None for spin 1/2 or unknown isotopes."""
+    table = quadrupole_table()
+    if isotope in table["moments_mb"]:
+        return float(table["moments_mb"][isotope])
+    if isotope in table.get("spin_half", []):  # pymatgen lists some isomers' moments under these names
+        return None
+    from pymatgen.core import Element
+
+    element = isotope.split("-")[0]
+    if Element.is_valid_symbol(element):
+        q = Element(element).nmr_quadrupole_moment.get(isotope)
+        if q is not None:
+            return float(q)
+    return None
 
 
 def quadrupole_moment_mb(isotope: str) -> float:
@@ -53,7 +163,8 @@ def quadrupole_moment_mb(isotope: str) -> float:
         For an unknown isotope or a spin-1/2 one (no quadrupole moment).
     """
     moments = quadrupole_table()["moments_mb"]
-    if isotope not in moments:
+    q = quadrupole_moment_or_none(isotope)
+    if q is None:
         known = ", ".join(sorted(moments))
         raise SuperionicError.single(
             "isotope",
@@ -61,7 +172,7 @@ def quadrupole_moment_mb(isotope: str) -> float:
             isotope,
             f"one of {known} (configs/nmr/quadrupole_moments.yaml)",
         )
-    return float(moments[isotope])
+    return q
 
 
 def efg_parameters(tensor_V_A2: Any, q_mb: float) -> dict[str, Any]:
@@ -94,6 +205,56 @@ def shielding_parameters(tensor_ppm: Any) -> dict[str, Any]:
     }
 
 
+class SiteCountError(SuperionicError):
+    """An OUTCAR holds NMR tensors, for a different number of sites than the structure given."""
+
+
+OUTCAR_KIND = "a VASP OUTCAR"
+
+
+def describe_output(path: Path) -> str:
+    """Say what a (possibly compressed) file looks like, from its first 4 kB.
+
+    Returns :data:`OUTCAR_KIND` for a VASP OUTCAR, else a short description ("a vasprun.xml
+    (VASP's XML output)", "an XDATCAR (VASP MD trajectory)", ...) for error messages. pymatgen's
+    ``Outcar`` parses any text without complaint, so the header is checked here.
+    """
+    from monty.io import zopen
+
+    try:
+        with zopen(str(path), "rb") as fh:
+            head = fh.read(4096)
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+        return f"an unreadable file ({exc})"
+    if not head.strip():
+        return "an empty file"
+    if b"\0" in head:
+        return "a binary file (WAVECAR, CHGCAR-like or an archive?)"
+    text = head.decode("utf-8", "replace")
+    lines = [line.strip() for line in text.splitlines()]
+    if lines[0].lower().startswith("vasp.") or ("executed on" in text and "POTCAR:" in text):
+        return OUTCAR_KIND
+    if "<modeling>" in text:
+        return "a vasprun.xml (VASP's XML output)"
+    if text.lstrip().startswith("<?xml"):
+        return "an XML file"
+    if "Direct configuration=" in text or "Cartesian configuration=" in text:
+        return "an XDATCAR (VASP MD trajectory)"
+    if "CP2K|" in text or "DBCSR|" in text or "PROGRAM STARTED AT" in text:
+        return "a CP2K output log (give the run's *-SHIFT-1.data, or its folder)"
+    if "_cell_length_a" in text or re.search(r"^data_", text, re.MULTILINE):
+        return "a CIF (a structure, not an output)"
+    if ".Version" in text and "abinit" in text.lower():
+        return "an ABINIT output"
+    try:  # a POSCAR: comment, scale, then three lattice vectors
+        float(lines[1].split()[0])
+        if all(len([float(x) for x in ln.split()[:3]]) == 3 for ln in lines[2:5]) and len(lines) > 5:
+            return "a POSCAR/CONTCAR (a structure, not an output)"
+    except (ValueError, IndexError):
+        pass
+    return "an unrecognised text file"
+
+
 def _outcar(path: Path) -> Any:
     from pymatgen.io.vasp import Outcar
 
@@ -118,12 +279,16 @@ def _read_outcar_tensors(
             str(outcar), f"no {what} in this OUTCAR ({exc})", str(outcar), valid
         ) from exc
     tensors = o.data.get(key) or []
-    if not tensors or len(tensors) != n_sites:
-        raise SuperionicError.single(
+    if tensors and len(tensors) != n_sites:
+        raise SiteCountError.single(
             str(outcar),
-            f"no per-site {what} tensors (or a different number of sites)",
+            f"{len(tensors)} sites carry {what} tensors but the structure has {n_sites}",
             len(tensors),
-            f"{n_sites} sites from {valid}",
+            "the POSCAR/CONTCAR of this very run (--structure FILE)",
+        )
+    if not tensors:
+        raise SuperionicError.single(
+            str(outcar), f"no per-site {what} tensors", 0, f"{n_sites} sites from {valid}"
         )
     return o, tensors
 
@@ -174,7 +339,7 @@ def vasp_efg(outcar: Path, species: Sequence[str], isotopes: Sequence[str] = ())
     docs = []
     for i, (el, t) in enumerate(zip(species, tensors, strict=True)):
         iso = default_isotope(el, isotopes)
-        q = quadrupole_table()["moments_mb"].get(iso)
+        q = quadrupole_moment_or_none(iso)
         doc: dict[str, Any] = {"site": i, "species": el, "isotope": iso}
         doc.update(efg_parameters(t, q if q is not None else 0.0))
         if q is None:

@@ -144,6 +144,8 @@ def run_worker(
     import fireworks.core.rocket as rocket_module
     from fireworks.core.rocket_launcher import launch_rocket
 
+    from superionic.engines.guard import engine_checks
+
     rocket_module.PING_TIME_SECS = ping_s
     launch_dir.mkdir(parents=True, exist_ok=True)
     query = {"spec.campaign": campaign} if campaign else {}
@@ -151,26 +153,27 @@ def run_worker(
     n = 0
     idle_since: float | None = None
     cwd = os.getcwd()
-    try:
-        while max_fireworks == 0 or n < max_fireworks:
-            if lp.run_exists(fworker):
-                idle_since = None
-                block = launch_dir / f"launcher_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}_{n}"
-                block.mkdir(parents=True, exist_ok=True)
-                os.chdir(block)
-                launched = launch_rocket(lp, fworker, strm_lvl="ERROR")
-                os.chdir(cwd)
-                if launched:
-                    n += 1
-                elif not any(block.iterdir()):
-                    block.rmdir()
-                continue
-            idle_since = idle_since or time.time()
-            if time.time() - idle_since >= idle_exit_s:
-                break
-            time.sleep(min(1.0, idle_exit_s))
-    finally:
-        os.chdir(cwd)
+    with engine_checks():  # each DFT firework checks its engine here, where it runs
+        try:
+            while max_fireworks == 0 or n < max_fireworks:
+                if lp.run_exists(fworker):
+                    idle_since = None
+                    block = launch_dir / f"launcher_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}_{n}"
+                    block.mkdir(parents=True, exist_ok=True)
+                    os.chdir(block)
+                    launched = launch_rocket(lp, fworker, strm_lvl="ERROR")
+                    os.chdir(cwd)
+                    if launched:
+                        n += 1
+                    elif not any(block.iterdir()):
+                        block.rmdir()
+                    continue
+                idle_since = idle_since or time.time()
+                if time.time() - idle_since >= idle_exit_s:
+                    break
+                time.sleep(min(1.0, idle_exit_s))
+        finally:
+            os.chdir(cwd)
     return n
 
 

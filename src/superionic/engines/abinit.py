@@ -136,6 +136,9 @@ def abinit_efg(
     structure: Structure, workdir: Path, isotopes: list[str] | None = None, **kwargs: Any
 ) -> list[dict]:
     """Run ABINIT (``prtefg 2``) in ``workdir`` and return per-site EFG documents."""
+    from superionic.engines.guard import require_engine
+
+    require_engine("abinit")  # where the job runs (submit does not need ABINIT)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "run.abi").write_text(efg_input(structure, isotopes, **kwargs))
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}

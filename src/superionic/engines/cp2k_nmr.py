@@ -213,6 +213,9 @@ def parse_efg_output(path: Path) -> list[dict[str, Any]]:
 
 def run_cp2k(inp: str, workdir: Path, project: str) -> Path:
     """Write ``{project}.inp``, run CP2K there and return the output file."""
+    from superionic.engines.guard import require_engine
+
+    require_engine("cp2k")  # where the job runs (submit does not need CP2K)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / f"{project}.inp").write_text(inp)
     env = {**os.environ, "CP2K_DATA_DIR": str(cp2k_data_dir())}

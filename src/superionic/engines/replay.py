@@ -4,7 +4,8 @@ Within :func:`vasp_replay`, atomate2's ``run_vasp`` is replaced by a function th
 
 1. checks the INCAR the job just wrote against the settings the preset requires (every key and
    value; a mismatch raises :class:`ReplayMismatchError` naming the key), and that KPOINTS exists;
-2. keeps the inputs as written in ``inputs.written/`` and copies the reference ``outputs/``
+2. keeps the inputs as written in ``inputs.written/`` (with ``custodian.json``: the command,
+   handlers and wall time the run would have had) and copies the reference ``outputs/``
    folder into the job directory;
 
 and input sets write ``POTCAR.spec`` instead of a POTCAR (none is licensed here). Everything
@@ -15,6 +16,7 @@ replay a whole campaign from the CLI.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -61,7 +63,8 @@ def vasp_replay(
     Yields
     ------
     list of dict
-        One record per replayed job: ``stage``, ``reference``, ``incar`` (as written).
+        One record per replayed job: ``stage``, ``reference``, ``incar`` (as written), ``job``
+        (its name), and the ``vasp_cmd``, ``handlers`` and ``wall_time`` it would have run with.
     """
     import atomate2.vasp.jobs.base as jobs_base
     import atomate2.vasp.run as vasp_run
@@ -79,7 +82,7 @@ def vasp_replay(
             return Path(references[stage])
         return Path(references) / stage
 
-    def fake_run_vasp(*_args: Any, **_kwargs: Any) -> None:
+    def fake_run_vasp(*_args: Any, **kwargs: Any) -> None:
         metadata = CURRENT_JOB.job.metadata or {}
         stage = metadata.get("stage", "relax")
         segment = metadata.get("segment")  # e.g. the heat/hold/cool runs of a quench
@@ -94,12 +97,25 @@ def vasp_replay(
         if not Path("INCAR").is_file() or not Path("KPOINTS").is_file():
             raise ReplayMismatchError("the job did not write INCAR and KPOINTS before running VASP")
         check_incar(Path("INCAR"), (required_incar or {}).get(stage, {}))
-        records.append({"stage": stage, "reference": str(ref), "incar": dict(Incar.from_file("INCAR"))})
+        records.append(
+            {
+                "stage": stage,
+                "reference": str(ref),
+                "incar": dict(Incar.from_file("INCAR")),
+                "job": CURRENT_JOB.job.name,
+                # what atomate2 would have handed custodian: the command and the error handlers
+                "vasp_cmd": kwargs.get("vasp_cmd"),
+                "handlers": [type(h).__name__ for h in kwargs.get("handlers") or ()],
+                "wall_time": kwargs.get("wall_time"),
+            }
+        )
         written = Path("inputs.written")  # the inputs as the job wrote them, before the outputs land
         written.mkdir(exist_ok=True)
         for name in ("INCAR", "KPOINTS", "POSCAR", "POTCAR.spec"):
             if Path(name).is_file():
                 shutil.copy(name, written / name)
+        run = {k: records[-1][k] for k in ("job", "vasp_cmd", "handlers", "wall_time")}
+        (written / "custodian.json").write_text(json.dumps(run, indent=1))
         for item in (ref / "outputs").iterdir():
             shutil.copy(item, item.name)
 

@@ -73,18 +73,35 @@ def vasp_command() -> str:
     return os.environ.get("SUPERIONIC_VASP_CMD") or SETTINGS.VASP_CMD
 
 
-def vasp_available() -> tuple[bool, str]:
-    """Whether VASP can run here (or is replayed), with the reason when not."""
+def vasp_available(command: str | None = None) -> tuple[bool, str]:
+    """Whether VASP can run here (or is replayed), with the reason when not.
+
+    ``command`` is the command a job will run (default: :func:`vasp_command`).
+    """
     if os.environ.get("SUPERIONIC_VASP_REPLAY"):
         return True, "replay"
-    cmd = vasp_command().split()
+    full = os.path.expandvars(command or vasp_command())
+    cmd = full.split() or [""]
     exe = next((c for c in cmd if not c.startswith("-") and c not in ("mpirun", "srun", "mpiexec")), cmd[-1])
     if shutil.which(exe) is None:
         return False, (
-            f"VASP executable '{exe}' (from '{vasp_command()}') is not on PATH: set SUPERIONIC_VASP_CMD "
+            f"VASP executable '{exe}' (from '{full}') is not on PATH: set SUPERIONIC_VASP_CMD "
             "(e.g. 'srun vasp_std'), submit to a cluster with VASP, or use engine mlip/cp2k"
         )
     return True, exe
+
+
+def md_run_vasp_kwargs() -> dict[str, Any]:
+    """Return custodian settings of every VASP MD run: atomate2's MD handlers, with this campaign's command.
+
+    atomate2's ``MDMaker`` drops the handlers that do not apply to MD (e.g. non-converging ionic
+    steps); passing only ``vasp_cmd`` would lose that choice, so its defaults are kept. The wall
+    time is set where the run starts (:mod:`superionic.engines.guard`): the time left in the
+    SLURM allocation or ``resources.walltime_s``.
+    """
+    from atomate2.vasp.jobs.md import MDMaker
+
+    return {**MDMaker().run_vasp_kwargs, "vasp_cmd": vasp_command()}
 
 
 def md_input_set(settings: dict[str, Any], start_K: float, end_K: float, nsteps: int) -> Any:
@@ -149,7 +166,9 @@ def md_jobs(
     if ramp:
         start = float(settings.get("start_temperature_K", 100.0))
         maker = MDMaker(
-            name=f"{name} ramp", input_set_generator=md_input_set(settings, start, temperature_K, ramp)
+            name=f"{name} ramp",
+            input_set_generator=md_input_set(settings, start, temperature_K, ramp),
+            run_vasp_kwargs=md_run_vasp_kwargs(),
         )
         ramp_job = maker.make(current)
         ramp_job.metadata["segment"] = "ramp"
@@ -196,7 +215,9 @@ def production_job(
     from atomate2.vasp.jobs.md import MDMaker
 
     maker = MDMaker(
-        name=name, input_set_generator=md_input_set(settings, temperature_K, temperature_K, nsteps)
+        name=name,
+        input_set_generator=md_input_set(settings, temperature_K, temperature_K, nsteps),
+        run_vasp_kwargs=md_run_vasp_kwargs(),
     )
     job = maker.make(structure, prev_dir=prev_dir)
     job.metadata["segment"] = segment
@@ -286,7 +307,11 @@ def quench_jobs(
         ("cool", melt_K, start, settings["quench_ps"]),
     ):
         nsteps = max(1, round(float(ps) * 1000 / dt))
-        maker = MDMaker(name=f"{name} {seg}", input_set_generator=md_input_set(md_settings, t0, t1, nsteps))
+        maker = MDMaker(
+            name=f"{name} {seg}",
+            input_set_generator=md_input_set(md_settings, t0, t1, nsteps),
+            run_vasp_kwargs=md_run_vasp_kwargs(),
+        )
         j = maker.make(current)
         j.metadata["segment"] = seg
         jobs.append(j)
@@ -308,4 +333,6 @@ def density_maker(settings: dict[str, Any], melt_K: float, name: str, method: st
     incar = {"ISPIN": 1, **dict(settings.get("incar", {}))}
     ensemble = "npt" if method == "npt" else "nvt"
     gen = md_input_set({**settings, "ensemble": ensemble, "incar": incar}, melt_K, melt_K, steps)
-    return MDMaker(name=f"{name} density {method}", input_set_generator=gen)
+    return MDMaker(
+        name=f"{name} density {method}", input_set_generator=gen, run_vasp_kwargs=md_run_vasp_kwargs()
+    )

@@ -51,14 +51,100 @@ def _md_table(rows: list[dict[str, Any]]) -> str:
     keys = list(dict.fromkeys(k for row in rows for k in row))
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for r in rows:
-        lines.append("| " + " | ".join(_fmt(r.get(k, "")) for k in keys) + " |")
+        lines.append("| " + " | ".join(_fmt(r.get(k, ""), k) for k in keys) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
+def _fmt(v: Any, key: str = "") -> str:
+    """Format a table value for summary.md by what the column holds (the CSVs keep full precision).
+
+    Energies in eV (per atom or per cell) to 4 decimals, meV to 1 decimal, jump counts as
+    integers (1 decimal below 10), anything else to 4 significant figures.
+    """
+    if not isinstance(v, float) or isinstance(v, bool) or not np.isfinite(v):
+        return str(v)
+    k = key.lower()
+    if "mev" in k:
+        return f"{v:.1f}"
+    if k.endswith("_ev") or "_ev_" in k:
+        return f"{v:.4f}"
+    if k.startswith("n_jumps"):
+        return f"{v:.1f}" if abs(v) < 10 else f"{v:.0f}"
+    return f"{v:.4g}"
+
+
+_DIFFUSION_NUMBERS = (
+    "diffusivity_cm2_s",
+    "diffusivity_err_cm2_s",
+    "conductivity_mS_cm",
+    "conductivity_err_mS_cm",
+    "charge_diffusivity_cm2_s",
+    "charge_diffusivity_err_cm2_s",
+    "haven_ratio",
+    "haven_ratio_err",
+    "n_jumps",
+)
+
+
+def diffusion_rows(items: list[tuple[PlannedJob, dict]]) -> list[dict[str, Any]]:
+    """Rows of diffusion.csv: one per system, ordering and temperature, sorted.
+
+    A number the analysis could not define (``null`` in the result, NaN from older versions) is
+    left blank, never ``nan``, with the reason in ``note``. ``converged`` reads ``yes`` or
+    ``not converged (N jumps)``; ``sigma_method`` says which D the conductivity comes from.
+    """
+    from superionic.analysis.diffusion import SIGMA_METHOD, convergence
+
+    rows = []
+    for p, d in items:
+        r = d["output"]
+        notes = dict(r.get("notes") or {})
+        row: dict[str, Any] = {
+            "system": p.system,
+            "ordering": d["metadata"].get("ordering", 0),
+            "temperature_K": r["temperature_K"],
+            "species": r["species"],
+        }
+        for key in _DIFFUSION_NUMBERS:
+            value = r.get(key)
+            if isinstance(value, int | float) and np.isfinite(value):
+                row[key] = value
+                continue
+            row[key] = ""
+            if key not in r:
+                notes.setdefault(key, "not in this stored result (analysed by an older version)")
+            elif key == "haven_ratio" and not (r.get("charge_diffusivity_cm2_s") or 0) > 0:
+                notes.setdefault(key, f"undefined: D_sigma = {r.get('charge_diffusivity_cm2_s')} cm2/s <= 0")
+            else:
+                notes.setdefault(key, "undefined")
+        rsd = r.get("rsd")
+        if not (isinstance(rsd, int | float) and np.isfinite(rsd)):
+            notes.setdefault("rsd", "undefined (no jumps)")
+        if "converged" in r:
+            ok, why = r["converged"], r.get("convergence_note", "")
+        else:  # stored by an older version: the same rule from its numbers
+            ok, why = convergence(r["n_jumps"], np.inf if rsd is None else rsd, r["diffusivity_cm2_s"])
+        row["converged"] = "yes" if ok else why.split(":")[0]
+        row.update(
+            {
+                "sigma_method": r.get("sigma_method", SIGMA_METHOD),
+                "total_time_ps": r["total_time_ps"],
+                "n_chunks": r.get("n_chunks", 1),
+                "rsd": rsd if isinstance(rsd, int | float) and np.isfinite(rsd) else "",
+                "fit_window_ps": f"{r['fit_window_ps'][0]:.2f}-{r['fit_window_ps'][1]:.2f}",
+                "volume_A3": r.get("volume_A3", ""),
+                "volume_note": r.get("volume_note", ""),
+            }
+        )
+        if not ok:
+            notes.setdefault("converged", why.split(": ", 1)[-1])
+        by_reason: dict[str, list[str]] = defaultdict(list)  # one phrase per reason, naming its columns
+        for key, reason in notes.items():
+            by_reason[reason].append(key)
+        row["note"] = "; ".join(f"{', '.join(keys)}: {reason}" for reason, keys in by_reason.items())
+        rows.append(row)
+    rows.sort(key=lambda r: (r["system"], r["ordering"], r["temperature_K"]))
+    return rows
 
 
 def write_report(
@@ -85,7 +171,7 @@ def write_report(
     for p, d in by_stage["order"]:
         for i, e in enumerate(d["output"]["ewald_energies_ev"]):
             orderings.append(
-                {"system": p.system, "rank": i, "ewald_energy_ev": e, "formula": d["output"]["formula"]}
+                {"system": p.system, "rank": i + 1, "ewald_energy_ev": e, "formula": d["output"]["formula"]}
             )
     relax = []
     for p, d in by_stage["relax"]:
@@ -101,28 +187,7 @@ def write_report(
                 "density_g_cm3": out.get("density"),
             }
         )
-    diffusion = []
-    for p, d in by_stage["diffusion"]:
-        r = d["output"]
-        diffusion.append(
-            {
-                "system": p.system,
-                "ordering": d["metadata"].get("ordering", 0),
-                "temperature_K": r["temperature_K"],
-                "species": r["species"],
-                "diffusivity_cm2_s": r["diffusivity_cm2_s"],
-                "diffusivity_err_cm2_s": r["diffusivity_err_cm2_s"],
-                "conductivity_mS_cm": r["conductivity_mS_cm"],
-                "conductivity_err_mS_cm": r["conductivity_err_mS_cm"],
-                "haven_ratio": r["haven_ratio"],
-                "n_jumps": r["n_jumps"],
-                "total_time_ps": r["total_time_ps"],
-                "n_chunks": r.get("n_chunks", 1),
-                "rsd": r["rsd"],
-                "fit_window_ps": f"{r['fit_window_ps'][0]:.2f}-{r['fit_window_ps'][1]:.2f}",
-            }
-        )
-    diffusion.sort(key=lambda r: (r["system"], r["ordering"], r["temperature_K"]))
+    diffusion = diffusion_rows(by_stage["diffusion"])
     arrhenius = []
     for p, d in by_stage["arrhenius"]:
         r = d["output"]
@@ -157,6 +222,11 @@ def write_report(
         }
         for p, d in by_stage["phase"]
     ]
+    # job metadata count orderings from 0 (job names say "#0"); the report ranks them from 1,
+    # as `superionic order` and orderings.csv do
+    for row in (*relax, *diffusion, *arrhenius, *rotation):
+        if isinstance(row.get("ordering"), int):
+            row["ordering"] += 1
 
     written = []
     for name, rows in (
@@ -199,7 +269,11 @@ def write_report(
             "per-point errors from He et al. 2018 RSD)",
             arrhenius,
         ),
-        ("Polyanion rotation (C(t) = <u(t).u(0)>; tau from exp(-t/tau) where C > 1/e)", rotation),
+        (
+            "Polyanion rotation (C(t) = <u(t).u(0)>; tau from exp(-t/tau) where C > 1/e; "
+            "extrapolated: C(t) stayed above 1/e over the run, tau is longer than the run)",
+            _rotation_md(rotation),
+        ),
         ("Energy above the convex hull (against the competing phases below)", hull),
         (
             "Local structure (CN and bond lengths within the cutoff; CSM: continuous symmetry measure, "
@@ -398,7 +472,7 @@ def hull_rows(items: list[tuple[PlannedJob, dict]]) -> list[dict[str, Any]]:
             rows.append(
                 {
                     "system": p.system,
-                    "structure": r["label"],
+                    "structure": _rank_label(r["label"], p.system),
                     "formula": r["formula"],
                     "energy_per_atom_ev": r["energy_per_atom_ev"],
                     "e_hull_meV_per_atom": r["e_hull_meV_per_atom"],
@@ -409,10 +483,47 @@ def hull_rows(items: list[tuple[PlannedJob, dict]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["system"], r["structure"]))
 
 
+def _rank_label(label: str, system: str) -> str:
+    """Return ``"<system> #k ..."`` (k from 0, as the flow counts) as ``"<system> #k+1 ..."``."""
+    head = f"{system} #"
+    if not label.startswith(head):
+        return label
+    digits = label[len(head) :].split(" ", 1)
+    if not digits[0].isdigit():
+        return label
+    return head + str(int(digits[0]) + 1) + (" " + digits[1] if len(digits) > 1 else "")
+
+
+def rotation_extrapolated(r: dict[str, Any]) -> bool:
+    """Whether a rotation result's tau lies beyond its run (C(t) never fell below 1/e).
+
+    Uses the result's own ``extrapolated`` flag and, for results stored without it, the curve:
+    C(t) above 1/e at every lag, or tau longer than the longest lag.
+    """
+    lags, acf = r.get("lag_times_ps") or [], r.get("acf") or []
+    tau = r.get("rotation_time_ps")
+    return bool(
+        r.get("extrapolated")
+        or (len(acf) > 0 and min(acf) > np.exp(-1))
+        or (len(lags) > 0 and isinstance(tau, int | float) and np.isfinite(tau) and tau > lags[-1])
+    )
+
+
+def rotation_time_text(tau_ps: float, extrapolated: bool, run_ps: float | None) -> str:
+    """Rotation time as printed: ``540 (extrapolated: > 20 ps run)`` when beyond the run."""
+    if tau_ps == float("inf"):
+        return "no decay within the run" + (f" ({run_ps:.3g} ps)" if run_ps else "")
+    text = f"{tau_ps:.3g}"
+    if extrapolated:
+        text += " (extrapolated: > " + (f"{run_ps:.3g} ps run)" if run_ps else "the run)")
+    return text
+
+
 def _rotation_rows(items: list[tuple[PlannedJob, dict]]) -> list[dict[str, Any]]:
     rows = []
     for p, d in items:
         for unit, r in d["output"]["units"].items():
+            lags = r.get("lag_times_ps") or []
             rows.append(
                 {
                     "system": p.system,
@@ -422,11 +533,22 @@ def _rotation_rows(items: list[tuple[PlannedJob, dict]]) -> list[dict[str, Any]]
                     "n_units": r["n_units"],
                     "rotation_time_ps": r["rotation_time_ps"],
                     "rotation_time_err_ps": r["rotation_time_err_ps"],
-                    "extrapolated": r.get("extrapolated", False),
+                    "extrapolated": rotation_extrapolated(r),
+                    "run_ps": float(lags[-1]) if lags else float("nan"),
                     "jump_rotation_ratio": r.get("jump_rotation", {}).get("ratio", float("nan")),
                 }
             )
     return sorted(rows, key=lambda r: (r["system"], r["ordering"], r["unit"], r["temperature_K"]))
+
+
+def _rotation_md(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rotation rows for summary.md: an extrapolated tau says so beside its value."""
+    out = []
+    for r in rows:
+        run = r["run_ps"] if np.isfinite(r["run_ps"]) else None
+        shown = {**r, "rotation_time_ps": rotation_time_text(r["rotation_time_ps"], r["extrapolated"], run)}
+        out.append(shown)
+    return out
 
 
 def _plot_msd(items: list[tuple[PlannedJob, dict]], path: Path) -> Path:
@@ -455,7 +577,31 @@ def plot_arrhenius_points(
     path: Path,
     ax: Any = None,
 ) -> Path:
-    """Plot D (log) against 1000/T with error bars and the fitted line; save when ``ax`` is None."""
+    """Plot D (log) against 1000/T with error bars and the fitted line; save when ``ax`` is None.
+
+    The bars are the table's D +- err. On the log axis a lower end D - err <= 0 cannot be drawn:
+    that bar runs down to a floor below every plotted value and ends in an open down-arrow
+    (legend: "D - err <= 0"). The fit is drawn solid over the fitted temperatures and dashed
+    where it is extrapolated (to ``fit["extrapolated_T_K"]``, 300 K by default).
+
+    Parameters
+    ----------
+    temperatures_K, diffusivities, errors : list of float
+        Points and their (symmetric, 1 sigma) errors, as in diffusion.csv.
+    fit : dict or None
+        :class:`superionic.analysis.diffusion.ArrheniusResult` as a dict.
+    label : str
+        Legend label of the points.
+    path : Path
+        PNG written when ``ax`` is None.
+    ax : matplotlib Axes, optional
+        Draw into this axes (the caller saves).
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     own = ax is None
     if own:
         _fig, ax = plt.subplots(figsize=(6, 4.2))
@@ -465,23 +611,40 @@ def plot_arrhenius_points(
     pos = dvals > 0
     if fit:
         label += f": Ea = {fit['activation_energy_eV']:.2f} ± {fit['activation_energy_err_eV']:.2f} eV"
-    bars = ax.errorbar(
-        1000 / t[pos],
-        dvals[pos],
-        yerr=np.minimum(errs[pos], 0.95 * dvals[pos]),
-        fmt="o",
-        capsize=3,
-        label=label,
-    )
-    if fit:
-        x = np.linspace(1000 / 300.0, 1000 / t.min() * 0.98, 50)
+    x, d, e = 1000 / t[pos], dvals[pos], errs[pos]
+    open_below = d - e <= 0
+    # floor for bars whose lower end is <= 0: a decade below every lower end that can be drawn
+    floor = 0.1 * min(np.min(d), np.min((d - e)[~open_below], initial=np.inf)) if len(d) else 0.0
+    lower = np.where(open_below, d - floor, e)
+    bars = ax.errorbar(x, d, yerr=[lower, e], fmt="o", capsize=3, label=label)
+    colour = bars[0].get_color()
+    if open_below.any():
+        note = "D - err <= 0: bar runs to the axis floor"
         ax.plot(
-            x,
-            fit["prefactor"] * np.exp(-fit["activation_energy_eV"] / (8.617333262e-5 * 1000 / x)),
-            "--",
-            color=bars[0].get_color(),
-            lw=1,
+            x[open_below],
+            np.full(open_below.sum(), floor),
+            "v",
+            mfc="none",
+            color=colour,
+            label=note if note not in ax.get_legend_handles_labels()[1] else "_nolegend_",
         )
+    if (~pos).any():
+        ax.plot([], [], " ", label=f"{int((~pos).sum())} point(s) with D <= 0 not shown")
+    if fit:
+        kb = 8.617333262e-5
+        t_fit = np.asarray(fit.get("temperatures_K") or t, dtype=float)
+        t_lo, t_hi = float(t_fit.min()), float(t_fit.max())
+
+        def law(xs: np.ndarray) -> np.ndarray:
+            return fit["prefactor"] * np.exp(-fit["activation_energy_eV"] / (kb * 1000 / xs))
+
+        xs = np.linspace(1000 / t_hi, 1000 / t_lo, 50)
+        ax.plot(xs, law(xs), "-", color=colour, lw=1)
+        t_ext = float(fit.get("extrapolated_T_K", 300.0))
+        if not t_lo <= t_ext <= t_hi:
+            end = 1000 / t_lo if t_ext < t_lo else 1000 / t_hi
+            xe = np.linspace(end, 1000 / t_ext, 50)
+            ax.plot(xe, law(xe), "--", color=colour, lw=1)
     if own:
         _finish_arrhenius(ax, path)
     return path
@@ -491,7 +654,9 @@ def _finish_arrhenius(ax: Any, path: Path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("1000 / T (1/K)")
     ax.set_ylabel("tracer D (cm$^2$/s)")
-    ax.set_title("Arrhenius plot (error bars: He et al. 2018 RSD)")
+    ax.set_title(
+        "Arrhenius plot (bars: D ± err, He et al. 2018 RSD; fit solid, extrapolation dashed)", fontsize=9
+    )
     ax.legend(fontsize=8)
     fig = ax.figure
     fig.tight_layout()
@@ -504,7 +669,8 @@ def _plot_arrhenius(rows: list[dict[str, Any]], fits: list[tuple[PlannedJob, dic
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         groups[(r["system"], r["ordering"])].append(r)
-    fit_by = {(p.system, d["metadata"].get("ordering", 0)): d["output"] for p, d in fits}
+    # the rows rank orderings from 1, the job metadata from 0
+    fit_by = {(p.system, d["metadata"].get("ordering", 0) + 1): d["output"] for p, d in fits}
     for key, rs in groups.items():
         plot_arrhenius_points(
             [r["temperature_K"] for r in rs],
@@ -523,9 +689,9 @@ def _plot_rotation(items: list[tuple[PlannedJob, dict]], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for p, d in sorted(items, key=lambda t: t[1]["output"]["temperature_K"]):
         for unit, r in d["output"]["units"].items():
-            ax.plot(
-                r["lag_times_ps"], r["acf"], label=f"{p.system} {unit} {d['output']['temperature_K']:g} K"
-            )
+            flag = " (tau extrapolated)" if rotation_extrapolated(r) else ""
+            label = f"{p.system} {unit} {d['output']['temperature_K']:g} K{flag}"
+            ax.plot(r["lag_times_ps"], r["acf"], label=label)
     ax.axhline(np.exp(-1), color="k", lw=0.5, ls=":")
     ax.set_xlabel("lag time (ps)")
     ax.set_ylabel("C(t) = <u(t)·u(0)>")

@@ -119,6 +119,8 @@ class Campaign:
     spec: CampaignSpec
     file: Path
     systems: list[SystemInstance] = field(default_factory=list)
+    #: engines the campaign needs that are missing on this machine (checked again where jobs run)
+    notes: list[Problem] = field(default_factory=list)
 
     @property
     def directory(self) -> Path:
@@ -286,7 +288,9 @@ def _build_system(
         return [], problems
     for suffix, params in _expand(system):
         try:
-            structure = build_disordered(proto.name, params, system.sites, where=where)
+            structure = build_disordered(
+                proto.name, params, system.sites, where=where, oxidation_states=system.oxidation_states
+            )
         except StructureError as exc:
             for p in exc.problems:
                 loc = tuple(
@@ -310,8 +314,9 @@ def _check_stages(
     spec: CampaignSpec,
     data: Any,
     systems: list[SystemInstance],
-    check_engines: bool = True,
+    engines: str = "require",
     base_dir: Path | None = None,
+    notes: list[Problem] | None = None,
 ) -> list[Problem]:
     problems = []
     seen: set[str] = set()
@@ -341,28 +346,37 @@ def _check_stages(
                     _line_of(data, loc),
                 )
             )
-        if check_engines and stage.stage != "order" and engine in SUPPORTED[stage.stage]:
+        if engines != "off" and stage.stage != "order" and engine in SUPPORTED[stage.stage]:
             ok, why, fix = engine_available(engine)
             if not ok:
-                problems.append(
-                    Problem(
-                        f"stages[{i}].engine" if stage.engine else "engine",
-                        why,
-                        engine,
-                        fix,
-                        _line_of(data, loc),
-                    )
+                problem = Problem(
+                    f"stages[{i}].engine" if stage.engine else "engine",
+                    why,
+                    engine,
+                    fix,
+                    _line_of(data, (*loc, "engine")) if stage.engine else _line_of(data, ("engine",)),
                 )
+                # once per engine, at the line that names it; "note": needed where the jobs run,
+                # not where they are submitted (checked again when each job starts)
+                target = problems if engines == "require" else notes
+                if target is not None and not any(
+                    p.value == engine and p.message == why for p in target
+                ):
+                    target.append(problem)
         preset = stage.preset or spec.preset
-        if not (configs_dir() / "engines" / f"{preset}.yaml").is_file():
+        preset_where = f"stages[{i}].preset" if stage.preset else "preset"
+        # the campaign's own preset is reported once, at its line, not once per stage using it
+        if not (configs_dir() / "engines" / f"{preset}.yaml").is_file() and not any(
+            p.where == preset_where for p in problems
+        ):
             known = sorted(p.stem for p in (configs_dir() / "engines").glob("*.yaml"))
             problems.append(
                 Problem(
-                    f"stages[{i}].preset" if stage.preset else "preset",
+                    preset_where,
                     "unknown preset",
                     preset,
                     ", ".join(known),
-                    _line_of(data, (*loc, "preset")) or _line_of(data, ("preset",)),
+                    _line_of(data, (*loc, "preset")) if stage.preset else _line_of(data, ("preset",)),
                 )
             )
         if isinstance(stage, QuenchStage):
@@ -413,7 +427,7 @@ def _check_stages(
         if isinstance(stage, NMRStage) and engine == "abinit":
             problems += _abinit_nmr_problems(stage, systems, i, data, loc)
         if isinstance(stage, NMRStage) and engine == "cp2k":
-            problems += _cp2k_nmr_problems(stage, spec.preset, systems, i, data, loc, check_engines)
+            problems += _cp2k_nmr_problems(stage, spec.preset, systems, i, data, loc, engines != "off")
         if (
             isinstance(stage, MDStage)
             and engine == "mlip"
@@ -429,6 +443,8 @@ def _check_stages(
                     _line_of(data, (*loc, "thermostat")),
                 )
             )
+        if isinstance(stage, MDStage) and engine == "cp2k":
+            problems += _cp2k_md_problems(stage, stage.preset or spec.preset, i, data, loc)
         if isinstance(stage, MDStage) and stage.fit_start >= stage.fit_end:
             problems.append(
                 Problem(
@@ -539,6 +555,28 @@ def _abinit_nmr_problems(
     return problems
 
 
+def _cp2k_md_problems(stage: MDStage, preset: str, i: int, data: Any, loc: tuple) -> list[Problem]:
+    """CP2K MD: what CP2K cannot run as asked (Langevin NpT, Berendsen, bad barostat settings).
+
+    Stage fields (``thermostat``, ``ensemble``) are named at their line in the campaign file,
+    preset keys (``cp2k.md.npt_cell``, ...) by preset name.
+    """
+    if not (configs_dir() / "engines" / f"{preset}.yaml").is_file():
+        return []  # reported as an unknown preset
+    from superionic.engines import stage_settings
+    from superionic.engines.cp2k import md_settings_problems
+
+    overrides = stage.model_dump(exclude={"stage", "engine", "preset"})
+    out = []
+    for p in md_settings_problems(stage_settings(preset, "cp2k", "md", overrides)):
+        if p.where in MDStage.model_fields:
+            where, line = f"stages[{i}].{p.where}", _line_of(data, (*loc, p.where)) or _line_of(data, loc)
+        else:
+            where, line = f"preset '{preset}' cp2k.md.{p.where}", None
+        out.append(Problem(where, p.message, p.value, p.valid, line))
+    return out
+
+
 def _cp2k_nmr_problems(
     stage: NMRStage,
     campaign_preset: str,
@@ -595,15 +633,18 @@ def _version() -> str:
     return __version__
 
 
-def load_campaign(path: str | Path, check_engines: bool = True) -> Campaign:
+def load_campaign(path: str | Path, check_engines: bool | str = True) -> Campaign:
     """Read, validate and expand a campaign file.
 
     Parameters
     ----------
     path : str or Path
         The campaign YAML.
-    check_engines : bool
-        Refuse engines that cannot run here (e.g. VASP not installed); off for a dry run.
+    check_engines : bool or str
+        What to do about an engine that cannot run on this machine (e.g. VASP not on PATH):
+        ``True``/``"require"`` refuses it (``run``, which runs the jobs here); ``"note"`` records it
+        in :attr:`Campaign.notes` (``validate``, ``submit``: the jobs run elsewhere, where the
+        engine is checked again when each job starts); ``False``/``"off"`` skips the check.
 
     Returns
     -------
@@ -665,18 +706,29 @@ def load_campaign(path: str | Path, check_engines: bool = True) -> Campaign:
         problems.extend(probs)
     names = [s.name for s in systems]
     for dup in sorted({n for n in names if names.count(n) > 1}):
+        entries = sorted({s.index for s in systems if s.name == dup})
+        j = entries[-1]  # reported at the later entry, naming the earlier ones
+        named = spec.systems[j].name is not None
+        earlier = ", ".join(f"systems[{k}] (line {_line_of(data, ('systems', k))})" for k in entries[:-1])
         problems.append(
             Problem(
-                "systems",
-                "two systems have the same name",
+                f"systems[{j}].name" if named else f"systems[{j}]",
+                f"two systems have the same name: also {earlier}"
+                if earlier
+                else "two systems of this entry's sweep have the same name (a value listed twice?)",
                 dup,
                 "give each system a distinct 'name'",
+                _line_of(data, ("systems", j, "name") if named else ("systems", j)),
             )
         )
-    problems.extend(_check_stages(spec, data, systems, check_engines, file.parent))
+    mode = {True: "require", False: "off"}.get(check_engines, check_engines)  # type: ignore[call-overload]
+    if mode not in ("require", "note", "off"):
+        raise ValueError(f"check_engines must be True, False, 'require', 'note' or 'off', not {mode!r}")
+    notes: list[Problem] = []
+    problems.extend(_check_stages(spec, data, systems, mode, file.parent, notes))
     if problems:
         raise SpecError(problems, shown)
-    return Campaign(spec=spec, file=file.resolve(), systems=systems)
+    return Campaign(spec=spec, file=file.resolve(), systems=systems, notes=notes)
 
 
 def _to_plain(node: Any) -> Any:

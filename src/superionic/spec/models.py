@@ -199,6 +199,31 @@ class StoreSpec(_Strict):
         return self
 
 
+class ResourcesSpec(_Strict):
+    """What each job may use where it runs (a bare string in older files is the profile name)."""
+
+    profile: str = Field("local", description="Free-form label of the site profile.")
+    threads: PositiveInt | None = Field(
+        None,
+        description=(
+            "CPUs given to a run or worker (default: SLURM_CPUS_PER_TASK, else OMP_NUM_THREADS, else "
+            "the machine's cores); divided among the jobs a worker runs at once."
+        ),
+    )
+    walltime_s: PositiveFloat | None = Field(
+        None,
+        description=(
+            "Seconds a VASP run may take before custodian stops it cleanly (default: the time left in "
+            "the SLURM allocation when the run starts)."
+        ),
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_profile_name(cls, data: Any) -> Any:
+        return {"profile": data} if isinstance(data, str) else data
+
+
 class CampaignSpec(_Strict):
     """A campaign: systems, the stages each goes through, engine and store."""
 
@@ -208,5 +233,5 @@ class CampaignSpec(_Strict):
     preset: str = "default"
     systems: list[SystemSpec] = Field(..., min_length=1)
     stages: list[Stage] = Field(..., min_length=1)
-    resources: str = "local"
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     store: StoreSpec = Field(default_factory=StoreSpec)

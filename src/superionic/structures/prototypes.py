@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pymatgen.core import Composition, Lattice, Structure
+from pymatgen.core import Composition, Element, Lattice, Structure
 from ruamel.yaml import YAML
 
 from superionic.errors import Problem, StructureError
@@ -213,6 +213,7 @@ def build_disordered(
     params: dict[str, Any] | None = None,
     site_overrides: dict[str, dict[str, float]] | None = None,
     where: str = "system",
+    oxidation_states: dict[str, float] | None = None,
 ) -> Structure:
     """Build the disordered conventional cell of a prototype.
 
@@ -226,6 +227,9 @@ def build_disordered(
         Site label -> ``{species: occupancy}`` replacing the prototype's occupancies.
     where : str
         Field path used in error messages.
+    oxidation_states : dict, optional
+        The system's own oxidation states (its ``oxidation_states:`` key), over the prototype's.
+        When given, an element that has none is reported at ``<where>.oxidation_states``.
 
     Returns
     -------
@@ -264,6 +268,16 @@ def build_disordered(
             raw = dict(site["species"])
         for key, expr in raw.items():
             symbol = str(key).format(**values)
+            if not Element.is_valid_symbol(symbol):  # pymatgen would take it as a dummy species
+                problems.append(
+                    Problem(
+                        f"{where}.sites.{site['label']}.{symbol}",
+                        "not a chemical element",
+                        symbol,
+                        "an element symbol such as Se or Br",
+                    )
+                )
+                continue
             value = evaluate_expression(expr, values)
             if value < -1e-9:
                 problems.append(
@@ -298,7 +312,19 @@ def build_disordered(
         coords,
         site_properties={"wyckoff": labels},
     )
-    check_charge_balance(structure, proto.oxidation_states, where)
+    if oxidation_states is None:
+        check_charge_balance(structure, proto.oxidation_states, where)
+        return structure
+    ox = {**proto.oxidation_states, **oxidation_states}
+    missing = sorted({el.symbol for el in structure.composition.elements} - set(ox))
+    if missing:
+        raise StructureError.single(
+            f"{where}.oxidation_states",
+            f"no oxidation state for {', '.join(missing)} (known: {', '.join(ox)})",
+            missing,
+            f"add them to {where}.oxidation_states, e.g. oxidation_states: {{{missing[0]}: CHARGE}}",
+        )
+    check_charge_balance(structure, ox, where)
     return structure
 
 

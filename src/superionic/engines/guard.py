@@ -1,0 +1,156 @@
+"""Check an engine where its job runs, and give VASP runs the time left in the allocation.
+
+``superionic submit`` runs on a login node where VASP is usually not on PATH (the job script
+loads it), so the engine cannot be required there. Each DFT job checks its engine when it starts
+instead, and fails with one clear message naming the executable and the host.
+
+atomate2 offers no hook before it starts VASP or CP2K, so within :func:`engine_checks` the
+functions its makers call first and last (``write_vasp_input_set`` and ``run_vasp``, likewise for
+CP2K, looked up in the module that calls them) are wrapped: the wrapper checks the engine, then
+calls atomate2's function unchanged. For VASP it
+also sets custodian's wall time, when the maker gives none, to the time left in the SLURM
+allocation, so custodian stops VASP cleanly (STOPCAR; CONTCAR written) before the queue kills
+it and a chained MD run continues from that CONTCAR. ABINIT runs through our own function, which
+calls :func:`require_engine` itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import socket
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+class EngineUnavailableError(RuntimeError):
+    """The engine a job needs cannot run on the machine the job runs on."""
+
+
+def engine_status(engine: str, command: str | None = None) -> tuple[bool, str]:
+    """Return ``(ok, reason)`` for ``vasp``, ``cp2k`` or ``abinit`` on this machine (others: ok).
+
+    ``command`` is the command the job will run (default: the engine's configured command).
+    """
+    if engine == "vasp":
+        from superionic.engines.vasp import vasp_available
+
+        return vasp_available(command)
+    if engine == "cp2k":
+        from superionic.engines.cp2k import cp2k_available
+
+        return cp2k_available(command)
+    if engine == "abinit":
+        from superionic.engines.abinit import abinit_available
+
+        return abinit_available()
+    return True, ""
+
+
+def require_engine(engine: str, command: str | None = None) -> None:
+    """Raise :class:`EngineUnavailableError` when ``engine`` cannot run here, naming the host."""
+    ok, why = engine_status(engine, command)
+    if not ok:
+        raise EngineUnavailableError(
+            f"{why} (on host {socket.gethostname()}, where this job runs: load the engine in the "
+            "worker's environment, e.g. init-site --module, or set the command variable)"
+        )
+
+
+_SLURM_TIME = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)$")
+
+
+def parse_slurm_time(text: str) -> float | None:
+    """Seconds in a SLURM time string (``D-HH:MM:SS``, ``HH:MM:SS``, ``MM:SS``); None if not one."""
+    m = _SLURM_TIME.match(text.strip())
+    if not m:
+        return None
+    days, hours, minutes, seconds = (int(g) if g else 0 for g in m.groups())
+    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+
+
+def slurm_time_left_s() -> float | None:
+    """Seconds left in this SLURM allocation (``squeue -h -j $SLURM_JOB_ID -o %L``), or None."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return None
+    try:
+        out = subprocess.run(
+            ["squeue", "-h", "-j", job, "-o", "%L"], capture_output=True, text=True, timeout=20, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return parse_slurm_time(out) if out.strip() else None
+
+
+def vasp_wall_time_s(configured: float | None = None) -> int | None:
+    """Return the wall time custodian gives a VASP run starting now (configured, capped by SLURM's).
+
+    ``configured`` comes from the campaign's ``resources.walltime_s`` (``run`` and ``worker`` put
+    it in ``SUPERIONIC_VASP_WALLTIME_S``; it is not a job setting, so it changes no fingerprint).
+    custodian stops VASP when less than its buffer (300 s) is left.
+    """
+    left = slurm_time_left_s()
+    options = [t for t in (configured, left) if t]
+    return int(min(options)) if options else None
+
+
+# (engine, module whose functions the makers call, function): input writing comes first in
+# atomate2's makers, so the check runs before inputs that may need site data (POTCARs) are written
+_WRAPPED = (
+    ("vasp", "atomate2.vasp.jobs.base", "write_vasp_input_set"),
+    ("vasp", "atomate2.vasp.jobs.base", "run_vasp"),
+    ("cp2k", "atomate2.cp2k.jobs.base", "write_cp2k_input_set"),
+    ("cp2k", "atomate2.cp2k.jobs.base", "run_cp2k"),
+)
+
+
+def _maker_command(engine: str) -> str | None:
+    """The command the running job's maker will start (``run_<engine>_kwargs``), if known."""
+    from jobflow import CURRENT_JOB
+
+    job = CURRENT_JOB.job
+    maker = getattr(getattr(job, "function", None), "__self__", None) if job is not None else None
+    kwargs = getattr(maker, f"run_{engine}_kwargs", None) or {}
+    return kwargs.get(f"{engine}_cmd")
+
+
+def _checked(engine: str, run: Callable[..., Any]) -> Callable[..., Any]:
+    def runner(*args: Any, **kwargs: Any) -> Any:
+        # the command this run will start: given to run_<engine>, else the running maker's
+        require_engine(engine, kwargs.get(f"{engine}_cmd") or _maker_command(engine))
+        if getattr(run, "__name__", "").startswith("write_"):
+            return run(*args, **kwargs)
+        if engine == "vasp" and kwargs.get("wall_time") is None:
+            configured = os.environ.get("SUPERIONIC_VASP_WALLTIME_S")
+            wall = vasp_wall_time_s(float(configured) if configured else None)
+            if wall is not None:
+                kwargs["wall_time"] = wall
+        return run(*args, **kwargs)
+
+    runner.superionic_checked = True  # type: ignore[attr-defined]
+    return runner
+
+
+@contextmanager
+def engine_checks() -> Iterator[None]:
+    """Within the block, every VASP and CP2K job first checks that its engine runs here."""
+    saved: list[tuple[Any, str, Any]] = []
+    try:
+        for engine, module_name, attr in _WRAPPED:
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError:
+                continue
+            original = getattr(module, attr)
+            if getattr(original, "superionic_checked", False):
+                continue
+            saved.append((module, attr, original))
+            setattr(module, attr, _checked(engine, original))
+        yield
+    finally:
+        for module, attr, original in reversed(saved):
+            setattr(module, attr, original)
