@@ -96,7 +96,8 @@ def run_bare(cif: Path, steps: int, threads: int | None) -> dict:
     if threads is not None:
         torch.set_num_threads(threads)
     atoms = Structure.from_file(cif).to_ase_atoms()
-    atoms.set_cell(atoms.cell.standard_form(form="upper")[0])  # ASE NPT needs it (atomate2 does the same)
+    # ASE's NPT needs an upper-triangular cell; rotate the atoms with it (scale_atoms keeps fractions)
+    atoms.set_cell(atoms.cell.standard_form(form="upper")[0], scale_atoms=True)
     t0 = time.perf_counter()
     atoms.calc = CHGNetCalculator()
     MaxwellBoltzmannDistribution(atoms, temperature_K=TEMPERATURE_K, rng=np.random.default_rng(SEED))

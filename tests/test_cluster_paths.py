@@ -189,3 +189,29 @@ def test_vasp_run_gets_the_time_left_in_the_allocation(
     assert seen[-1]["wall_time"] == 3600
     with pytest.raises(guard.EngineUnavailableError, match="'vasp_gam_missing'"):
         checked(vasp_cmd="srun vasp_gam_missing")
+
+
+def test_preset_md_settings_are_not_overridden_by_stage_defaults(tmp_path: Path, no_vasp: None) -> None:
+    """Study B's preset says NpT + Langevin at 0.5 fs; an md stage that does not set them must run
+    that, not the stage model's defaults (NVT Nose-Hoover, 2 fs), on VASP and on the MLIP; a value
+    written in the campaign still wins."""
+    from superionic.flows import build_flows
+    from superionic.spec import load_campaign
+
+    _licl(tmp_path)
+    text = (
+        "name: b\nengine: {engine}\npreset: antiperovskite_amide\nsystems:\n  - name: LiCl\n"
+        "    structure: LiCl.cif\nstages:\n  - stage: md\n    temperatures_K: [500]\n"
+        "    production_steps: 10\n{extra}"
+    )
+    makers = {}
+    for engine, extra in (("vasp", ""), ("mlip", ""), ("mlip", "    timestep_fs: 1.0\n")):
+        (tmp_path / "c.yaml").write_text(text.format(engine=engine, extra=extra))
+        campaign = load_campaign(tmp_path / "c.yaml", check_engines="note")
+        job = next(j for j, _ in build_flows(campaign)[0].iterflow() if j.metadata.get("stage") == "md")
+        makers[(engine, extra)] = job.function.__self__
+    gen = makers[("vasp", "")].input_set_generator
+    assert (gen.ensemble, gen.time_step, type(gen).__name__) == ("npt", 0.5, "FrictionMDSet")
+    mlip = makers[("mlip", "")]
+    assert (mlip.time_step, mlip.dynamics) == (0.5, "langevin")
+    assert makers[("mlip", "    timestep_fs: 1.0\n")].time_step == 1.0

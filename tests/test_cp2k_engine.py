@@ -245,3 +245,251 @@ def test_real_cp2k_melt_quench_runs_through_the_flow(tmp_path: Path) -> None:
     from superionic.analysis.local_structure import coordination
 
     assert float(quenched["cn_H"]) == pytest.approx(coordination(final, "Li", "H", 2.5)["cn_mean"])
+
+
+def _md_input(tmp_path: Path, settings: dict, structure: Structure | None = None) -> tuple[str, list]:
+    """Write the CP2K input of the production job ``md_jobs`` builds (600 K) and return it with the jobs."""
+    require_executable("cp2k")  # the basis/potential data (/usr/share/cp2k) come with the package
+    from superionic.engines.cp2k import md_jobs
+
+    s = structure or Structure.from_spacegroup(
+        "Fm-3m", Lattice.cubic(5.13), ["Li", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]
+    )
+    jobs, _, _ = md_jobs({"production_steps": 3, **settings}, 600.0, s, "x")
+    prod = [j for j in jobs if hasattr(j.function, "__self__")][-1]  # the production MD run
+    gen = prod.function.__self__.input_set_generator
+    gen.get_input_set(s).write_input(str(tmp_path), overwrite=True)
+    return (tmp_path / "cp2k.inp").read_text(), jobs
+
+
+def _section(text: str, name: str) -> str:
+    """Body of the (first) ``&name ... &END name`` section of a CP2K input."""
+    match = re.search(rf"^\s*&{name}\b.*?$(.*?)^\s*&END {name}\b", text, flags=re.M | re.S)
+    assert match, f"no &{name} section"
+    return match.group(1)
+
+
+def test_cp2k_npt_input_has_barostat_and_stress(tmp_path: Path) -> None:
+    """ensemble npt: NPT_F with Nose-Hoover particles, BAROSTAT PRESSURE 2.5 kbar = 2500 bar with
+    its unit written, CP2K's default TIMECON 1000 fs written out, and the analytical stress."""
+    inp, _ = _md_input(tmp_path, {"ensemble": "npt", "pressure_kbar": 2.5})
+    md = _section(inp, "MD")
+    assert _keyword(md, "ENSEMBLE") == ["NPT_F"]
+    assert _keyword(_section(md, "THERMOSTAT"), "TYPE") == ["NOSE"]
+    baro = _section(md, "BAROSTAT")
+    assert _keyword(baro, "PRESSURE") == ["[bar] 2500.0"]
+    assert _keyword(baro, "TIMECON") == ["[fs] 1000.0"]
+    assert "LANGEVIN" not in md
+    # a FORCE_EVAL keyword (pymatgen writes it by default; superionic sets it so NpT keeps it)
+    assert re.search(r"^&FORCE_EVAL\n(?:\t[^\t&][^\n]*\n)*\tSTRESS_TENSOR ANALYTICAL$", inp, flags=re.M)
+
+
+def test_cp2k_npt_isotropic_and_timecon_settings(tmp_path: Path) -> None:
+    inp, _ = _md_input(
+        tmp_path,
+        {"ensemble": "npt", "npt_cell": "isotropic", "barostat_timecon_fs": 250, "pressure_kbar": -1},
+    )
+    md = _section(inp, "MD")
+    assert _keyword(md, "ENSEMBLE") == ["NPT_I"]
+    assert _keyword(_section(md, "BAROSTAT"), "TIMECON") == ["[fs] 250.0"]
+    assert _keyword(_section(md, "BAROSTAT"), "PRESSURE") == ["[bar] -1000.0"]
+
+
+def test_cp2k_barostat_timecon_from_lattice_mass(tmp_path: Path) -> None:
+    """lattice_mass_amu alone: TIMECON tau with CP2K's NPT_F barostat mass (N_f + 3) k T tau^2 / 3
+    equal to W V^(2/3) (same cell kinetic energy per strain rate), computed here in SI units."""
+    from scipy import constants as c
+
+    s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.13), ["Li", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    inp, _ = _md_input(tmp_path, {"ensemble": "npt", "lattice_mass_amu": 1000.0}, s)
+    w_si = 1000.0 * c.atomic_mass * (s.volume * 1e-30) ** (2 / 3)  # kg m^2
+    n_free = 3 * len(s) - 3
+    tau_fs = np.sqrt(3 * w_si / ((n_free + 3) * c.k * 600.0)) * 1e15
+    timecon = _keyword(_section(_section(inp, "MD"), "BAROSTAT"), "TIMECON")[0]
+    assert timecon.startswith("[fs] ")
+    assert float(timecon.split()[1]) == pytest.approx(tau_fs, abs=1e-3)
+    assert 2000 < tau_fs < 3000  # 8 atoms, 135 A^3, 600 K
+
+
+def test_cp2k_langevin_sets_gamma(tmp_path: Path) -> None:
+    """Langevin: GAMMA = friction_per_ps / 1000 in 1/fs (default 10/ps as for VASP)."""
+    inp, _ = _md_input(tmp_path, {"thermostat": "langevin"})
+    md = _section(inp, "MD")
+    assert _keyword(md, "ENSEMBLE") == ["LANGEVIN"]
+    assert _keyword(_section(md, "LANGEVIN"), "GAMMA") == ["[fs^-1] 0.01"]
+    assert "BAROSTAT" not in md
+    inp, _ = _md_input(tmp_path, {"thermostat": "langevin", "friction_per_ps": 2.5})
+    assert _keyword(_section(_section(inp, "MD"), "LANGEVIN"), "GAMMA") == ["[fs^-1] 0.0025"]
+
+
+def test_cp2k_nvt_input_unchanged(tmp_path: Path) -> None:
+    inp, _ = _md_input(tmp_path, {})
+    md = _section(inp, "MD")
+    assert _keyword(md, "ENSEMBLE") == ["NVT"]
+    assert "BAROSTAT" not in md and "LANGEVIN" not in md
+
+
+def test_cp2k_md_jobs_tag_segment() -> None:
+    """CP2K MD jobs carry the same ``segment`` metadata as the other engines (ramp, production,
+    production_<part> for an extension)."""
+    from superionic.engines.cp2k import extension_jobs, md_jobs
+
+    s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.08), ["Li", "H"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    jobs, _, last = md_jobs({"production_steps": 4, "ramp_steps": 4, "ramp_segments": 2}, 600.0, s, "x")
+    runs = [j for j in jobs if "segment" in j.metadata]
+    assert [j.metadata["segment"] for j in runs] == ["ramp", "ramp", "production"]
+    ext, _, _ = extension_jobs({"production_steps": 4}, 600.0, last, "x", 3)
+    assert ext[0].metadata["segment"] == "production_3"
+    assert not any("md_segment" in j.metadata for j in [*jobs, *ext])
+
+
+@pytest.mark.parametrize(
+    ("stage", "field", "words"),
+    [
+        ("    ensemble: npt\n    thermostat: langevin\n", "stages[1].thermostat", "no barostat"),
+        ("    thermostat: berendsen\n", "stages[1].thermostat", "no such thermostat"),
+    ],
+)
+def test_cp2k_md_settings_it_cannot_run_are_refused(
+    tmp_path: Path, stage: str, field: str, words: str
+) -> None:
+    (tmp_path / "c.yaml").write_text(
+        "name: c\nengine: cp2k\nsystems:\n  - prototype: argyrodite\n"
+        "stages:\n  - stage: order\n  - stage: md\n    temperatures_K: [600]\n" + stage
+    )
+    result = runner.invoke(app, ["validate", str(tmp_path / "c.yaml")])
+    assert result.exit_code == 2, result.output
+    (line,) = [ln for ln in result.output.splitlines() if field in ln]
+    assert words in line and "c.yaml:" in line and "nose-hoover" in line
+
+
+def test_cp2k_md_preset_values_are_checked() -> None:
+    from superionic.engines.cp2k import md_settings_problems
+
+    problems = md_settings_problems({"npt_cell": "cubic", "barostat_timecon_fs": 0, "pressure_kbar": "high"})
+    assert {(p.where, p.value) for p in problems} == {
+        ("npt_cell", "cubic"),
+        ("barostat_timecon_fs", 0),
+        ("pressure_kbar", "high"),
+    }
+    assert md_settings_problems({"ensemble": "npt", "pressure_kbar": -1.5, "lattice_mass_amu": 500}) == []
+
+
+def _write_cp2k_md(folder: Path, symbols: list[str], frames: np.ndarray, cells: np.ndarray | None) -> None:
+    """Write ``frames`` (Cartesian, A) as CP2K's -pos-1.xyz and ``cells`` as its -1.cell (gzipped)."""
+    n = len(symbols)
+    xyz = []
+    for k, frame in enumerate(frames):
+        xyz += [f"{n:8d}", f" i = {k:8d}, time = {k * 2.0:12.3f}, E = -1.0"]
+        xyz += [
+            f" {el:2s} {x:20.10f} {y:20.10f} {z:20.10f}" for el, (x, y, z) in zip(symbols, frame, strict=True)
+        ]
+    (folder / "CP2K-pos-1.xyz").write_text("\n".join(xyz) + "\n")
+    if cells is not None:
+        rows = ["#   Step   Time [fs]       Ax [Angstrom] ...  Volume [Angstrom^3]"]
+        rows += [
+            f"{k:8d} {k * 2.0:12.3f} "
+            + " ".join(f"{v:18.10f}" for v in cell.ravel())
+            + f" {np.linalg.det(cell):18.10f}"
+            for k, cell in enumerate(cells)
+        ]
+        with gzip.open(folder / "CP2K-1.cell.gz", "wt") as fh:
+            fh.write("\n".join(rows) + "\n")
+
+
+def test_cp2k_trajectory_reads_the_npt_cell(tmp_path: Path) -> None:
+    """An NpT run's cell changes every step: each frame gets its own cell from -1.cell, so the
+    fractional coordinates are the ones the positions were built from and the conductivity uses
+    the mean of the real volumes."""
+    from superionic.stages.md import analyze_diffusion, cp2k_trajectory
+
+    rng = np.random.default_rng(0)
+    s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.13), ["Li", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    symbols = [sp.symbol for sp in s.species]
+    n_frames = 6
+    frac = s.frac_coords[None] + rng.normal(0, 0.01, (n_frames, len(s), 3))
+    cells = np.array(
+        [s.lattice.matrix * (1 + 0.01 * k) + np.triu(rng.normal(0, 0.02, (3, 3)), 1) for k in range(n_frames)]
+    )
+    _write_cp2k_md(tmp_path, symbols, np.einsum("fai,fij->faj", frac, cells), cells)
+    traj = cp2k_trajectory.original(str(tmp_path), s, 2.0)
+    assert not traj.constant_lattice
+    assert np.allclose(np.asarray(traj.lattice), cells, atol=1e-9)
+    assert np.allclose(traj.coords, frac, atol=1e-8)
+    result = analyze_diffusion.original(traj, 600.0, "Li", 2.0, fit_start=0.0, fit_end=1.0)
+    assert result["volume_A3"] == pytest.approx(np.mean(np.abs(np.linalg.det(cells))), rel=1e-9)
+    # the input cell is not used when CP2K wrote one
+    assert result["volume_A3"] != pytest.approx(s.volume, rel=1e-3)
+
+
+def test_cp2k_trajectory_nvt_cell_is_constant(tmp_path: Path) -> None:
+    from superionic.stages.md import cp2k_trajectory
+
+    s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.08), ["Li", "H"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    frames = np.repeat(s.cart_coords[None], 3, axis=0) + 0.01
+    cells = np.repeat(s.lattice.matrix[None], 3, axis=0)
+    for with_cell in (True, False):
+        folder = tmp_path / str(with_cell)
+        folder.mkdir()
+        _write_cp2k_md(folder, [sp.symbol for sp in s.species], frames, cells if with_cell else None)
+        traj = cp2k_trajectory.original(str(folder), s, 2.0)
+        assert traj.constant_lattice and np.allclose(traj.lattice, s.lattice.matrix)
+        assert np.allclose(traj.coords, s.lattice.get_fractional_coords(frames), atol=1e-9)
+
+
+@pytest.mark.cp2k
+def test_real_cp2k_npt_run_moves_the_cell(tmp_path: Path) -> None:
+    """Two real CP2K NPT_F steps of primitive LiH (2 atoms; 200 Ry and EPS_DEFAULT 1e-8 keep it to
+    about 40 s on one core): CP2K reads the pressure and time constant as written (2.5 kbar =
+    2500 bar, 500 fs), the run ends normally, the cell moves, and the trajectory job gives each
+    frame the cell and volume CP2K printed in -1.cell."""
+    require_executable("cp2k")
+    from superionic.engines.cp2k import cp2k_command, md_jobs
+    from superionic.stages.md import cp2k_trajectory
+
+    s = _lih(tmp_path / "LiH.cif")
+    quick = {"FORCE_EVAL": {"DFT": {"QS": {"EPS_DEFAULT": 1e-8, "EPS_PGF_ORB": 1e-8}}}}
+    settings = {
+        "ensemble": "npt",
+        "pressure_kbar": 2.5,
+        "barostat_timecon_fs": 500,
+        "timestep_fs": 0.5,
+        "production_steps": 2,
+        "cutoff_Ry": 200,
+        "rel_cutoff_Ry": 30,
+        "eps_scf": 1e-5,
+        "override": quick,
+    }
+    jobs, _, _ = md_jobs(settings, 300.0, s, "x")
+    prod = [j for j in jobs if hasattr(j.function, "__self__")][-1]
+    run = tmp_path / "run"
+    prod.function.__self__.input_set_generator.get_input_set(s).write_input(str(run), overwrite=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [*cp2k_command().split(), "-i", "cp2k.inp", "-o", "cp2k.out"]
+    result = subprocess.run(cmd, cwd=run, env=env, capture_output=True, text=True, timeout=900)
+    out = (run / "cp2k.out").read_text()
+    assert result.returncode == 0 and "PROGRAM ENDED AT" in out, out[-3000:]
+    assert re.search(r"MD_PAR\| Ensemble type\s+NPT_F$", out, flags=re.M)
+    assert float(re.search(r"MD_PAR\| Pressure \[bar\]\s+(\S+)", out).group(1)) == 2500.0
+    assert float(re.search(r"MD_PAR\| Barostat time constant \[fs\]\s+(\S+)", out).group(1)) == 500.0
+    (cell_file,) = list(run.glob("*-1.cell"))
+    rows = np.loadtxt(cell_file)
+    assert rows.shape == (3, 12) and list(rows[:, 0]) == [0, 1, 2]
+    assert abs(rows[-1, 11] - rows[0, 11]) > 1e-3  # the volume moved
+    traj = cp2k_trajectory.original(str(run), s, 0.5)
+    lattices = np.asarray(traj.lattice)
+    assert not traj.constant_lattice and lattices.shape == (3, 3, 3)
+    assert np.allclose(np.abs(np.linalg.det(lattices)), rows[:, 11], rtol=1e-8)
+
+
+def test_cp2k_quench_stays_nvt_under_an_npt_md_preset() -> None:
+    """The quench inherits the preset's md settings but is NVT Nose-Hoover: a preset md
+    ``ensemble: npt`` (meant for the md stage) gives it no barostat."""
+    from superionic.engines.cp2k import quench_jobs
+
+    s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.08), ["Li", "H"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    settings = {"heat_ps": 0.004, "hold_ps": 0.004, "quench_ps": 0.004, "quench_segments": 1}
+    jobs, _ = quench_jobs({**settings, "ensemble": "npt", "pressure_kbar": 1.0}, 1000.0, s, "x")
+    for j in jobs:
+        gen = j.function.__self__.input_set_generator
+        assert gen.user_input_settings["activate_motion"]["ensemble"] == "NVT" and gen.barostat is None

@@ -159,7 +159,9 @@ def test_campaign_through_real_slurm(tmp_path: Path) -> None:
     # the README's cluster commands as written: a relative --out, then launch with that qadapter
     r = _cli("init-site", "--out", "site", "--campaign", "c.yaml", "--partition", "debug", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    r = _cli("launch", "c.yaml", "--slurm", "--jobs", "2", "--qadapter", "site/my_qadapter.yaml", cwd=tmp_path)
+    r = _cli(
+        "launch", "c.yaml", "--slurm", "--jobs", "2", "--qadapter", "site/my_qadapter.yaml", cwd=tmp_path
+    )
     assert r.returncode == 0 and "queued SLURM job(s):" in r.stdout, r.stdout + r.stderr
     job_ids = [j.strip() for j in r.stdout.rsplit(":", 1)[1].split(",")]
     assert len(job_ids) == 2

@@ -359,7 +359,8 @@ def test_vasp_md_extended_until_rsd_target_continues_the_run(tmp_path: Path) -> 
     import json
 
     runs = [
-        json.loads(f.read_text()) for f in (tmp_path / ".superionic" / "jobs").glob("*/inputs.written/custodian.json")
+        json.loads(f.read_text())
+        for f in (tmp_path / ".superionic" / "jobs").glob("*/inputs.written/custodian.json")
     ]
     assert sorted(r["vasp_cmd"] for r in runs) == ["srun vasp_std"] * 3
     assert all("FrozenJobErrorHandler" in r["handlers"] for r in runs)

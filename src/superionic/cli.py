@@ -362,7 +362,9 @@ def _dry_run(campaign: Any) -> None:
 
 
 def _overrides(stage: Any) -> dict[str, Any]:
-    return stage.model_dump(exclude={"stage", "engine", "preset"})
+    from superionic.engines import stage_overrides
+
+    return stage_overrides(stage)
 
 
 @app.command()

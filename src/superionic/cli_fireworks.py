@@ -122,6 +122,8 @@ def worker(
         return
     plan = configure_process(campaign.spec.resources, threads=threads)
     console.print(f"worker {os.getpid()}: {plan.describe()}")
+    # a rerun firework gets a new launch folder: MLIP MD checkpoints live by job uuid in the store
+    os.environ.setdefault("SUPERIONIC_CHECKPOINT_DIR", str(campaign.store_path / "checkpoints"))
     n = run_worker(
         lp,
         campaign.store_path / "launches",

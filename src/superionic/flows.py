@@ -45,7 +45,9 @@ def _tag(job: Job, campaign: Campaign, system: SystemInstance, stage: str, **ext
 
 
 def _stage_overrides(stage: Any) -> dict[str, Any]:
-    return stage.model_dump(exclude={"stage", "engine", "preset"})
+    from superionic.engines import stage_overrides
+
+    return stage_overrides(stage)
 
 
 def _relax_maker_for(engine: str, settings: dict[str, Any]) -> Any:

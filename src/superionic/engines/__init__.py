@@ -31,6 +31,24 @@ def load_preset(name: str) -> dict[str, Any]:
     return copy.deepcopy(_load_preset_cached(name))
 
 
+class StageOverrides(dict):
+    """A campaign stage's settings, remembering which of them the campaign file gave explicitly."""
+
+    explicit: frozenset[str] = frozenset()
+
+
+def stage_overrides(stage: Any) -> StageOverrides:
+    """Return a stage model's settings for :func:`stage_settings` (defaults included, marked as such).
+
+    A preset's value beats the stage model's default (``antiperovskite_amide``'s ``thermostat:
+    langevin`` must not become the model's ``nose-hoover``); a value written in the campaign file
+    beats the preset.
+    """
+    out = StageOverrides(stage.model_dump(exclude={"stage", "engine", "preset"}))
+    out.explicit = frozenset(stage.model_fields_set)
+    return out
+
+
 def stage_settings(preset: str, engine: str, stage: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """Merge the preset's settings for (engine, stage) with the stage's explicit overrides.
 
@@ -43,7 +61,9 @@ def stage_settings(preset: str, engine: str, stage: str, overrides: dict[str, An
     stage : str
         Stage name.
     overrides : dict
-        Settings given in the campaign file (``None`` values are ignored).
+        Settings given in the campaign file (``None`` values are ignored). From
+        :func:`stage_overrides`, a value the file did not set (the model's default) only fills a
+        key the preset does not set.
 
     Returns
     -------
@@ -57,5 +77,8 @@ def stage_settings(preset: str, engine: str, stage: str, overrides: dict[str, An
     if stage == "quench":  # a melt-quench is MD: the preset's md settings, then any quench section
         merged.update(data.get("md", {}) or {})
     merged.update(data.get(stage, {}) or {})
-    merged.update({k: v for k, v in overrides.items() if v is not None})
+    explicit = getattr(overrides, "explicit", None)
+    for key, value in overrides.items():
+        if value is not None and (explicit is None or key in explicit or key not in merged):
+            merged[key] = value
     return merged

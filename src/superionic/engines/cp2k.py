@@ -49,9 +49,9 @@ def cp2k_command() -> str:
     return "cp2k.psmp"
 
 
-def cp2k_available() -> tuple[bool, str]:
-    """Whether CP2K and its data files are installed, with the reason when not."""
-    cmd = cp2k_command().split()
+def cp2k_available(command: str | None = None) -> tuple[bool, str]:
+    """Whether CP2K (``command``, default :func:`cp2k_command`) and its data are installed."""
+    cmd = (command or cp2k_command()).split() or [""]
     exe = next((c for c in cmd if not c.startswith("-") and c not in ("mpirun", "srun", "mpiexec")), cmd[-1])
     if shutil.which(exe) is None:
         return False, (
@@ -269,7 +269,17 @@ def relax_maker(settings: dict[str, Any]) -> Any:
 
 @dataclass
 class LocalMDSet(_LocalDataMixin, MDSetGenerator):
-    """Born-Oppenheimer MD (RUN_TYPE MD) with the local basis sets; thermostat set by the preset."""
+    """Born-Oppenheimer MD (RUN_TYPE MD) with the local basis sets; thermostat set by the preset.
+
+    ``barostat`` (NpT runs): ``{"pressure_bar", "timecon_fs"}``, or ``"lattice_mass_amu"`` instead
+    of ``"timecon_fs"`` (converted per structure by :func:`barostat_timecon_fs`); written as
+    MOTION/MD/BAROSTAT with FORCE_EVAL/STRESS_TENSOR ANALYTICAL. ``langevin_gamma_per_fs``
+    (LANGEVIN ensemble): MOTION/MD/LANGEVIN/GAMMA. Both are written with explicit units, before
+    the preset's raw ``override``, which stays last.
+    """
+
+    barostat: dict[str, float] | None = None
+    langevin_gamma_per_fs: float | None = None
 
     def get_input_set(
         self, structure: Structure | None = None, prev_dir: Any = None, optional_files: Any = None
@@ -278,12 +288,68 @@ class LocalMDSet(_LocalDataMixin, MDSetGenerator):
         from pymatgen.io.cp2k.inputs import Keyword
 
         iset = super().get_input_set(structure, prev_dir, optional_files)
-        md = iset.cp2k_input["MOTION"]["MD"]
+        cp2k_input = iset.cp2k_input
+        md = cp2k_input["MOTION"]["MD"]
         if "THERMOSTAT" in md.subsections:
             kw = md["THERMOSTAT"].keywords
             if isinstance(kw.get("TYPE"), str):
                 kw["TYPE"] = Keyword("TYPE", kw["TYPE"])
+        # pymatgen's activate_motion knows neither the barostat nor the Langevin friction
+        extra: dict[str, Any] = {}
+        if self.barostat is not None:
+            timecon = self.barostat.get("timecon_fs")
+            if timecon is None:
+                temp = float(md["TEMPERATURE"].values[0])
+                timecon = barostat_timecon_fs(cp2k_input.structure, self.barostat["lattice_mass_amu"], temp)
+            extra["MOTION"] = {
+                "MD": {
+                    "BAROSTAT": {
+                        "PRESSURE": Keyword("PRESSURE", float(self.barostat["pressure_bar"]), units="bar"),
+                        "TIMECON": Keyword("TIMECON", round(float(timecon), 3), units="fs"),
+                    }
+                }
+            }
+            extra["FORCE_EVAL"] = {"STRESS_TENSOR": Keyword("STRESS_TENSOR", "ANALYTICAL")}
+        if self.langevin_gamma_per_fs is not None:
+            gamma = Keyword("GAMMA", float(self.langevin_gamma_per_fs), units="fs^-1")
+            extra = recursive_update(extra, {"MOTION": {"MD": {"LANGEVIN": {"GAMMA": gamma}}}})
+        if extra:
+            cp2k_input.update(extra)
+            cp2k_input.update(dict(self.user_input_settings.get("override_default_params", {})))
         return iset
+
+
+def barostat_timecon_fs(structure: Structure, lattice_mass_amu: float, temperature_K: float) -> float:
+    """CP2K barostat TIMECON (fs) whose cell inertia matches a Parrinello-Rahman lattice mass.
+
+    VASP's PMASS ``W`` (amu) is the mass of the cell matrix ``h``: the cell's kinetic energy is
+    ``W/2 tr(dh/dt^T dh/dt)``. CP2K's NpT (Martyna-Tobias-Klein) moves the log-strain ``eps``
+    (``dh/dt = deps/dt h``) with a barostat mass derived from TIMECON ``tau``:
+    ``(N_f + 3) k_B T tau^2 / 3`` per component for NPT_F, ``(N_f + 3) k_B T tau^2`` for NPT_I
+    (CP2K ``init_barostat_variables``). Equal kinetic energy at equal strain rate for a cell of
+    volume ``V`` (``tr(h h^T) ~ V^(2/3)`` per direction) gives, for both ensembles,
+    ``tau = sqrt(3 W V^(2/3) / ((N_f + 3) k_B T))`` with ``N_f = 3 N - 3``.
+
+    Parameters
+    ----------
+    structure : Structure
+        The MD cell (``N`` atoms, volume ``V``).
+    lattice_mass_amu : float
+        The Parrinello-Rahman lattice mass (VASP PMASS), amu.
+    temperature_K : float
+        The ensemble temperature (CP2K's barostat temperature by default).
+
+    Returns
+    -------
+    float
+        TIMECON in fs.
+    """
+    from ase import units
+
+    n_free = 3 * len(structure) - 3
+    w = float(lattice_mass_amu) * structure.volume ** (2.0 / 3.0)  # amu A^2
+    tau = np.sqrt(3.0 * w / ((n_free + 3) * units.kB * float(temperature_K)))  # ASE time units
+    return float(tau / units.fs)
 
 
 def md_jobs(
@@ -294,8 +360,14 @@ def md_jobs(
     CP2K's NVT has no linear temperature ramp, so the ramp is run as ``ramp_segments`` (default 4)
     runs at temperatures evenly spaced from ``start_temperature_K`` to the target, each
     ``ramp_steps / ramp_segments`` steps. Thermostats: ``nose-hoover`` (NOSE, NVT) or ``langevin``
-    (LANGEVIN ensemble, ``friction_per_ps``). Returns ``(jobs, production trajectory, last)``, ``last``
-    holding the final ``structure`` and ``dir_name`` references (for :func:`extension_jobs`).
+    (LANGEVIN ensemble, GAMMA = ``friction_per_ps`` / 1000 per fs, default 10/ps as for VASP).
+    ``ensemble: npt`` (ramp and production): ENSEMBLE NPT_F (the whole cell, as VASP's
+    Parrinello-Rahman and the MLIP's MTK barostat; ``npt_cell: isotropic`` gives NPT_I), Nose-Hoover
+    particles, BAROSTAT PRESSURE = ``pressure_kbar`` (default 0) in bar, TIMECON =
+    ``barostat_timecon_fs`` (default 1000 fs, CP2K's own default), or, when only
+    ``lattice_mass_amu`` is set, the TIMECON of :func:`barostat_timecon_fs`; STRESS_TENSOR
+    ANALYTICAL. Returns ``(jobs, production trajectory, last)``, ``last`` holding the final
+    ``structure`` and ``dir_name`` references (for :func:`extension_jobs`).
     """
     jobs, current = [], structure
     ramp = int(settings.get("ramp_steps", 0))
@@ -306,7 +378,7 @@ def md_jobs(
             j = _md_maker(settings, float(temp), max(1, ramp // n_seg), f"{name} ramp {k + 1}/{n_seg}").make(
                 current
             )
-            j.metadata["md_segment"] = "ramp"
+            j.metadata["segment"] = "ramp"
             jobs.append(j)
             current = j.output.structure
     prod_jobs, traj, last = _production(
@@ -315,18 +387,81 @@ def md_jobs(
     return jobs + prod_jobs, traj, last
 
 
+def md_settings_problems(settings: dict[str, Any]) -> list[Problem]:
+    """List what in merged CP2K MD settings CP2K cannot run as asked (``where``: the settings key).
+
+    CP2K's LANGEVIN ensemble has no barostat and CP2K has no Berendsen thermostat: both are
+    refused rather than replaced by another thermostat. Checked by the campaign loader and again
+    when a maker is built.
+
+    Parameters
+    ----------
+    settings : dict
+        The MD stage's merged settings (preset ``cp2k.md`` section and stage fields).
+
+    Returns
+    -------
+    list of Problem
+        Empty when the settings can be written as CP2K input.
+    """
+    problems: list[Problem] = []
+    thermostat = settings.get("thermostat", "nose-hoover")
+    ensemble = settings.get("ensemble", "nvt")
+    if thermostat not in ("nose-hoover", "langevin"):
+        problems.append(
+            Problem("thermostat", "CP2K has no such thermostat", thermostat, "nose-hoover or langevin")
+        )
+    elif thermostat == "langevin" and ensemble == "npt":
+        problems.append(
+            Problem(
+                "thermostat",
+                "CP2K's Langevin dynamics (ENSEMBLE LANGEVIN) has no barostat",
+                thermostat,
+                "nose-hoover with ensemble npt (NPT_F, Nose-Hoover particles), or ensemble nvt",
+            )
+        )
+    if settings.get("npt_cell", "flexible") not in ("flexible", "isotropic"):
+        problems.append(
+            Problem(
+                "npt_cell", "unknown NpT cell", settings["npt_cell"], "flexible (NPT_F) or isotropic (NPT_I)"
+            )
+        )
+    for key in ("barostat_timecon_fs", "lattice_mass_amu", "friction_per_ps", "pressure_kbar"):
+        if key not in settings:
+            continue
+        value = settings[key]
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
+        if not ok or (key != "pressure_kbar" and value <= 0):
+            valid = "a number" if key == "pressure_kbar" else "a number > 0"
+            problems.append(Problem(key, "not a valid value", value, valid))
+    return problems
+
+
 def _md_maker(settings: dict[str, Any], temp: float, nsteps: int, label: str) -> Any:
     """atomate2 CP2K MDMaker for ``nsteps`` at ``temp`` with the preset's thermostat."""
     from atomate2.cp2k.jobs.core import MDMaker
 
     patch_rks_parsing()
+    problems = md_settings_problems(settings)
+    if problems:
+        raise SpecError(problems)
     motion: dict[str, Any] = {
         "temperature": float(temp),
         "timestep": float(settings.get("timestep_fs", 2.0)),
         "nsteps": int(nsteps),
     }
-    if settings.get("thermostat", "nose-hoover") == "langevin":
+    barostat, gamma = None, None
+    if settings.get("thermostat", "nose-hoover") == "langevin":  # NVT only (NpT refused above)
         motion.update(ensemble="LANGEVIN")
+        gamma = float(settings.get("friction_per_ps", 10.0)) * 1e-3  # CP2K's GAMMA is in 1/fs
+    elif settings.get("ensemble", "nvt") == "npt":
+        isotropic = settings.get("npt_cell", "flexible") == "isotropic"
+        motion.update(ensemble="NPT_I" if isotropic else "NPT_F", thermostat="NOSE")
+        barostat = {"pressure_bar": float(settings.get("pressure_kbar", 0.0)) * 1000.0}
+        if "barostat_timecon_fs" in settings or "lattice_mass_amu" not in settings:
+            barostat["timecon_fs"] = float(settings.get("barostat_timecon_fs", 1000.0))
+        else:
+            barostat["lattice_mass_amu"] = float(settings["lattice_mass_amu"])
     else:
         motion.update(ensemble="NVT", thermostat="NOSE")
     user = {**_input_settings(settings), "activate_motion": motion}
@@ -335,6 +470,8 @@ def _md_maker(settings: dict[str, Any], temp: float, nsteps: int, label: str) ->
         potential=settings.get("potential", DEFAULT_POTENTIAL),
         kpoint_spacing_per_A=settings.get("kpoint_spacing_per_A"),
         user_input_settings=user,
+        barostat=barostat,
+        langevin_gamma_per_fs=gamma,
     )
     gen.user_kpoints_settings = None
     # atomate2's CP2K trajectory parser miscounts frames (the initial one): read it ourselves
@@ -353,7 +490,7 @@ def _production(
     from superionic.stages.md import cp2k_trajectory
 
     prod = _md_maker(settings, temperature_K, nsteps, name).make(structure)
-    prod.metadata["md_segment"] = "production"
+    prod.metadata["segment"] = "production"
     traj = cp2k_trajectory(prod.output.dir_name, structure, float(settings.get("timestep_fs", 2.0)))
     traj.name = f"{name} trajectory"
     return [prod, traj], traj.output, {"structure": prod.output.structure, "dir_name": prod.output.dir_name}
@@ -376,7 +513,7 @@ def extension_jobs(
     jobs, traj, new_last = _production(
         settings, temperature_K, last["structure"], int(settings["production_steps"]), name
     )
-    jobs[0].metadata["md_segment"] = f"production_{part}"
+    jobs[0].metadata["segment"] = f"production_{part}"
     return jobs, traj, new_last
 
 
@@ -398,6 +535,7 @@ def quench_jobs(
     md_settings = {
         **settings,
         "thermostat": "nose-hoover",
+        "ensemble": "nvt",  # a preset's md `ensemble: npt` is for the md stage, not the quench
         "spin_polarized": False,
         "kpoint_spacing_per_A": None,
         "override": override,

@@ -109,7 +109,7 @@ _WRAPPED = (
 
 
 def _maker_command(engine: str) -> str | None:
-    """The command the running job's maker will start (``run_<engine>_kwargs``), if known."""
+    """Return the command the running job's maker will start (``run_<engine>_kwargs``), if known."""
     from jobflow import CURRENT_JOB
 
     job = CURRENT_JOB.job

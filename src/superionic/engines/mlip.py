@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 from ase import units
 from atomate2.forcefields.jobs import ForceFieldRelaxMaker
-from atomate2.forcefields.md import ForceFieldMDMaker
+
+from superionic.engines.mlip_md import ResumableMDMaker
+from superionic.errors import SpecError
 
 _DYNAMICS = {"nose-hoover": "nose-hoover", "langevin": "langevin", "berendsen": "berendsen"}
 
@@ -38,12 +40,29 @@ def temperature_schedule(
     return [float(t) for t in np.concatenate([ramp, np.full(production_steps, target_K)])]
 
 
-def md_maker(settings: dict[str, Any], temperature_K: float) -> ForceFieldMDMaker:
-    """Return the atomate2 MD maker for one temperature.
+def _checkpoint_every(settings: dict[str, Any]) -> int:
+    """Return ``checkpoint_every_steps`` (default 500; 0 turns checkpoints off), checked."""
+    value = settings.get("checkpoint_every_steps")
+    if value is None:
+        return 500
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SpecError.single(
+            "checkpoint_every_steps",
+            "not a number of MD steps",
+            value,
+            "a whole number >= 0 (0: no checkpoints)",
+        )
+    return value
+
+
+def md_maker(settings: dict[str, Any], temperature_K: float) -> ResumableMDMaker:
+    """Return the MD maker for one temperature (atomate2's, with checkpoints: :mod:`.mlip_md`).
 
     Keys used: ``force_field``, ``timestep_fs``, ``ramp_steps``, ``production_steps``,
-    ``start_temperature_K``, ``ensemble``, ``thermostat``, ``trajectory_interval``, ``seed``;
-    for ``ensemble: npt`` ``pressure_kbar`` (default 0) with ASE's MTK Nose-Hoover chain NpT.
+    ``start_temperature_K``, ``ensemble``, ``thermostat``, ``trajectory_interval``, ``seed``
+    (initial velocities and, for Langevin, the thermostat noise), ``checkpoint_every_steps``
+    (default 500); for ``ensemble: npt`` ``pressure_kbar`` (default 0) with ASE's MTK
+    Nose-Hoover chain NpT.
     """
     ramp = int(settings.get("ramp_steps", 0))
     prod = int(settings["production_steps"])
@@ -67,7 +86,7 @@ def md_maker(settings: dict[str, Any], temperature_K: float) -> ForceFieldMDMake
         kwargs["ase_md_kwargs"] = {"tdamp": 100 * dt * units.fs, "pdamp": 1000 * dt * units.fs}
     elif thermostat == "nose-hoover":
         kwargs["ase_md_kwargs"] = {"ttime": 50.0}  # fs; ASE NPT thermostat time constant
-    return ForceFieldMDMaker(
+    return ResumableMDMaker(
         name=f"mlip md {temperature_K:g} K",
         force_field_name=settings.get("force_field", "CHGNet"),
         time_step=dt,
@@ -80,6 +99,7 @@ def md_maker(settings: dict[str, Any], temperature_K: float) -> ForceFieldMDMake
         zero_linear_momentum=True,
         ionic_step_data=("energy",),
         store_trajectory="partial",
+        checkpoint_every_steps=_checkpoint_every(settings),
         **kwargs,
     )
 
@@ -91,16 +111,16 @@ def quench_schedule(start_K: float, melt_K: float, heat: int, hold: int, quench:
     return [float(t) for t in np.concatenate([up, np.full(hold, melt_K), down])]
 
 
-def quench_maker(settings: dict[str, Any], melt_K: float, seed: int = 0) -> ForceFieldMDMaker:
+def quench_maker(settings: dict[str, Any], melt_K: float, seed: int = 0) -> ResumableMDMaker:
     """NVT Nose-Hoover melt-quench in one MD run (heat, hold, quench; a per-step temperature list).
 
     Keys: ``start_temperature_K``, ``heat_ps``, ``hold_ps``, ``quench_ps``, ``timestep_fs``,
-    ``trajectory_interval``, ``force_field``.
+    ``trajectory_interval``, ``force_field``, ``checkpoint_every_steps``.
     """
     dt = float(settings.get("timestep_fs", 2.0))
     steps = [max(1, round(float(settings[k]) * 1000 / dt)) for k in ("heat_ps", "hold_ps", "quench_ps")]
     schedule = quench_schedule(float(settings.get("start_temperature_K", 100.0)), melt_K, *steps)
-    return ForceFieldMDMaker(
+    return ResumableMDMaker(
         name=f"mlip quench {melt_K:g} K",
         force_field_name=settings.get("force_field", "CHGNet"),
         time_step=dt,
@@ -114,6 +134,7 @@ def quench_maker(settings: dict[str, Any], melt_K: float, seed: int = 0) -> Forc
         ionic_step_data=("energy",),
         store_trajectory="partial",
         ase_md_kwargs={"ttime": 50.0},
+        checkpoint_every_steps=_checkpoint_every(settings),
     )
 
 
@@ -149,7 +170,7 @@ def quench_jobs(
     return [job], job.output.structure
 
 
-def density_maker(settings: dict[str, Any], melt_K: float, name: str, method: str) -> ForceFieldMDMaker:
+def density_maker(settings: dict[str, Any], melt_K: float, name: str, method: str) -> ResumableMDMaker:
     """Return the MD maker of the density step at T_melt (``density_ps`` long).
 
     ``method`` ``npt``: an NpT run (MTK Nose-Hoover chain); ``mpmorph``: the NVT runs of

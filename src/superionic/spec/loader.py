@@ -359,12 +359,11 @@ def _check_stages(
                 # once per engine, at the line that names it; "note": needed where the jobs run,
                 # not where they are submitted (checked again when each job starts)
                 target = problems if engines == "require" else notes
-                if target is not None and not any(
-                    p.value == engine and p.message == why for p in target
-                ):
+                if target is not None and not any(p.value == engine and p.message == why for p in target):
                     target.append(problem)
         preset = stage.preset or spec.preset
         preset_where = f"stages[{i}].preset" if stage.preset else "preset"
+        preset_ok = (configs_dir() / "engines" / f"{preset}.yaml").is_file()
         # the campaign's own preset is reported once, at its line, not once per stage using it
         if not (configs_dir() / "engines" / f"{preset}.yaml").is_file() and not any(
             p.where == preset_where for p in problems
@@ -428,21 +427,23 @@ def _check_stages(
             problems += _abinit_nmr_problems(stage, systems, i, data, loc)
         if isinstance(stage, NMRStage) and engine == "cp2k":
             problems += _cp2k_nmr_problems(stage, spec.preset, systems, i, data, loc, engines != "off")
-        if (
-            isinstance(stage, MDStage)
-            and engine == "mlip"
-            and stage.ensemble == "npt"
-            and stage.thermostat != "nose-hoover"
-        ):
-            problems.append(
-                Problem(
-                    f"stages[{i}].thermostat",
-                    "MLIP NpT runs ASE's MTK Nose-Hoover chain barostat only",
-                    stage.thermostat,
-                    "nose-hoover with ensemble npt",
-                    _line_of(data, (*loc, "thermostat")),
+        if isinstance(stage, MDStage) and engine == "mlip" and preset_ok:
+            from superionic.engines import stage_overrides, stage_settings
+
+            # the settings the run gets: the campaign's values over the preset's over the defaults
+            eff = stage_settings(preset, "mlip", "md", stage_overrides(stage))
+            if eff.get("ensemble") == "npt" and eff.get("thermostat", "nose-hoover") != "nose-hoover":
+                from_preset = "thermostat" not in stage.model_fields_set
+                problems.append(
+                    Problem(
+                        f"stages[{i}].thermostat",
+                        "MLIP NpT runs ASE's MTK Nose-Hoover chain barostat only"
+                        + (f" (thermostat from preset '{preset}')" if from_preset else ""),
+                        eff.get("thermostat"),
+                        "nose-hoover with ensemble npt",
+                        _line_of(data, (*loc, "thermostat")) or _line_of(data, loc),
+                    )
                 )
-            )
         if isinstance(stage, MDStage) and engine == "cp2k":
             problems += _cp2k_md_problems(stage, stage.preset or spec.preset, i, data, loc)
         if isinstance(stage, MDStage) and stage.fit_start >= stage.fit_end:
@@ -563,10 +564,10 @@ def _cp2k_md_problems(stage: MDStage, preset: str, i: int, data: Any, loc: tuple
     """
     if not (configs_dir() / "engines" / f"{preset}.yaml").is_file():
         return []  # reported as an unknown preset
-    from superionic.engines import stage_settings
+    from superionic.engines import stage_overrides, stage_settings
     from superionic.engines.cp2k import md_settings_problems
 
-    overrides = stage.model_dump(exclude={"stage", "engine", "preset"})
+    overrides = stage_overrides(stage)
     out = []
     for p in md_settings_problems(stage_settings(preset, "cp2k", "md", overrides)):
         if p.where in MDStage.model_fields:

@@ -108,6 +108,11 @@ class MDStage(_StageBase):
     production_chunks: PositiveInt = Field(
         1, description="DFT engines: split production into this many chained runs (each within a walltime)."
     )
+    checkpoint_every_steps: int | None = Field(
+        None,
+        ge=0,
+        description="MLIP: write a restart checkpoint every this many steps (preset default 500; 0: none).",
+    )
 
 
 class QuenchStage(_StageBase):

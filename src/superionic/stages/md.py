@@ -243,7 +243,7 @@ def converge_diffusion(
 
     from jobflow import CURRENT_JOB, Flow, Response
 
-    done = result["rsd"] <= target_rsd
+    done = result.get("rsd") is not None and result["rsd"] <= target_rsd  # None: nothing moved
     if done or chunk >= max_chunks:
         return {**result, "n_chunks": chunk, "rsd_converged": bool(done), "target_rsd": target_rsd}
     if last is None:
@@ -296,12 +296,14 @@ def converge_diffusion(
 def cp2k_trajectory(dir_name: str, structure: Structure | dict, timestep_fs: float) -> Trajectory:
     """Read the positions CP2K wrote (``*-pos-1.xyz``, every step) into a pymatgen Trajectory.
 
-    The cell is the input cell (NVT); frame 0 is the initial configuration.
+    Each frame's cell is read from CP2K's ``*-1.cell`` (one row per MD step, matched to the
+    frame by its step number ``i =``), so an NpT run keeps its varying cell and volumes; a
+    constant cell (NVT) gives a constant-lattice trajectory. Without a ``.cell`` file the input
+    cell is used. Frame 0 is the initial configuration.
     """
     import gzip
+    import re
     from pathlib import Path
-
-    from pymatgen.core import Lattice
 
     s = structure if isinstance(structure, Structure) else Structure.from_dict(structure)
     folder = Path(str(dir_name).split(":", 1)[-1])
@@ -311,13 +313,27 @@ def cp2k_trajectory(dir_name: str, structure: Structure | dict, timestep_fs: flo
     text = gzip.open(path, "rt").read() if path.suffix == ".gz" else path.read_text()
     lines = text.splitlines()
     n = len(s)
-    frames = []
+    frames, steps = [], []
     k = 0
     while k + n + 2 <= len(lines) and lines[k].strip():
         block = lines[k + 2 : k + 2 + n]
         frames.append([[float(x) for x in ln.split()[1:4]] for ln in block])
+        step = re.search(r"\bi\s*=\s*(\d+)", lines[k + 1])
+        steps.append(int(step.group(1)) if step else len(steps))
         k += n + 2
-    lattice = Lattice(s.lattice.matrix)
     symbols = [ln.split()[0] for ln in lines[2 : 2 + n]]
-    frac = np.array([lattice.get_fractional_coords(np.array(f)) for f in frames])
-    return Trajectory(symbols, frac, lattice=lattice, constant_lattice=True, time_step=timestep_fs)
+    cart = np.array(frames)
+    lattices = np.repeat(s.lattice.matrix[None], len(frames), axis=0)
+    cell_path = next(iter(sorted(folder.glob("*-1.cell*"))), None)
+    if cell_path is not None:
+        # columns: step, time (fs), Ax Ay Az Bx By Bz Cx Cy Cz (A), volume (A^3); loadtxt reads .gz
+        rows = np.atleast_2d(np.loadtxt(cell_path, comments="#"))
+        by_step = {int(r[0]): r[2:11].reshape(3, 3) for r in rows}
+        missing = [st for st in steps if st not in by_step]
+        if missing:
+            raise ValueError(f"{cell_path} has no cell for MD step(s) {missing[:5]} of {path.name}")
+        lattices = np.array([by_step[st] for st in steps])
+    frac = np.einsum("fai,fij->faj", cart, np.linalg.inv(lattices))
+    if np.allclose(lattices, lattices[0]):
+        return Trajectory(symbols, frac, lattice=lattices[0], constant_lattice=True, time_step=timestep_fs)
+    return Trajectory(symbols, frac, lattice=lattices, constant_lattice=False, time_step=timestep_fs)
