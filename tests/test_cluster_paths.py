@@ -177,6 +177,7 @@ def test_vasp_run_gets_the_time_left_in_the_allocation(
     monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
     monkeypatch.setenv("SLURM_JOB_ID", "42")
     monkeypatch.delenv("SUPERIONIC_VASP_REPLAY", raising=False)
+    monkeypatch.delenv("SUPERIONIC_VASP_CMD", raising=False)
     monkeypatch.delenv("SUPERIONIC_VASP_WALLTIME_S", raising=False)
     assert guard.parse_slurm_time("1-02:03:04") == 93784
     assert guard.parse_slurm_time("05:00") == 300 and guard.parse_slurm_time("UNLIMITED") is None
@@ -215,3 +216,47 @@ def test_preset_md_settings_are_not_overridden_by_stage_defaults(tmp_path: Path,
     mlip = makers[("mlip", "")]
     assert (mlip.time_step, mlip.dynamics) == (0.5, "langevin")
     assert makers[("mlip", "    timestep_fs: 1.0\n")].time_step == 1.0
+
+
+def test_engine_commands_behind_mpi_launchers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The program is found past the launcher and its options; each MPI rank gets
+    SLURM_CPUS_PER_TASK (or 1) threads, not the whole job's share; a bare command keeps it."""
+    from superionic.engines.guard import engine_thread_count, engine_threads, executable_of
+    from superionic.engines.vasp import vasp_available
+
+    assert executable_of("srun -n 64 vasp_std") == "vasp_std"
+    assert executable_of("mpirun -np 4 --bind-to core vasp_gam") == "vasp_gam"
+    monkeypatch.delenv("SUPERIONIC_VASP_REPLAY", raising=False)
+    ok, why = vasp_available("srun -n 64 vasp_std_not_here")
+    assert not ok and "'vasp_std_not_here'" in why
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    assert engine_thread_count("srun -n 64 vasp_std") == 1
+    assert engine_thread_count("cp2k.psmp") is None
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "4")
+    monkeypatch.setenv("OMP_NUM_THREADS", "64")
+    with engine_threads("mpirun -np 16 cp2k.psmp"):
+        assert os.environ["OMP_NUM_THREADS"] == "4"
+    assert os.environ["OMP_NUM_THREADS"] == "64"
+
+
+def test_no_vasp_run_starts_at_the_end_of_an_allocation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With less than MIN_VASP_WALLTIME_S left, the run is refused (rerun later) instead of being
+    stopped by custodian after a step and passing as a finished MD part."""
+    from superionic.engines import guard
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for name, body in (("squeue", "echo 04:00"), ("vasp_std", "true")):
+        (fake / name).write_text(f"#!/bin/sh\n{body}\n")
+        (fake / name).chmod(stat.S_IRWXU)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.delenv("SUPERIONIC_VASP_REPLAY", raising=False)
+    monkeypatch.delenv("SUPERIONIC_VASP_CMD", raising=False)
+    monkeypatch.delenv("SUPERIONIC_VASP_WALLTIME_S", raising=False)
+    ran: list[dict] = []
+    with pytest.raises(guard.EngineUnavailableError, match="only 240 s left"):
+        guard._checked("vasp", lambda **kw: ran.append(kw))(vasp_cmd="vasp_std")
+    assert ran == []

@@ -88,7 +88,7 @@ def test_real_cp2k_cell_relax_through_the_campaign_flow(tmp_path: Path) -> None:
     s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.30), ["Li", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     s.to(filename=str(tmp_path / "LiCl.cif"))
     (tmp_path / "c.yaml").write_text(
-        "name: cp2k\nengine: cp2k\nsystems:\n  - name: LiCl\n    structure: LiCl.cif\n"
+        "name: cp2k\nengine: cp2k\npreset: cp2k_smoke\nsystems:\n  - name: LiCl\n    structure: LiCl.cif\n"
         "stages:\n  - stage: relax\n"
     )
     exe = Path(sys.executable).parent / "superionic"
@@ -154,7 +154,7 @@ def test_real_cp2k_md_goes_through_the_md_stage(tmp_path: Path) -> None:
     s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.13), ["Li", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     s.to(filename=str(tmp_path / "LiCl.cif"))
     (tmp_path / "c.yaml").write_text(
-        "name: cp2kmd\nengine: cp2k\nsystems:\n  - name: LiCl\n    structure: LiCl.cif\n"
+        "name: cp2kmd\nengine: cp2k\npreset: cp2k_smoke\nsystems:\n  - name: LiCl\n    structure: LiCl.cif\n"
         "stages:\n  - stage: md\n    temperatures_K: [600]\n    production_steps: 3\n    fit_start: 0.0\n"
         "    fit_end: 1.0\n    frozen_species: [Cl]\n    target_rsd: 0.05\n    max_chunks: 2\n"
     )
@@ -214,7 +214,7 @@ def test_real_cp2k_melt_quench_runs_through_the_flow(tmp_path: Path) -> None:
     require_executable("cp2k")
     s = _lih(tmp_path / "LiH.cif")
     (tmp_path / "c.yaml").write_text(
-        "name: cq\nengine: cp2k\nsystems:\n  - name: LiH\n    structure: LiH.cif\nstages:\n"
+        "name: cq\nengine: cp2k\npreset: cp2k_smoke\nsystems:\n  - name: LiH\n    structure: LiH.cif\nstages:\n"
         "  - stage: quench\n    melt_temperatures_K: [1000]\n    heat_ps: 0.002\n    hold_ps: 0.004\n"
         "    quench_ps: 0.002\n    quench_segments: 1\n    center: Li\n    ligands: [H]\n    cutoff_A: 2.5\n"
     )

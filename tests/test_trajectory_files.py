@@ -164,6 +164,16 @@ def test_xdatcar_cut_off_mid_frame_keeps_complete_frames(tmp_path, na3ps4, xdatc
     assert doc["total_time_ps"] == pytest.approx(18 * 0.1)
 
 
+def test_xdatcar_without_final_newline_keeps_its_last_frame(tmp_path, na3ps4, xdatcar_text) -> None:
+    """A complete file that only lacks its final newline is not a cut frame."""
+    _ref, frac = na3ps4
+    path = tmp_path / "XDATCAR"
+    path.write_text(xdatcar_text.rstrip("\n"))
+    data = read_trajectory(path)
+    assert data.n_frames == len(frac) and data.dropped_frames == 0 and not data.warnings
+    np.testing.assert_allclose(data.frac_coords[-1], frac[-1], atol=1e-6)
+
+
 def test_xdatcar_counts_disagreeing_with_species_is_refused(tmp_path, xdatcar_text) -> None:
     lines = xdatcar_text.splitlines(keepends=True)
     assert lines[5].split() == ["Na", "P", "S"] and lines[6].split() == ["48", "16", "64"]

@@ -201,8 +201,12 @@ def _run_worker_processes(
 
     exe = Path(sys.executable).parent / "superionic"
     cmd = [str(exe), "worker", str(file), "--threads", str(threads), "--idle-exit", str(idle_exit_s)]
-    cmd += ["--ping", str(ping_s), "--max", str(max_fireworks)]
-    procs = [subprocess.Popen(cmd) for _ in range(jobs)]
+    cmd += ["--ping", str(ping_s)]
+    # --max M is shared out: M // jobs each, the remainder to the first ones (0: no limit)
+    shares = [max_fireworks // jobs + (1 if k < max_fireworks % jobs else 0) for k in range(jobs)]
+    if max_fireworks:
+        shares = [m for m in shares if m > 0]
+    procs = [subprocess.Popen([*cmd, "--max", str(m)]) for m in shares]
     codes = [p.wait() for p in procs]
     if any(codes):
         raise typer.Exit(max(codes))

@@ -144,7 +144,7 @@ def run_worker(
     import fireworks.core.rocket as rocket_module
     from fireworks.core.rocket_launcher import launch_rocket
 
-    from superionic.engines.guard import engine_checks
+    from superionic.engines.guard import MIN_VASP_WALLTIME_S, engine_checks, slurm_time_left_s
 
     rocket_module.PING_TIME_SECS = ping_s
     launch_dir.mkdir(parents=True, exist_ok=True)
@@ -158,6 +158,10 @@ def run_worker(
             while max_fireworks == 0 or n < max_fireworks:
                 if lp.run_exists(fworker):
                     idle_since = None
+                    left = slurm_time_left_s()
+                    if left is not None and left < MIN_VASP_WALLTIME_S:
+                        print(f"worker: {left:.0f} s left in the SLURM allocation: taking no more work")
+                        break
                     block = launch_dir / f"launcher_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}_{n}"
                     block.mkdir(parents=True, exist_ok=True)
                     os.chdir(block)

@@ -51,8 +51,9 @@ def cp2k_command() -> str:
 
 def cp2k_available(command: str | None = None) -> tuple[bool, str]:
     """Whether CP2K (``command``, default :func:`cp2k_command`) and its data are installed."""
-    cmd = (command or cp2k_command()).split() or [""]
-    exe = next((c for c in cmd if not c.startswith("-") and c not in ("mpirun", "srun", "mpiexec")), cmd[-1])
+    from superionic.engines.guard import executable_of
+
+    exe = executable_of(command or cp2k_command())
     if shutil.which(exe) is None:
         return False, (
             f"CP2K executable '{exe}' is not on PATH: install it (Debian: apt-get install cp2k) or set "

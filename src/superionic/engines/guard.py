@@ -19,6 +19,8 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import shlex
+import shutil
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
@@ -28,6 +30,58 @@ from typing import Any
 
 class EngineUnavailableError(RuntimeError):
     """The engine a job needs cannot run on the machine the job runs on."""
+
+
+#: Programs that start an MPI program (their own arguments come before it).
+MPI_LAUNCHERS = frozenset({"srun", "mpirun", "mpiexec", "mpiexec.hydra", "aprun", "ibrun", "jsrun"})
+
+
+def executable_of(command: str) -> str:
+    """Return the program an engine command starts, past any MPI launcher and its options.
+
+    ``srun -n 64 vasp_std`` -> ``vasp_std``: the last word that is not an option, a launcher or
+    an option's number (one found on PATH is preferred).
+    """
+    tokens = shlex.split(os.path.expandvars(command or ""))
+    words = [t for t in tokens if not t.startswith("-") and os.path.basename(t) not in MPI_LAUNCHERS]
+    for word in reversed(words):
+        if shutil.which(word):
+            return word
+    named = [w for w in words if not w.isdigit() and "=" not in w]
+    return named[-1] if named else (tokens[-1] if tokens else "")
+
+
+def engine_thread_count(command: str) -> int | None:
+    """Threads for each process of an engine command: None keeps this job's share.
+
+    Under an MPI launcher every rank inherits the environment, so the job's share (all the CPUs
+    of a node, say) would become threads per rank: each rank gets ``SLURM_CPUS_PER_TASK`` or 1.
+    """
+    tokens = shlex.split(os.path.expandvars(command or ""))
+    if tokens and os.path.basename(tokens[0]) in MPI_LAUNCHERS:
+        value = os.environ.get("SLURM_CPUS_PER_TASK", "")
+        return int(value) if value.isdigit() and int(value) > 0 else 1
+    return None
+
+
+@contextmanager
+def engine_threads(command: str) -> Iterator[None]:
+    """Within the block, OpenMP/BLAS variables suit the processes ``command`` starts."""
+    from superionic.dispatch.threads import THREAD_VARIABLES
+
+    n = engine_thread_count(command)
+    saved = {var: os.environ.get(var) for var in THREAD_VARIABLES}
+    if n is not None:
+        for var in THREAD_VARIABLES:
+            os.environ[var] = str(n)
+    try:
+        yield
+    finally:
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
 
 
 def engine_status(engine: str, command: str | None = None) -> tuple[bool, str]:
@@ -59,6 +113,10 @@ def require_engine(engine: str, command: str | None = None) -> None:
             "worker's environment, e.g. init-site --module, or set the command variable)"
         )
 
+
+#: custodian's WalltimeHandler stops VASP when less than 300 s are left; below this much, a run
+#: is not started at all (it would end after a step or two and pass as a finished MD part)
+MIN_VASP_WALLTIME_S = 900
 
 _SLURM_TIME = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)$")
 
@@ -120,16 +178,27 @@ def _maker_command(engine: str) -> str | None:
 
 def _checked(engine: str, run: Callable[..., Any]) -> Callable[..., Any]:
     def runner(*args: Any, **kwargs: Any) -> Any:
-        # the command this run will start: given to run_<engine>, else the running maker's
-        require_engine(engine, kwargs.get(f"{engine}_cmd") or _maker_command(engine))
+        # the command this run will start: the worker's own SUPERIONIC_<ENGINE>_CMD (set where the
+        # job runs, e.g. by the job script) wins over the one recorded when the flow was built
+        command = os.environ.get(f"SUPERIONIC_{engine.upper()}_CMD") or kwargs.get(f"{engine}_cmd")
+        command = command or _maker_command(engine)
+        require_engine(engine, command)
         if getattr(run, "__name__", "").startswith("write_"):
             return run(*args, **kwargs)
+        if command:
+            kwargs[f"{engine}_cmd"] = command
         if engine == "vasp" and kwargs.get("wall_time") is None:
             configured = os.environ.get("SUPERIONIC_VASP_WALLTIME_S")
             wall = vasp_wall_time_s(float(configured) if configured else None)
+            if wall is not None and wall < MIN_VASP_WALLTIME_S:
+                raise EngineUnavailableError(
+                    f"only {wall} s left for this VASP run (allocation or resources.walltime_s); not "
+                    f"starting it (custodian would stop it at once): `superionic rerun` puts it back"
+                )
             if wall is not None:
                 kwargs["wall_time"] = wall
-        return run(*args, **kwargs)
+        with engine_threads(command or ""):
+            return run(*args, **kwargs)
 
     runner.superionic_checked = True  # type: ignore[attr-defined]
     return runner

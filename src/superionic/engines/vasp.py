@@ -80,9 +80,10 @@ def vasp_available(command: str | None = None) -> tuple[bool, str]:
     """
     if os.environ.get("SUPERIONIC_VASP_REPLAY"):
         return True, "replay"
+    from superionic.engines.guard import executable_of
+
     full = os.path.expandvars(command or vasp_command())
-    cmd = full.split() or [""]
-    exe = next((c for c in cmd if not c.startswith("-") and c not in ("mpirun", "srun", "mpiexec")), cmd[-1])
+    exe = executable_of(full)
     if shutil.which(exe) is None:
         return False, (
             f"VASP executable '{exe}' (from '{full}') is not on PATH: set SUPERIONIC_VASP_CMD "

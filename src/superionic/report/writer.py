@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,9 @@ def _fmt(v: Any, key: str = "") -> str:
     Energies in eV (per atom or per cell) to 4 decimals, meV to 1 decimal, jump counts as
     integers (1 decimal below 10), anything else to 4 significant figures.
     """
-    if not isinstance(v, float) or isinstance(v, bool) or not np.isfinite(v):
+    if isinstance(v, float) and not np.isfinite(v):
+        return "n/a"  # undefined (the row's note says why); never a bare nan in the summary
+    if not isinstance(v, float) or isinstance(v, bool):
         return str(v)
     k = key.lower()
     if "mev" in k:
@@ -317,7 +320,7 @@ def nmr_rows(items: list[tuple[PlannedJob, dict]]) -> list[dict[str, Any]]:
     rows = []
     for p, d in items:
         for site in d["output"]["sites"]:
-            row = {"system": p.system, "structure": d["output"]["label"]}
+            row = {"system": p.system, "structure": _rank_label(str(d["output"]["label"]), p.system)}
             row.update({k: site.get(k, "") for k in NMR_COLUMNS})
             rows.append(row)
     return rows
@@ -605,10 +608,13 @@ def plot_arrhenius_points(
     own = ax is None
     if own:
         _fig, ax = plt.subplots(figsize=(6, 4.2))
-    t = np.asarray(temperatures_K, dtype=float)
-    dvals = np.asarray(diffusivities, dtype=float)
-    errs = np.asarray(errors, dtype=float)
-    pos = dvals > 0
+    def numbers(values: Sequence[Any]) -> np.ndarray:  # blank/None (undefined, see the note) -> nan
+        return np.array([float(v) if isinstance(v, int | float) else np.nan for v in values], dtype=float)
+
+    t = numbers(temperatures_K)
+    dvals = numbers(diffusivities)
+    errs = numbers(errors)
+    pos = (dvals > 0) & np.isfinite(errs)
     if fit:
         label += f": Ea = {fit['activation_energy_eV']:.2f} ± {fit['activation_energy_err_eV']:.2f} eV"
     x, d, e = 1000 / t[pos], dvals[pos], errs[pos]
@@ -655,7 +661,9 @@ def _finish_arrhenius(ax: Any, path: Path) -> None:
     ax.set_xlabel("1000 / T (1/K)")
     ax.set_ylabel("tracer D (cm$^2$/s)")
     ax.set_title(
-        "Arrhenius plot (bars: D ± err, He et al. 2018 RSD; fit solid, extrapolation dashed)", fontsize=9
+        "Arrhenius (bars: D ± err as in the table, asymmetric on the log axis;\n"
+        "He et al. 2018 RSD; fit solid over the data, extrapolation dashed)",
+        fontsize=8,
     )
     ax.legend(fontsize=8)
     fig = ax.figure
