@@ -214,7 +214,8 @@ def test_real_cp2k_melt_quench_runs_through_the_flow(tmp_path: Path) -> None:
     require_executable("cp2k")
     s = _lih(tmp_path / "LiH.cif")
     (tmp_path / "c.yaml").write_text(
-        "name: cq\nengine: cp2k\npreset: cp2k_smoke\nsystems:\n  - name: LiH\n    structure: LiH.cif\nstages:\n"
+        "name: cq\nengine: cp2k\npreset: cp2k_smoke\nsystems:\n  - name: LiH\n    structure: LiH.cif\n"
+        "stages:\n"
         "  - stage: quench\n    melt_temperatures_K: [1000]\n    heat_ps: 0.002\n    hold_ps: 0.004\n"
         "    quench_ps: 0.002\n    quench_segments: 1\n    center: Li\n    ligands: [H]\n    cutoff_A: 2.5\n"
     )

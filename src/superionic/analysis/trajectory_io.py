@@ -346,9 +346,13 @@ def read_xdatcar(path: str | Path) -> TrajectoryArrays:
             block = take(n_atoms)
             # a file may just lack its final newline: the last line is cut only if it is shorter
             # than its (fixed-width) neighbour or is not three numbers
-            last_cut = bool(block) and not block[-1].endswith("\n") and (
-                not _is_coordinate_line(block[-1])
-                or (len(block) > 1 and len(block[-1].rstrip()) < len(block[-2].rstrip()))
+            last_cut = (
+                bool(block)
+                and not block[-1].endswith("\n")
+                and (
+                    not _is_coordinate_line(block[-1])
+                    or (len(block) > 1 and len(block[-1].rstrip()) < len(block[-2].rstrip()))
+                )
             )
             if len(block) < n_atoms or last_cut:
                 cut = len(block) == n_atoms

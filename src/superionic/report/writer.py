@@ -608,6 +608,7 @@ def plot_arrhenius_points(
     own = ax is None
     if own:
         _fig, ax = plt.subplots(figsize=(6, 4.2))
+
     def numbers(values: Sequence[Any]) -> np.ndarray:  # blank/None (undefined, see the note) -> nan
         return np.array([float(v) if isinstance(v, int | float) else np.nan for v in values], dtype=float)
 
