@@ -232,6 +232,7 @@ def test_one_element_trajectory_gives_d_without_drift_removal(tmp_path) -> None:
     doc = json.loads(out.read_text(), parse_constant=no_bare_constants)
     assert doc["drift_removed"] is False
     assert doc["haven_ratio"] is None and "centre of mass" in doc["notes"]["haven_ratio"]
+    assert doc["charge_diffusivity_cm2_s"] is None  # the centre of mass, not a charge diffusivity
     # independent route: ASE's vasprun parser, minimum-image unwrapping, MSD lag by lag, polyfit
     frames = read(str(path), index=":", format="vasp-xml")
     frac = np.array([a.get_scaled_positions() for a in frames])

@@ -497,10 +497,16 @@ def diffusion_from_frac_coords(
         )
         # the summed displacement of all atoms is the centre of mass, pinned by momentum conservation
         result.haven_ratio = result.haven_ratio_err = float("nan")
-        result.notes["haven_ratio"] = result.notes["haven_ratio_err"] = (
+        result.charge_diffusivity_cm2_s = float("nan")
+        why = (
             f"undefined: every atom is {mobile_species}, so the collective displacement is the "
             "centre of mass (fixed by momentum conservation)"
         )
+        for key in ("haven_ratio", "haven_ratio_err", "charge_diffusivity_cm2_s"):
+            result.notes[key] = why
+        if hasattr(result, "charge_diffusivity_err_cm2_s"):
+            result.charge_diffusivity_err_cm2_s = float("nan")
+            result.notes["charge_diffusivity_err_cm2_s"] = why
     return result
 
 
