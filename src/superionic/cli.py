@@ -950,7 +950,7 @@ def _diffusion_summary(doc: dict[str, Any]) -> str:
         f"{doc['n_mobile']} ions, {doc['n_jumps']:.0f} jumps): "
         f"D = {num('diffusivity_cm2_s', 'diffusivity_err_cm2_s', '.3e', ' cm2/s')}; "
         f"sigma = {num('conductivity_mS_cm', 'conductivity_err_mS_cm', '.3g', ' mS/cm')} "
-        f"({doc['sigma_method']}); "
+        f"({doc['sigma_method']}) at V = {doc['volume_A3']:.1f} A3 ({doc['volume_note']}); "
         f"D_sigma = {num('charge_diffusivity_cm2_s', 'charge_diffusivity_err_cm2_s', '.3e', ' cm2/s')}; "
         f"Haven ratio {num('haven_ratio', 'haven_ratio_err', '.2f')}; {status}"
     )
