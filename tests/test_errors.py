@@ -102,6 +102,28 @@ def test_run_names_a_store_folder_without_write_permission(
     assert f"{path}: store:" in line and str(store) in line and "Permission denied" in line, line
 
 
+def test_run_names_an_existing_read_only_store_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the store folder exists but cannot be written (root ignores mode bits: file creation refused)
+    import tempfile
+
+    store = tmp_path / ".superionic"
+    store.mkdir()
+    real = tempfile.TemporaryFile
+
+    def refuse(*args: object, **kwargs: object) -> object:
+        if Path(str(kwargs.get("dir", ""))) == store:
+            raise PermissionError(13, "Permission denied", str(store))
+        return real(*args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    path = _write(tmp_path / "c.yaml", CAMPAIGN)
+    (line,) = _errors(runner.invoke(app, ["run", str(path)]))
+    assert f"{path}: store:" in line and str(store) in line and "Permission denied" in line, line
+    assert list(store.iterdir()) == []  # nothing written
+
+
 # 3. a problem of the campaign-wide preset or engine is printed once, at its own line
 
 
