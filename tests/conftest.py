@@ -38,3 +38,31 @@ def require_executable(name: str) -> str:
 def campaign_dir(tmp_path: Path) -> Path:
     """A temporary folder to write campaign files into."""
     return tmp_path
+
+
+_PROCESS_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "SUPERIONIC_CHECKPOINT_DIR",
+    "SUPERIONIC_VASP_WALLTIME_S",
+)
+
+
+@pytest.fixture(autouse=True)
+def _job_process_settings_restored():  # type: ignore[no-untyped-def]
+    """`run` and `worker` invoked in-process set torch's threads and job environment variables for
+    the rest of their process (that is their job); undo it after each test so later tests see the
+    machine's defaults (a leaked 1-thread setting slowed every later CHGNet test, a leaked
+    checkpoint folder moved later tests' checkpoints)."""
+    import torch
+
+    saved = {var: os.environ.get(var) for var in _PROCESS_VARIABLES}
+    threads = torch.get_num_threads()
+    yield
+    for var, value in saved.items():
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = value
+    torch.set_num_threads(threads)
