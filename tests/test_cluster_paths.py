@@ -162,6 +162,19 @@ def test_run_and_packed_worker_print_their_threads(tmp_path: Path) -> None:
     assert "threads: " in r.output and "per job" in r.output
 
 
+def _inside_slurm_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, time_left: str) -> None:
+    """A SLURM job with ``time_left`` (squeue %L, a stand-in squeue) and a stand-in vasp_std."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for name, body in (("squeue", f"echo {time_left}"), ("vasp_std", "true")):
+        (fake / name).write_text(f"#!/bin/sh\n{body}\n")
+        (fake / name).chmod(stat.S_IRWXU)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    for var in ("SUPERIONIC_VASP_REPLAY", "SUPERIONIC_VASP_CMD", "SUPERIONIC_VASP_WALLTIME_S"):
+        monkeypatch.delenv(var, raising=False)
+
+
 def test_vasp_run_gets_the_time_left_in_the_allocation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -169,16 +182,7 @@ def test_vasp_run_gets_the_time_left_in_the_allocation(
     %L) so custodian stops it cleanly; a shorter resources.walltime_s wins."""
     from superionic.engines import guard
 
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    for name, body in (("squeue", "echo 1-02:03:04"), ("vasp_std", "true")):
-        (fake / name).write_text(f"#!/bin/sh\n{body}\n")
-        (fake / name).chmod(stat.S_IRWXU)
-    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
-    monkeypatch.setenv("SLURM_JOB_ID", "42")
-    monkeypatch.delenv("SUPERIONIC_VASP_REPLAY", raising=False)
-    monkeypatch.delenv("SUPERIONIC_VASP_CMD", raising=False)
-    monkeypatch.delenv("SUPERIONIC_VASP_WALLTIME_S", raising=False)
+    _inside_slurm_job(tmp_path, monkeypatch, "1-02:03:04")
     assert guard.parse_slurm_time("1-02:03:04") == 93784
     assert guard.parse_slurm_time("05:00") == 300 and guard.parse_slurm_time("UNLIMITED") is None
     seen: list[dict] = []
@@ -246,16 +250,7 @@ def test_no_vasp_run_starts_at_the_end_of_an_allocation(
     stopped by custodian after a step and passing as a finished MD part."""
     from superionic.engines import guard
 
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    for name, body in (("squeue", "echo 04:00"), ("vasp_std", "true")):
-        (fake / name).write_text(f"#!/bin/sh\n{body}\n")
-        (fake / name).chmod(stat.S_IRWXU)
-    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
-    monkeypatch.setenv("SLURM_JOB_ID", "42")
-    monkeypatch.delenv("SUPERIONIC_VASP_REPLAY", raising=False)
-    monkeypatch.delenv("SUPERIONIC_VASP_CMD", raising=False)
-    monkeypatch.delenv("SUPERIONIC_VASP_WALLTIME_S", raising=False)
+    _inside_slurm_job(tmp_path, monkeypatch, "04:00")
     ran: list[dict] = []
     with pytest.raises(guard.EngineUnavailableError, match="only 240 s left"):
         guard._checked("vasp", lambda **kw: ran.append(kw))(vasp_cmd="vasp_std")
