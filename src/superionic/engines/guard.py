@@ -32,6 +32,9 @@ class EngineUnavailableError(RuntimeError):
     """The engine a job needs cannot run on the machine the job runs on."""
 
 
+#: OpenMP/BLAS thread variables (as superionic.dispatch.threads; engines do not import dispatch)
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
 #: Programs that start an MPI program (their own arguments come before it).
 MPI_LAUNCHERS = frozenset({"srun", "mpirun", "mpiexec", "mpiexec.hydra", "aprun", "ibrun", "jsrun"})
 
@@ -67,8 +70,6 @@ def engine_thread_count(command: str) -> int | None:
 @contextmanager
 def engine_threads(command: str) -> Iterator[None]:
     """Within the block, OpenMP/BLAS variables suit the processes ``command`` starts."""
-    from superionic.dispatch.threads import THREAD_VARIABLES
-
     n = engine_thread_count(command)
     saved = {var: os.environ.get(var) for var in THREAD_VARIABLES}
     if n is not None:
