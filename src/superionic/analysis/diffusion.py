@@ -24,11 +24,12 @@ import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from scipy import constants as sc
 
-KB_EV = 8.617333262e-5  # Boltzmann constant, eV/K
-KB_J = 1.380649e-23  # J/K
-E_CHARGE = 1.602176634e-19  # C
-A2_PER_FS_TO_CM2_PER_S = 0.1  # 1 A^2/fs = 1e-16 cm^2 / 1e-15 s
+KB_EV = sc.physical_constants["Boltzmann constant in eV/K"][0]  # eV/K
+KB_J = sc.k  # J/K
+E_CHARGE = sc.e  # C
+A2_PER_FS_TO_CM2_PER_S = (sc.angstrom / sc.centi) ** 2 / sc.femto  # 1 A^2/fs = 0.1 cm^2/s
 MIN_JUMPS = 10  # fewer jumps than this: the diffusivity is not converged
 SIGMA_METHOD = "Nernst-Einstein from tracer D"  # i.e. Haven ratio taken as 1
 
@@ -239,10 +240,10 @@ def nernst_einstein_mS_cm(
     charge: float = 1.0,
 ) -> float:
     """Return the Nernst-Einstein conductivity sigma = n q^2 D / (k_B T) in mS/cm."""
-    n_per_m3 = n_ions / (volume_A3 * 1e-30)
-    d_m2_s = diffusivity_cm2_s * 1e-4
+    n_per_m3 = n_ions / (volume_A3 * sc.angstrom**3)
+    d_m2_s = diffusivity_cm2_s * sc.centi**2
     sigma_s_m = n_per_m3 * (charge * E_CHARGE) ** 2 * d_m2_s / (KB_J * temperature_K)
-    return sigma_s_m * 10.0  # 1 S/m = 10 mS/cm
+    return sigma_s_m * sc.centi / sc.milli  # 1 S/m = 10 mS/cm
 
 
 def diffusion_from_displacements(

@@ -20,14 +20,16 @@ from typing import Any
 
 import numpy as np
 from ruamel.yaml import YAML
+from scipy import constants as sc
 
 from superionic.errors import SuperionicError
 from superionic.paths import configs_dir
 
-E_CHARGE = 1.602176634e-19
-H_PLANCK = 6.62607015e-34
+E_CHARGE = sc.e  # C
+H_PLANCK = sc.h  # J s
+MILLIBARN_M2 = sc.milli * 1e-28  # 1 mb = 1e-31 m^2 (scipy.constants has no barn)
 # C_Q (MHz) = e * Q[mb] * 1e-31 m^2 * Vzz[V/A^2] * 1e20 / h / 1e6
-CQ_MHZ_PER_MB_V_A2 = E_CHARGE * 1e-31 * 1e20 / H_PLANCK / 1e6
+CQ_MHZ_PER_MB_V_A2 = E_CHARGE * MILLIBARN_M2 / sc.angstrom**2 / H_PLANCK / sc.mega
 
 
 @lru_cache(maxsize=1)

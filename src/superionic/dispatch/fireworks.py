@@ -13,9 +13,12 @@ campaign's MongoDB URI.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,6 +118,44 @@ def worker_name() -> str:
     return f"slurm-{job}" if job else socket.gethostname()
 
 
+class _RapidfireChatter(logging.Filter):
+    """Drop ``rapidfire``'s loop messages (new folder, sleeping, polling) from the worker's output.
+
+    The worker polls in short rounds; these lines would repeat every second while it waits, and
+    the worker printed none of them before it used ``rapidfire``.
+    """
+
+    _PREFIXES = ("Created new dir", "Sleeping for", "Checking for FWs to run")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep every record but the loop messages."""
+        return not record.getMessage().startswith(self._PREFIXES)
+
+
+@contextmanager
+def _worker_settings(ping_s: float) -> Iterator[None]:
+    """Within the block, a running firework pings every ``ping_s`` s and rapidfire's chatter is dropped.
+
+    FireWorks takes the ping interval only from ``FW_config.yaml`` (``PING_TIME_SECS``), read once
+    when ``fireworks`` is imported and copied into ``fireworks.core.rocket``; neither ``rapidfire``
+    nor ``launch_rocket`` accepts it. The worker's ``--ping`` (lost-run detection within minutes,
+    not FireWorks' default hour) is therefore set on that module for the worker's run and
+    restored after.
+    """
+    import fireworks.core.rocket as rocket_module
+
+    saved = rocket_module.PING_TIME_SECS
+    rocket_module.PING_TIME_SECS = ping_s
+    chatter = _RapidfireChatter()
+    launcher_log = logging.getLogger("rocket.launcher")
+    launcher_log.addFilter(chatter)
+    try:
+        yield
+    finally:
+        rocket_module.PING_TIME_SECS = saved
+        launcher_log.removeFilter(chatter)
+
+
 def run_worker(
     lp: LaunchPad,
     launch_dir: Path,
@@ -123,7 +164,18 @@ def run_worker(
     ping_s: float = WORKER_PING_S,
     campaign: str | None = None,
 ) -> int:
-    """Run READY fireworks one after another (``rlaunch rapidfire``) and return how many ran.
+    """Run READY fireworks one after another (FireWorks' ``rapidfire``) and return how many ran.
+
+    Each round is one ``rapidfire`` call that runs READY fireworks until none is left (or
+    ``max_fireworks`` is reached, or too little SLURM time remains), each in its own
+    ``launcher_*`` folder under a folder of this worker. Around it the worker adds what
+    ``rapidfire`` lacks: it stops once nothing has been READY for ``idle_exit_s`` in a row
+    (``rapidfire`` either exits at once or sleeps a fixed number of loops), it starts no work with
+    less than ``MIN_VASP_WALLTIME_S`` left in the SLURM allocation (``rapidfire`` knows no
+    allocation: the time left is read before each round and the rest passed as its ``timeout``),
+    it returns how many fireworks ran (``rapidfire`` returns nothing), and every DFT firework
+    checks its engine where it runs. Threads are set by the caller
+    (:func:`superionic.dispatch.threads.configure_process`).
 
     Parameters
     ----------
@@ -140,44 +192,55 @@ def run_worker(
         How often a running firework reports that it is alive (lost-run detection).
     campaign : str, optional
         Only run this campaign's fireworks.
+
+    Returns
+    -------
+    int
+        The number of fireworks this worker ran.
     """
-    import fireworks.core.rocket as rocket_module
-    from fireworks.core.rocket_launcher import launch_rocket
+    from fireworks.core.rocket_launcher import rapidfire
 
     from superionic.engines.guard import MIN_VASP_WALLTIME_S, engine_checks, slurm_time_left_s
 
-    rocket_module.PING_TIME_SECS = ping_s
-    launch_dir.mkdir(parents=True, exist_ok=True)
     query = {"spec.campaign": campaign} if campaign else {}
     fworker = FWorker(name=worker_name(), query=query)
+    # this worker's own folder: its launcher_* folders are the fireworks it ran
+    root = launch_dir / f"worker_{time.strftime('%Y%m%d-%H%M%S')}_{socket.gethostname()}_{os.getpid()}"
+    root.mkdir(parents=True, exist_ok=True)
+    poll_s = max(min(1.0, idle_exit_s), 0.01)  # rapidfire's pause after a round (0 means its 60 s)
     n = 0
     idle_since: float | None = None
     cwd = os.getcwd()
-    with engine_checks():  # each DFT firework checks its engine here, where it runs
+    with engine_checks(), _worker_settings(ping_s):  # each DFT firework checks its engine where it runs
         try:
             while max_fireworks == 0 or n < max_fireworks:
-                if lp.run_exists(fworker):
-                    idle_since = None
-                    left = slurm_time_left_s()
-                    if left is not None and left < MIN_VASP_WALLTIME_S:
-                        print(f"worker: {left:.0f} s left in the SLURM allocation: taking no more work")
-                        break
-                    block = launch_dir / f"launcher_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}_{n}"
-                    block.mkdir(parents=True, exist_ok=True)
-                    os.chdir(block)
-                    launched = launch_rocket(lp, fworker, strm_lvl="ERROR")
-                    os.chdir(cwd)
-                    if launched:
-                        n += 1
-                    elif not any(block.iterdir()):
-                        block.rmdir()
+                left = slurm_time_left_s()
+                if left is not None and left < MIN_VASP_WALLTIME_S:
+                    print(f"worker: {left:.0f} s left in the SLURM allocation: taking no more work")
+                    break
+                started = time.time()
+                rapidfire(
+                    lp,
+                    fworker,
+                    m_dir=str(root),
+                    nlaunches=max_fireworks - n if max_fireworks else -1,  # -1: no launch limit
+                    max_loops=1,  # one round: run what is READY, pause poll_s, return
+                    sleep_time=poll_s,
+                    strm_lvl="ERROR",
+                    timeout=None if left is None else left - MIN_VASP_WALLTIME_S,
+                )
+                ran = sum(1 for _ in root.glob("launcher_*"))  # rapidfire removes unused folders
+                if ran > n:
+                    n, idle_since = ran, None
                     continue
-                idle_since = idle_since or time.time()
+                idle_since = idle_since or started
                 if time.time() - idle_since >= idle_exit_s:
                     break
-                time.sleep(min(1.0, idle_exit_s))
         finally:
             os.chdir(cwd)
+    if n == 0:
+        with suppress(OSError):
+            root.rmdir()
     return n
 
 

@@ -15,13 +15,19 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from jobflow import job
 from pymatgen.core import Element, Structure
 
 from superionic.analysis.nmr import default_isotope, efg_parameters, quadrupole_table
-from superionic.errors import SuperionicError
+from superionic.engines.base import Engine, SystemView
+from superionic.engines.settings import AbinitNMRSettings
+from superionic.errors import Problem, SuperionicError
+
+if TYPE_CHECKING:
+    from jobflow import Flow
 
 # 1 atomic unit of EFG (Ha / (e bohr^2)) in V/A^2
 EFG_AU_TO_V_A2 = 97.1736242922
@@ -151,3 +157,65 @@ def abinit_efg(
         tail = (workdir / "log").read_text()[-1500:]
         raise RuntimeError(f"ABINIT failed in {workdir} (exit {proc.returncode}):\n{tail}")
     return parse_efg(abo, structure, isotopes)
+
+
+@job
+def abinit_efg_job(
+    structure: Structure | dict, isotopes: list[str], settings: dict[str, Any]
+) -> dict[str, Any]:
+    """ABINIT PAW EFG of one structure (``prtefg 2``), run in the job's folder."""
+    s = structure if isinstance(structure, Structure) else Structure.from_dict(structure)
+    s = AbinitNMRSettings.of(settings)
+    kwargs = {
+        k: getattr(s, k)
+        for k in ("ecut_Ha", "pawecutdg_Ha", "kpoint_spacing_per_A")
+        if getattr(s, k) is not None
+    }
+    return {"sites": abinit_efg(s, Path.cwd() / "abinit_efg", list(isotopes), **kwargs), "engine": "abinit"}
+
+
+class AbinitEngine(Engine):
+    """ABINIT: the local EFG route (PAW ``prtefg 2``) where JTH datasets exist."""
+
+    name = "abinit"
+    install_hint = "an installed ABINIT (apt-get install abinit abinit-data), or engine vasp"
+
+    def available(self) -> tuple[bool, str]:
+        """See :func:`abinit_available`."""
+        return abinit_available()
+
+    def check(self, stage: str, settings: dict[str, Any], systems: list[SystemView]) -> list[Problem]:
+        """EFG only (no shielding), and only for elements with a JTH PAW dataset."""
+        if stage != "nmr":
+            return []
+        problems = []
+        if AbinitNMRSettings.of(settings).shielding:
+            problems.append(
+                Problem(
+                    "shielding",
+                    "the ABINIT route computes EFGs only",
+                    True,
+                    "shielding: false with engine abinit (shielding on vasp or cp2k in another campaign)",
+                )
+            )
+        have = {p.stem for p in paw_dir().glob("*.xml")}
+        for system in systems:
+            label = system.label
+            missing = sorted(set(system.elements) - have)
+            if missing:
+                problems.append(
+                    Problem(
+                        label,
+                        f"no JTH PAW dataset for {', '.join(missing)} in {paw_dir()} (ABINIT EFG)",
+                        missing,
+                        f"elements among {', '.join(sorted(have)) or '(none installed)'}, or engine vasp",
+                    )
+                )
+        return problems
+
+    def nmr(self, structure: Any, settings: dict[str, Any], label: str) -> Flow:
+        """One ABINIT EFG job; output ``{"efg": result}``."""
+        j = abinit_efg_job(structure, AbinitNMRSettings.of(settings).isotopes, settings)
+        j.name = f"{label} nmr efg (abinit)"
+        j.metadata["stage"] = "nmr_efg"
+        return self.flow([j], {"cs": None, "efg": j.output}, f"{label} nmr runs")

@@ -18,20 +18,27 @@ import shutil
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from atomate2.cp2k.sets.base import Cp2kInputGenerator, recursive_update
 from atomate2.cp2k.sets.core import CellOptSetGenerator, MDSetGenerator, RelaxSetGenerator, StaticSetGenerator
+from jobflow import job
 from pymatgen.core import Structure
+from pymatgen.core.trajectory import Trajectory
 from pymatgen.io.cp2k.inputs import BasisFile, PotentialFile
 from pymatgen.io.vasp import Kpoints
 
+from superionic.engines.base import Engine, SystemView
+from superionic.engines.settings import Cp2kMDSettings, Cp2kNMRSettings, Cp2kRelaxSettings
 from superionic.engines.vasp import kpoint_mesh
 from superionic.errors import Problem, SpecError
 
-DEFAULT_BASIS = "DZVP-MOLOPT-SR-GTH"
-DEFAULT_POTENTIAL = "GTH-PBE"
+if TYPE_CHECKING:
+    from jobflow import Flow
+
+DEFAULT_BASIS = Cp2kRelaxSettings().basis  # the defaults are written once, in the settings model
+DEFAULT_POTENTIAL = Cp2kRelaxSettings().potential
 
 
 def cp2k_data_dir() -> Path:
@@ -134,23 +141,24 @@ def basis_and_potential(
 
 def _input_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """Translate preset keys into atomate2/pymatgen ``DftSet`` settings."""
+    s = Cp2kRelaxSettings.of(settings)
     user: dict[str, Any] = {
-        "xc_functionals": [settings.get("functional", "PBE")],
-        "spin_polarized": bool(settings.get("spin_polarized", False)),
-        "smearing": bool(settings.get("smearing", False)),
-        "cutoff": float(settings.get("cutoff_Ry", 400.0)),
-        "rel_cutoff": float(settings.get("rel_cutoff_Ry", 50.0)),
-        "eps_scf": float(settings.get("eps_scf", 1e-6)),
-        "max_scf": int(settings.get("max_scf", 50)),
-        "ot": bool(settings.get("ot", True)),
+        "xc_functionals": [s.functional],
+        "spin_polarized": s.spin_polarized,
+        "smearing": s.smearing,
+        "cutoff": s.cutoff_Ry,
+        "rel_cutoff": s.rel_cutoff_Ry,
+        "eps_scf": s.eps_scf,
+        "max_scf": s.max_scf,
+        "ot": s.ot,
     }
-    override = dict(settings.get("override", {}))
-    if "max_force_Ha_per_bohr" in settings or "max_iter" in settings:
-        geo = {}
-        if "max_force_Ha_per_bohr" in settings:
-            geo["MAX_FORCE"] = float(settings["max_force_Ha_per_bohr"])
-        if "max_iter" in settings:
-            geo["MAX_ITER"] = int(settings["max_iter"])
+    override = dict(s.override)
+    if s.max_force_Ha_per_bohr is not None or s.max_iter is not None:
+        geo: dict[str, Any] = {}
+        if s.max_force_Ha_per_bohr is not None:
+            geo["MAX_FORCE"] = s.max_force_Ha_per_bohr
+        if s.max_iter is not None:
+            geo["MAX_ITER"] = s.max_iter
         override = recursive_update(override, {"MOTION": {"GEO_OPT": geo, "CELL_OPT": geo}})
     if override:
         user["override_default_params"] = override
@@ -237,16 +245,17 @@ def input_generator(settings: dict[str, Any], stage: str) -> Cp2kInputGenerator:
     ceil(|b_i| / s); absent or a 1x1x1 result = Gamma only, which keeps the fast OT solver; any
     other mesh switches CP2K to diagonalisation), ``override`` (raw CP2K input tree merged last).
     """
+    s = Cp2kRelaxSettings.of(settings)
     kwargs: dict[str, Any] = {
-        "basis": settings.get("basis", DEFAULT_BASIS),
-        "potential": settings.get("potential", DEFAULT_POTENTIAL),
-        "kpoint_spacing_per_A": settings.get("kpoint_spacing_per_A"),
+        "basis": s.basis,
+        "potential": s.potential,
+        "kpoint_spacing_per_A": s.kpoint_spacing_per_A,
         "user_input_settings": _input_settings(settings),
     }
     kpts = None  # Gamma only unless the spacing asks for more (set per structure)
     if stage == "static":
         gen: Cp2kInputGenerator = LocalStaticSet(**kwargs)
-    elif settings.get("relax_cell", True):
+    elif s.relax_cell:
         gen = LocalCellOptSet(**kwargs)
     else:
         gen = LocalRelaxSet(**kwargs)
@@ -370,21 +379,19 @@ def md_jobs(
     ANALYTICAL. Returns ``(jobs, production trajectory, last)``, ``last`` holding the final
     ``structure`` and ``dir_name`` references (for :func:`extension_jobs`).
     """
+    s = Cp2kMDSettings.of(settings)
     jobs, current = [], structure
-    ramp = int(settings.get("ramp_steps", 0))
+    ramp = s.ramp_steps
     if ramp:
-        n_seg = int(settings.get("ramp_segments", 4))
-        start = float(settings.get("start_temperature_K", 100.0))
-        for k, temp in enumerate(np.linspace(start, temperature_K, n_seg + 1)[:-1]):
+        n_seg = s.ramp_segments
+        for k, temp in enumerate(np.linspace(s.start_temperature_K, temperature_K, n_seg + 1)[:-1]):
             j = _md_maker(settings, float(temp), max(1, ramp // n_seg), f"{name} ramp {k + 1}/{n_seg}").make(
                 current
             )
             j.metadata["segment"] = "ramp"
             jobs.append(j)
             current = j.output.structure
-    prod_jobs, traj, last = _production(
-        settings, temperature_K, current, int(settings["production_steps"]), name
-    )
+    prod_jobs, traj, last = _production(settings, temperature_K, current, s.production_steps, name)
     return jobs + prod_jobs, traj, last
 
 
@@ -446,30 +453,26 @@ def _md_maker(settings: dict[str, Any], temp: float, nsteps: int, label: str) ->
     problems = md_settings_problems(settings)
     if problems:
         raise SpecError(problems)
-    motion: dict[str, Any] = {
-        "temperature": float(temp),
-        "timestep": float(settings.get("timestep_fs", 2.0)),
-        "nsteps": int(nsteps),
-    }
+    s = Cp2kMDSettings.of(settings)
+    motion: dict[str, Any] = {"temperature": float(temp), "timestep": s.timestep_fs, "nsteps": int(nsteps)}
     barostat, gamma = None, None
-    if settings.get("thermostat", "nose-hoover") == "langevin":  # NVT only (NpT refused above)
+    if s.thermostat == "langevin":  # NVT only (NpT refused above)
         motion.update(ensemble="LANGEVIN")
-        gamma = float(settings.get("friction_per_ps", 10.0)) * 1e-3  # CP2K's GAMMA is in 1/fs
-    elif settings.get("ensemble", "nvt") == "npt":
-        isotropic = settings.get("npt_cell", "flexible") == "isotropic"
-        motion.update(ensemble="NPT_I" if isotropic else "NPT_F", thermostat="NOSE")
-        barostat = {"pressure_bar": float(settings.get("pressure_kbar", 0.0)) * 1000.0}
-        if "barostat_timecon_fs" in settings or "lattice_mass_amu" not in settings:
-            barostat["timecon_fs"] = float(settings.get("barostat_timecon_fs", 1000.0))
+        gamma = s.friction_per_ps * 1e-3  # CP2K's GAMMA is in 1/fs
+    elif s.ensemble == "npt":
+        motion.update(ensemble="NPT_I" if s.npt_cell == "isotropic" else "NPT_F", thermostat="NOSE")
+        barostat = {"pressure_bar": s.pressure_kbar * 1000.0}
+        if s.barostat_timecon_fs is not None or s.lattice_mass_amu is None:
+            barostat["timecon_fs"] = s.barostat_timecon_fs or 1000.0  # CP2K's own default TIMECON
         else:
-            barostat["lattice_mass_amu"] = float(settings["lattice_mass_amu"])
+            barostat["lattice_mass_amu"] = s.lattice_mass_amu
     else:
         motion.update(ensemble="NVT", thermostat="NOSE")
     user = {**_input_settings(settings), "activate_motion": motion}
     gen = LocalMDSet(
-        basis=settings.get("basis", DEFAULT_BASIS),
-        potential=settings.get("potential", DEFAULT_POTENTIAL),
-        kpoint_spacing_per_A=settings.get("kpoint_spacing_per_A"),
+        basis=s.basis,
+        potential=s.potential,
+        kpoint_spacing_per_A=s.kpoint_spacing_per_A,
         user_input_settings=user,
         barostat=barostat,
         langevin_gamma_per_fs=gamma,
@@ -488,11 +491,9 @@ def _production(
     settings: dict[str, Any], temperature_K: float, structure: Any, nsteps: int, name: str
 ) -> tuple[list, Any, dict[str, Any]]:
     """Return a production run and the job reading its trajectory: ``(jobs, trajectory, last)``."""
-    from superionic.stages.md import cp2k_trajectory
-
     prod = _md_maker(settings, temperature_K, nsteps, name).make(structure)
     prod.metadata["segment"] = "production"
-    traj = cp2k_trajectory(prod.output.dir_name, structure, float(settings.get("timestep_fs", 2.0)))
+    traj = cp2k_trajectory(prod.output.dir_name, structure, Cp2kMDSettings.of(settings).timestep_fs)
     traj.name = f"{name} trajectory"
     return [prod, traj], traj.output, {"structure": prod.output.structure, "dir_name": prod.output.dir_name}
 
@@ -511,9 +512,8 @@ def extension_jobs(
     tuple
         ``(jobs, trajectory reference, {"structure", "dir_name"} references of the new end)``.
     """
-    jobs, traj, new_last = _production(
-        settings, temperature_K, last["structure"], int(settings["production_steps"]), name
-    )
+    steps = Cp2kMDSettings.of(settings).production_steps
+    jobs, traj, new_last = _production(settings, temperature_K, last["structure"], steps, name)
     jobs[0].metadata["segment"] = f"production_{part}"
     return jobs, traj, new_last
 
@@ -529,10 +529,9 @@ def quench_jobs(
     ramp's time. Closed shell (non-spin-polarised) and Gamma point as study C; replicas differ in
     CP2K's ``GLOBAL/SEED`` (initial velocities). Returns the jobs and the final structure reference.
     """
-    dt = float(settings.get("timestep_fs", 2.0))
-    start = float(settings.get("start_temperature_K", 100.0))
-    n_seg = int(settings.get("quench_segments", 4))
-    override = recursive_update(dict(settings.get("override", {})), {"GLOBAL": {"SEED": 2000 + int(seed)}})
+    s = Cp2kMDSettings.of(settings)
+    dt, start, n_seg = s.timestep_fs, s.start_temperature_K, s.quench_segments
+    override = recursive_update(dict(s.override), {"GLOBAL": {"SEED": 2000 + int(seed)}})
     md_settings = {
         **settings,
         "thermostat": "nose-hoover",
@@ -543,13 +542,13 @@ def quench_jobs(
     }
     plan: list[tuple[str, float, float]] = []  # (segment, temperature, ps)
     for seg, t0, t1, ps in (
-        ("heat", start, melt_K, settings["heat_ps"]),
-        ("cool", melt_K, start, settings["quench_ps"]),
+        ("heat", start, melt_K, s.heat_ps),
+        ("cool", melt_K, start, s.quench_ps),
     ):
         temps = np.linspace(t0, t1, n_seg + 1)[1:]
-        plan += [(f"{seg} {k + 1}/{n_seg}", float(t), float(ps) / n_seg) for k, t in enumerate(temps)]
+        plan += [(f"{seg} {k + 1}/{n_seg}", float(t), ps / n_seg) for k, t in enumerate(temps)]
         if seg == "heat":
-            plan.append(("hold", float(melt_K), float(settings["hold_ps"])))
+            plan.append(("hold", float(melt_K), s.hold_ps))
     jobs, current = [], structure
     for seg, temp, ps in plan:
         j = _md_maker(md_settings, temp, max(1, round(ps * 1000 / dt)), f"{name} {seg}").make(current)
@@ -557,3 +556,131 @@ def quench_jobs(
         jobs.append(j)
         current = j.output.structure
     return jobs, current
+
+
+@job
+def cp2k_trajectory(dir_name: str, structure: Structure | dict, timestep_fs: float) -> Trajectory:
+    """Read the positions CP2K wrote (``*-pos-1.xyz``, every step) into a pymatgen Trajectory.
+
+    Each frame's cell is read from CP2K's ``*-1.cell`` (one row per MD step, matched to the
+    frame by its step number ``i =``), so an NpT run keeps its varying cell and volumes; a
+    constant cell (NVT) gives a constant-lattice trajectory. Without a ``.cell`` file the input
+    cell is used. Frame 0 is the initial configuration.
+    """
+    import gzip
+    import re
+    from pathlib import Path
+
+    s = structure if isinstance(structure, Structure) else Structure.from_dict(structure)
+    from atomate2.utils.path import strip_hostname
+
+    folder = Path(strip_hostname(str(dir_name)))
+    path = next(iter(sorted(folder.glob("*-pos-1.xyz*"))), None)
+    if path is None:
+        raise FileNotFoundError(f"no CP2K *-pos-1.xyz trajectory in {folder}")
+    text = gzip.open(path, "rt").read() if path.suffix == ".gz" else path.read_text()
+    lines = text.splitlines()
+    n = len(s)
+    frames, steps = [], []
+    k = 0
+    while k + n + 2 <= len(lines) and lines[k].strip():
+        block = lines[k + 2 : k + 2 + n]
+        frames.append([[float(x) for x in ln.split()[1:4]] for ln in block])
+        step = re.search(r"\bi\s*=\s*(\d+)", lines[k + 1])
+        steps.append(int(step.group(1)) if step else len(steps))
+        k += n + 2
+    symbols = [ln.split()[0] for ln in lines[2 : 2 + n]]
+    cart = np.array(frames)
+    lattices = np.repeat(s.lattice.matrix[None], len(frames), axis=0)
+    cell_path = next(iter(sorted(folder.glob("*-1.cell*"))), None)
+    if cell_path is not None:
+        # columns: step, time (fs), Ax Ay Az Bx By Bz Cx Cy Cz (A), volume (A^3); loadtxt reads .gz
+        rows = np.atleast_2d(np.loadtxt(cell_path, comments="#"))
+        by_step = {int(r[0]): r[2:11].reshape(3, 3) for r in rows}
+        missing = [st for st in steps if st not in by_step]
+        if missing:
+            raise ValueError(f"{cell_path} has no cell for MD step(s) {missing[:5]} of {path.name}")
+        lattices = np.array([by_step[st] for st in steps])
+    frac = np.einsum("fai,fij->faj", cart, np.linalg.inv(lattices))
+    if np.allclose(lattices, lattices[0]):
+        return Trajectory(symbols, frac, lattice=lattices[0], constant_lattice=True, time_step=timestep_fs)
+    return Trajectory(symbols, frac, lattice=lattices, constant_lattice=False, time_step=timestep_fs)
+
+
+class Cp2kEngine(Engine):
+    """CP2K (GPW/GAPW, local basis sets and potentials) through atomate2's CP2K makers."""
+
+    name = "cp2k"
+    install_hint = "an installed CP2K (apt-get install cp2k), or engine mlip"
+    stores_every_md_step = True
+
+    def available(self) -> tuple[bool, str]:
+        """See :func:`cp2k_available`."""
+        return cp2k_available()
+
+    def check(self, stage: str, settings: dict[str, Any], systems: list[SystemView]) -> list[Problem]:
+        """List what CP2K cannot run as asked.
+
+        MD settings it has no input for; a density step before a quench; NMR cells too small
+        for the Gamma point; and a cached refusal of this CP2K's EFG (see :mod:`.cp2k_nmr`).
+        """
+        problems: list[Problem] = []
+        if stage == "md":
+            problems += md_settings_problems(settings)
+        if stage == "quench" and settings.get("density", "none") != "none":
+            problems.append(
+                Problem(
+                    "density",
+                    "the density step runs on the mlip and vasp engines only",
+                    settings["density"],
+                    "none, or engine mlip/vasp for this stage",
+                )
+            )
+        if stage == "nmr" and settings.get("efg"):
+            from superionic.engines.cp2k_nmr import cached_efg_verdict
+
+            # runs nothing: the EFG job runs the canary and caches its verdict per executable
+            verdict = cached_efg_verdict()
+            if verdict is not None and not verdict[0]:
+                valid = "efg: false with engine cp2k (shielding only), or engine vasp for the EFG"
+                problems.append(Problem("efg", verdict[1], True, valid))
+        if stage == "nmr":
+            min_cell = Cp2kNMRSettings.of(settings).min_cell_A
+            for system in systems:
+                s, label = system.structure, system.label
+                if min(s.lattice.abc) < min_cell:
+                    problems.append(
+                        Problem(
+                            label,
+                            "CP2K NMR is Gamma-point only; this cell is too small "
+                            f"(lengths {', '.join(f'{x:.2f}' for x in s.lattice.abc)} A)",
+                            f"{min(s.lattice.abc):.2f} A",
+                            f"a supercell with every length >= {min_cell:g} A (set `supercell`), "
+                            "or engine vasp",
+                        )
+                    )
+        return problems
+
+    def nmr(self, structure: Any, settings: dict[str, Any], label: str) -> Flow:
+        """GAPW shielding in one job (its EFG is refused by the canary); output ``{"cs": result}``."""
+        from superionic.engines.cp2k_nmr import cp2k_nmr
+
+        s = Cp2kNMRSettings.of(settings)
+        j = cp2k_nmr(structure, label, s.efg, s.min_cell_A, s.cutoff_Ry)
+        j.name = f"{label} nmr cs (cp2k)"
+        j.metadata["stage"] = "nmr_cs"
+        return self.flow([j], {"cs": j.output, "efg": None}, f"{label} nmr runs")
+
+    def write_inputs(self, structure: Any, stage: str, settings: dict[str, Any], out_dir: Path) -> list[Path]:
+        """``cp2k.inp`` with the BASIS and POTENTIAL files it reads (from the local CP2K data)."""
+        if stage not in self.writable:
+            raise self._unsupported(stage)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if stage == "md":  # the input of one production run of the md stage, at temperature_K
+            temp = float(settings.get("temperature_K", 300.0))
+            gen: Any = _md_maker(settings, temp, int(settings.get("production_steps", 1000)), "md")
+            gen = gen.input_set_generator
+        else:
+            gen = input_generator(settings, stage)
+        gen.get_input_set(structure).write_input(out_dir, overwrite=True)
+        return sorted(p for p in out_dir.iterdir() if p.is_file())

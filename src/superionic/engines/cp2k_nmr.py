@@ -10,9 +10,12 @@ molecule in a box is fine and fast. Expensive: a 64-atom LiCl cell took 36 min o
 
 EFG: Debian's cp2k 2023.1 prints wrong GAPW EFG tensors for atoms whose basis has hard l >= 1
 functions (``qs_electric_field_gradient.F``, ``vlimit_atom``: ``m_iso = indso(1, iso)`` where
-``indso(2, iso)`` is meant), so the one-centre term does not rotate with the structure. Before
-any CP2K EFG job, :func:`efg_canary` computes HCl along z and along x: Cl must be axial
-(eta = 0) with the same |Vzz| both ways; a build that fails is refused with that reason.
+``indso(2, iso)`` is meant), so the one-centre term does not rotate with the structure. At the
+start of every CP2K EFG job, :func:`efg_canary` computes HCl along z and along x (in a temporary
+folder, removed afterwards): Cl must be axial (eta = 0) with the same |Vzz| both ways; a build that
+fails is refused with that reason. The verdict is cached per executable (its resolved path, size
+and modification time) under the user's cache folder, so it runs once per CP2K build, and
+``validate`` (which runs no executable) reports a cached refusal.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from jobflow import job
 from pymatgen.core import Lattice, Structure
 
 from superionic.analysis.nmr import efg_parameters, shielding_parameters
@@ -243,22 +248,69 @@ def _hcl(axis: int) -> Structure:
     return Structure(Lattice.cubic(8.0), ["H", "Cl"], coords, coords_are_cartesian=True)
 
 
-def efg_canary(workdir: Path, tol: float = 0.05) -> tuple[bool, str]:
+def efg_cache_dir() -> Path:
+    """Return the folder of superionic's per-machine cache.
+
+    ``SUPERIONIC_CACHE_DIR`` if set (tests point it at a temporary folder), else
+    ``$XDG_CACHE_HOME/superionic``, else ``~/.cache/superionic``.
+    """
+    if os.environ.get("SUPERIONIC_CACHE_DIR"):
+        return Path(os.environ["SUPERIONIC_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "superionic"
+
+
+def efg_verdict_file(command: str | None = None) -> Path | None:
+    """Return the file caching the EFG canary's verdict for a CP2K command's executable.
+
+    The key is the executable's resolved path, size and modification time, so a rebuilt or
+    replaced CP2K is checked again. None when the executable is not found.
+    """
+    from superionic.engines.guard import executable_of
+
+    found = shutil.which(executable_of(command or cp2k_command()))
+    if found is None:
+        return None
+    exe = Path(found).resolve()
+    info = exe.stat()
+    key = hashlib.sha1(f"{exe}:{info.st_size}:{info.st_mtime_ns}".encode()).hexdigest()[:16]
+    return efg_cache_dir() / f"cp2k_efg_{key}.json"
+
+
+def cached_efg_verdict(command: str | None = None) -> tuple[bool, str] | None:
+    """Return the cached ``(ok, reason)`` of the EFG canary for this CP2K, or None (never runs CP2K)."""
+    path = efg_verdict_file(command)
+    if path is None or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        return bool(data["ok"]), str(data["reason"])
+    except (OSError, ValueError, KeyError, TypeError):  # unreadable: run the canary again
+        return None
+
+
+def efg_canary(workdir: Path | None = None, tol: float = 0.05) -> tuple[bool, str]:
     """Check the installed CP2K's GAPW EFG on HCl along z and along x (cached per executable).
 
-    Returns ``(ok, reason)``: Cl must be axial (eta_Q < tol) and |Vzz| must not depend on the
-    molecule's orientation.
+    Parameters
+    ----------
+    workdir : Path, optional
+        Where to run the two CP2K calculations (kept); default a temporary folder, removed.
+    tol : float
+        Largest eta_Q, and relative |Vzz| difference between the orientations, that passes.
+
+    Returns
+    -------
+    tuple of (bool, str)
+        ``(ok, reason)``: Cl must be axial (eta_Q < tol) and |Vzz| must not depend on the
+        molecule's orientation; ``reason`` is empty when it passes.
+
     """
-    exe = shutil.which(cp2k_command().split()[0]) or cp2k_command()
-    key = hashlib.sha1(f"{exe}:{os.path.getmtime(exe) if os.path.exists(exe) else 0}".encode()).hexdigest()[
-        :12
-    ]
-    cache = (
-        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "superionic" / f"cp2k_efg_{key}.json"
-    )
-    if cache.is_file():
-        data = json.loads(cache.read_text())
-        return bool(data["ok"]), str(data["reason"])
+    cached = cached_efg_verdict()
+    if cached is not None:
+        return cached
+    if workdir is None:
+        with tempfile.TemporaryDirectory(prefix="superionic-efg-canary-") as tmp:
+            return efg_canary(Path(tmp), tol)
     results = []
     for axis, name in ((2, "z"), (0, "x")):
         out = run_cp2k(
@@ -279,15 +331,43 @@ def efg_canary(workdir: Path, tol: float = 0.05) -> tuple[bool, str]:
             f"along x: eta = {etas[1]:.2f}, |Vzz| = {vzz[1]:.1f} V/A^2)"
         )
     )
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps({"ok": ok, "reason": reason}))
+    cache = efg_verdict_file()
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+        partial.write_text(json.dumps({"ok": ok, "reason": reason}))
+        partial.replace(cache)  # atomic: a worker reading at the same time sees all of it or nothing
     return ok, reason
 
 
-def require_trustworthy_efg(workdir: Path) -> None:
-    """Raise when the installed CP2K fails the EFG canary (before any CP2K EFG job)."""
+def require_trustworthy_efg(workdir: Path | None = None) -> None:
+    """Raise when the installed CP2K fails the EFG canary (at the start of every CP2K EFG job).
+
+    The canary runs in ``workdir`` (default: a temporary folder, removed) unless its verdict for
+    this executable is cached.
+    """
     ok, reason = efg_canary(workdir)
     if not ok:
         raise SuperionicError.single(
             "nmr.efg (engine cp2k)", reason, "cp2k", "engine vasp for the EFG, or a fixed CP2K build"
         )
+
+
+@job
+def cp2k_nmr(
+    structure: Structure | dict,
+    label: str,
+    efg: bool = False,
+    min_cell_A: float = 10.0,
+    cutoff_Ry: float = 300.0,
+) -> dict[str, Any]:
+    """CP2K GAPW shielding of one structure (Gamma point only), as a job.
+
+    With ``efg``, the EFG canary runs first and refuses a CP2K build that computes wrong tensors.
+    """
+    s = structure if isinstance(structure, Structure) else Structure.from_dict(structure)
+    here = Path.cwd()
+    if efg:
+        require_trustworthy_efg()  # cached per CP2K executable; run in a temporary folder
+    sites = cp2k_shielding(s, here / "cp2k_nmr", min_cell_A=min_cell_A, cutoff_Ry=cutoff_Ry)
+    return {"label": label, "sites": sites, "structure": s.as_dict(), "engine": "cp2k"}

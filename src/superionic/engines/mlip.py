@@ -5,14 +5,19 @@ CHGNet's pretrained weights ship inside the ``chgnet`` wheel, so nothing is down
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from ase import units
-from atomate2.forcefields.jobs import ForceFieldRelaxMaker
 
-from superionic.engines.mlip_md import ResumableMDMaker
-from superionic.errors import SpecError
+from superionic.engines.base import Engine, SystemView
+from superionic.engines.settings import MLIPMDSettings, MLIPRelaxSettings
+from superionic.errors import Problem, SpecError
+
+if TYPE_CHECKING:  # atomate2's forcefield makers (and torch) load when a maker is built, not before
+    from atomate2.forcefields.jobs import ForceFieldRelaxMaker
+
+    from superionic.engines.mlip_md import ResumableMDMaker
 
 _DYNAMICS = {"nose-hoover": "nose-hoover", "langevin": "langevin", "berendsen": "berendsen"}
 
@@ -23,12 +28,15 @@ def relax_maker(settings: dict[str, Any]) -> ForceFieldRelaxMaker:
     Keys used: ``force_field`` (default CHGNet), ``fmax_ev_per_A``, ``max_steps``,
     ``relax_cell``.
     """
+    from atomate2.forcefields.jobs import ForceFieldRelaxMaker
+
+    s = MLIPRelaxSettings.of(settings)
     return ForceFieldRelaxMaker(
         name="mlip relax",
-        force_field_name=settings.get("force_field", "CHGNet"),
-        relax_cell=bool(settings.get("relax_cell", True)),
-        steps=int(settings.get("max_steps", 500)),
-        relax_kwargs={"fmax": float(settings.get("fmax_ev_per_A", 0.05))},
+        force_field_name=s.force_field,
+        relax_cell=s.relax_cell,
+        steps=s.max_steps,
+        relax_kwargs={"fmax": s.fmax_ev_per_A},
     )
 
 
@@ -64,42 +72,43 @@ def md_maker(settings: dict[str, Any], temperature_K: float) -> ResumableMDMaker
     (default 500); for ``ensemble: npt`` ``pressure_kbar`` (default 0) with ASE's MTK
     Nose-Hoover chain NpT.
     """
-    ramp = int(settings.get("ramp_steps", 0))
-    prod = int(settings["production_steps"])
+    from ase import units
+
+    from superionic.engines.mlip_md import ResumableMDMaker
+
+    checkpoint_every = _checkpoint_every(settings)
+    s = MLIPMDSettings.of(settings)
+    ramp, prod = s.ramp_steps, s.production_steps
     schedule: float | list[float]
     if ramp:
-        schedule = temperature_schedule(
-            float(settings.get("start_temperature_K", 100.0)), temperature_K, ramp, prod
-        )
+        schedule = temperature_schedule(s.start_temperature_K, temperature_K, ramp, prod)
     else:
         schedule = float(temperature_K)
-    thermostat = settings.get("thermostat", "nose-hoover")
-    ensemble = settings.get("ensemble", "nvt")
-    dt = float(settings.get("timestep_fs", 2.0))
+    thermostat, ensemble, dt = s.thermostat, s.ensemble, s.timestep_fs
     kwargs: dict[str, Any] = {}
     dynamics = _DYNAMICS[thermostat]
     if ensemble == "npt":
         # ASE's MTK Nose-Hoover chain barostat: any cell shape (ASE's older NPT needs an
         # upper-triangular cell and a pfactor); damping 100 and 1000 steps as ASE suggests
         dynamics = "nose-hoover-chain"
-        kwargs["pressure"] = float(settings.get("pressure_kbar", 0.0))
+        kwargs["pressure"] = s.pressure_kbar
         kwargs["ase_md_kwargs"] = {"tdamp": 100 * dt * units.fs, "pdamp": 1000 * dt * units.fs}
     elif thermostat == "nose-hoover":
         kwargs["ase_md_kwargs"] = {"ttime": 50.0}  # fs; ASE NPT thermostat time constant
     return ResumableMDMaker(
         name=f"mlip md {temperature_K:g} K",
-        force_field_name=settings.get("force_field", "CHGNet"),
+        force_field_name=s.force_field,
         time_step=dt,
         n_steps=ramp + prod,
         ensemble=ensemble,
         dynamics=dynamics,
         temperature=schedule,
-        traj_interval=int(settings.get("trajectory_interval", 10)),
-        mb_velocity_seed=int(settings.get("seed", 0)),
+        traj_interval=s.trajectory_interval,
+        mb_velocity_seed=s.seed,
         zero_linear_momentum=True,
         ionic_step_data=("energy",),
         store_trajectory="partial",
-        checkpoint_every_steps=_checkpoint_every(settings),
+        checkpoint_every_steps=checkpoint_every,
         **kwargs,
     )
 
@@ -117,25 +126,45 @@ def quench_maker(settings: dict[str, Any], melt_K: float, seed: int = 0) -> Resu
     Keys: ``start_temperature_K``, ``heat_ps``, ``hold_ps``, ``quench_ps``, ``timestep_fs``,
     ``trajectory_interval``, ``force_field``, ``checkpoint_every_steps``.
     """
-    dt = float(settings.get("timestep_fs", 2.0))
-    steps = [max(1, round(float(settings[k]) * 1000 / dt)) for k in ("heat_ps", "hold_ps", "quench_ps")]
-    schedule = quench_schedule(float(settings.get("start_temperature_K", 100.0)), melt_K, *steps)
+    from superionic.engines.mlip_md import ResumableMDMaker
+
+    checkpoint_every = _checkpoint_every(settings)
+    s = MLIPMDSettings.of({"trajectory_interval": 50, **settings})  # a quench keeps fewer frames
+    dt = s.timestep_fs
+    steps = [max(1, round(ps * 1000 / dt)) for ps in (s.heat_ps, s.hold_ps, s.quench_ps)]
+    schedule = quench_schedule(s.start_temperature_K, melt_K, *steps)
     return ResumableMDMaker(
         name=f"mlip quench {melt_K:g} K",
-        force_field_name=settings.get("force_field", "CHGNet"),
+        force_field_name=s.force_field,
         time_step=dt,
         n_steps=len(schedule),
         ensemble="nvt",
         dynamics="nose-hoover",
         temperature=schedule,
-        traj_interval=int(settings.get("trajectory_interval", 50)),
+        traj_interval=s.trajectory_interval,
         mb_velocity_seed=int(seed),
         zero_linear_momentum=True,
         ionic_step_data=("energy",),
         store_trajectory="partial",
         ase_md_kwargs={"ttime": 50.0},
-        checkpoint_every_steps=_checkpoint_every(settings),
+        checkpoint_every_steps=checkpoint_every,
     )
+
+
+def md_jobs(
+    settings: dict[str, Any], temperature_K: float, structure: Any, name: str
+) -> tuple[list, Any, Any]:
+    """MLIP MD at one temperature: one resumable run (ramp and production together).
+
+    Returns
+    -------
+    tuple
+        ``([job], trajectory reference (a stored object), {"structure": final structure})``.
+    """
+    maker = md_maker(settings, temperature_K)
+    maker.name = name
+    job = maker.make(structure)
+    return [job], job.output.objects["trajectory"], {"structure": job.output.structure}
 
 
 def extension_jobs(
@@ -152,7 +181,7 @@ def extension_jobs(
         ``(jobs, trajectory reference, {"structure": reference of the new end})``.
     """
     maker = md_maker(
-        {**settings, "ramp_steps": 0, "seed": int(settings.get("seed", 0)) + part}, temperature_K
+        {**settings, "ramp_steps": 0, "seed": MLIPMDSettings.of(settings).seed + part}, temperature_K
     )
     maker.name = name
     job = maker.make(last["structure"])
@@ -176,9 +205,8 @@ def density_maker(settings: dict[str, Any], melt_K: float, name: str, method: st
     ``method`` ``npt``: an NpT run (MTK Nose-Hoover chain); ``mpmorph``: the NVT runs of
     atomate2's EOS volume search (see :func:`superionic.stages.quench.density_jobs`).
     """
-    steps = max(
-        1, round(float(settings.get("density_ps", 2.0)) * 1000 / float(settings.get("timestep_fs", 2.0)))
-    )
+    s = MLIPMDSettings.of(settings)
+    steps = max(1, round(s.density_ps * 1000 / s.timestep_fs))
     md_settings = {
         **settings,
         "ensemble": "npt" if method == "npt" else "nvt",
@@ -189,3 +217,40 @@ def density_maker(settings: dict[str, Any], melt_K: float, name: str, method: st
     maker = md_maker(md_settings, melt_K)
     maker.name = f"{name} density {method}"
     return maker
+
+
+class MLIPEngine(Engine):
+    """Machine-learned potentials (CHGNet by default) through atomate2's forcefield makers."""
+
+    name = "mlip"
+
+    def check(self, stage: str, settings: dict[str, Any], systems: list[SystemView]) -> list[Problem]:
+        """MLIP NpT runs ASE's MTK Nose-Hoover chain: other thermostats with ``npt`` are refused."""
+        if stage == "md" and settings.get("ensemble") == "npt":
+            if settings.get("thermostat", "nose-hoover") != "nose-hoover":
+                return [
+                    Problem(
+                        "thermostat",
+                        "MLIP NpT runs ASE's MTK Nose-Hoover chain barostat only",
+                        settings.get("thermostat"),
+                        "nose-hoover with ensemble npt",
+                    )
+                ]
+        return []
+
+    def write_inputs(self, structure: Any, stage: str, settings: dict[str, Any], out_dir: Path) -> list[Path]:
+        """Write the POSCAR and the atomate2 maker's settings (``settings.json``)."""
+        import json
+
+        if stage not in self.writable:
+            raise self._unsupported(stage)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        structure.to(filename=str(out_dir / "POSCAR"), fmt="poscar")
+        if stage == "relax":
+            maker: Any = relax_maker(settings)
+        else:
+            maker = md_maker(
+                {"production_steps": 1000, **settings}, float(settings.get("temperature_K", 300.0))
+            )
+        (out_dir / "settings.json").write_text(json.dumps(maker.as_dict(), indent=1, default=str))
+        return [out_dir / "POSCAR", out_dir / "settings.json"]

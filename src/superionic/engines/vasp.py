@@ -6,7 +6,7 @@ the k-point mesh by a reciprocal-space spacing (``kpoint_spacing_per_A``: n_i = 
 argyrodite cell and a consistent density on any other cell.
 
 VASP itself is licensed and not installed here: its command comes from ``SUPERIONIC_VASP_CMD`` or
-atomate2's ``VASP_CMD`` setting; :mod:`superionic.engines.replay` replays real outputs instead.
+atomate2's ``VASP_CMD`` setting (tests replay real outputs with :mod:`superionic.testing`).
 """
 
 from __future__ import annotations
@@ -15,11 +15,18 @@ import math
 import os
 import shutil
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from atomate2.vasp.sets.core import MDSetGenerator
 from pymatgen.io.vasp import Kpoints
 from pymatgen.io.vasp.sets import MPNMRSet, MPRelaxSet, MPStaticSet
+
+from superionic.engines.base import Engine
+from superionic.engines.settings import VaspMDSettings, VaspNMRSettings, VaspRelaxSettings
+
+if TYPE_CHECKING:
+    from jobflow import Flow
 
 
 @dataclass
@@ -48,11 +55,10 @@ def input_set(settings: dict[str, Any], stage: str) -> MPRelaxSet | MPStaticSet:
     Keys: ``incar`` (INCAR overrides), ``kpoint_spacing_per_A`` (optional), ``base``
     (``mp_relax`` default, or ``mp_static``).
     """
-    incar = dict(settings.get("incar", {}))
-    spacing = settings.get("kpoint_spacing_per_A")
-    if settings.get("base", "mp_relax") == "mp_static" or stage == "static":
-        return MPStaticSet(user_incar_settings=incar)
-    return SpacingRelaxSet(user_incar_settings=incar, kpoint_spacing_per_A=spacing)
+    s = VaspRelaxSettings.of(settings)
+    if s.base == "mp_static" or stage == "static":
+        return MPStaticSet(user_incar_settings=dict(s.incar))
+    return SpacingRelaxSet(user_incar_settings=dict(s.incar), kpoint_spacing_per_A=s.kpoint_spacing_per_A)
 
 
 def relax_maker(settings: dict[str, Any]) -> Any:
@@ -74,12 +80,10 @@ def vasp_command() -> str:
 
 
 def vasp_available(command: str | None = None) -> tuple[bool, str]:
-    """Whether VASP can run here (or is replayed), with the reason when not.
+    """Whether VASP can run here, with the reason when not.
 
     ``command`` is the command a job will run (default: :func:`vasp_command`).
     """
-    if os.environ.get("SUPERIONIC_VASP_REPLAY"):
-        return True, "replay"
     from superionic.engines.guard import executable_of
 
     full = os.path.expandvars(command or vasp_command())
@@ -113,20 +117,20 @@ def md_input_set(settings: dict[str, Any], start_K: float, end_K: float, nsteps:
     LANGEVIN_GAMMA), ``lattice_friction_per_ps`` (LANGEVIN_GAMMA_L), ``lattice_mass_amu`` (PMASS),
     ``incar`` (further INCAR settings, e.g. ISPIN 1, ENCUT).
     """
-    ensemble = str(settings.get("ensemble", "nvt"))
-    incar = dict(settings.get("incar", {}))
+    s = VaspMDSettings.of(settings)
+    incar = dict(s.incar)
     kpts = Kpoints.gamma_automatic((1, 1, 1))  # AIMD supercells: Gamma point
-    if ensemble == "npt":
-        incar.setdefault("LANGEVIN_GAMMA_L", float(settings.get("lattice_friction_per_ps", 10.0)))
-        incar.setdefault("PMASS", float(settings.get("lattice_mass_amu", 1000.0)))
-    cls = FrictionMDSet if ensemble == "npt" else MDSetGenerator
-    extra = {"friction_per_ps": float(settings.get("friction_per_ps", 10.0))} if ensemble == "npt" else {}
+    if s.ensemble == "npt":
+        incar.setdefault("LANGEVIN_GAMMA_L", s.lattice_friction_per_ps)
+        incar.setdefault("PMASS", s.lattice_mass_amu)
+    cls = FrictionMDSet if s.ensemble == "npt" else MDSetGenerator
+    extra = {"friction_per_ps": s.friction_per_ps} if s.ensemble == "npt" else {}
     return cls(
-        ensemble=ensemble,
+        ensemble=s.ensemble,
         start_temp=float(start_K),
         end_temp=float(end_K),
         nsteps=int(nsteps),
-        time_step=float(settings.get("timestep_fs", 2.0)),
+        time_step=s.timestep_fs,
         user_incar_settings=incar,
         user_kpoints_settings=kpts,
         **extra,
@@ -161,22 +165,20 @@ def md_jobs(
     """
     from atomate2.vasp.jobs.md import MDMaker
 
+    s = VaspMDSettings.of(settings)
     jobs = []
-    ramp = int(settings.get("ramp_steps", 0))
     current = structure
-    if ramp:
-        start = float(settings.get("start_temperature_K", 100.0))
+    if s.ramp_steps:
         maker = MDMaker(
             name=f"{name} ramp",
-            input_set_generator=md_input_set(settings, start, temperature_K, ramp),
+            input_set_generator=md_input_set(settings, s.start_temperature_K, temperature_K, s.ramp_steps),
             run_vasp_kwargs=md_run_vasp_kwargs(),
         )
         ramp_job = maker.make(current)
         ramp_job.metadata["segment"] = "ramp"
         jobs.append(ramp_job)
         current = ramp_job.output.structure
-    prod = int(settings["production_steps"])
-    chunks = int(settings.get("production_chunks", 1))
+    prod, chunks = s.production_steps, s.production_chunks
     prev_dir = jobs[-1].output.dir_name if jobs else None
     trajectories = []
     for k in range(chunks):
@@ -238,7 +240,8 @@ def extension_jobs(
     tuple
         ``(jobs, trajectory reference, {"structure", "dir_name"} references of the new end)``.
     """
-    steps = math.ceil(int(settings["production_steps"]) / int(settings.get("production_chunks", 1)))
+    s = VaspMDSettings.of(settings)
+    steps = math.ceil(s.production_steps / s.production_chunks)
     job, traj = production_job(
         settings, temperature_K, last["structure"], last.get("dir_name"), steps, name, f"production_{part}"
     )
@@ -269,14 +272,14 @@ def nmr_makers(settings: dict[str, Any], isotopes: list[str]) -> dict[str, Any]:
     """
     from atomate2.vasp.jobs.base import BaseVaspMaker
 
+    s = VaspNMRSettings.of(settings)
     makers = {}
-    for mode in ("cs", "efg"):
-        sub = dict(settings.get(f"{mode}_inputs") or {})
+    for mode, sub in (("cs", s.cs_inputs), ("efg", s.efg_inputs)):
         gen = SpacingNMRSet(
             mode=mode,
             isotopes=list(isotopes),
-            user_incar_settings=dict(sub.get("incar", {})),
-            kpoint_spacing_per_A=sub.get("kpoint_spacing_per_A"),
+            user_incar_settings=dict(sub.incar),
+            kpoint_spacing_per_A=sub.kpoint_spacing_per_A,
         )
         makers[mode] = BaseVaspMaker(
             name=f"vasp nmr {mode}", input_set_generator=gen, run_vasp_kwargs={"vasp_cmd": vasp_command()}
@@ -295,19 +298,19 @@ def quench_jobs(
     """
     from atomate2.vasp.jobs.md import MDMaker
 
-    dt = float(settings.get("timestep_fs", 2.0))
-    start = float(settings.get("start_temperature_K", 100.0))
-    incar = {"ISPIN": 1, **dict(settings.get("incar", {}))}
+    s = VaspMDSettings.of(settings)
+    dt, start = s.timestep_fs, s.start_temperature_K
+    incar = {"ISPIN": 1, **s.incar}
     if seed:
         incar["RANDOM_SEED"] = [int(seed) * 7919 + 1, 0, 0]
     md_settings = {**settings, "ensemble": "nvt", "incar": incar}
     jobs, current = [], structure
     for seg, t0, t1, ps in (
-        ("heat", start, melt_K, settings["heat_ps"]),
-        ("hold", melt_K, melt_K, settings["hold_ps"]),
-        ("cool", melt_K, start, settings["quench_ps"]),
+        ("heat", start, melt_K, s.heat_ps),
+        ("hold", melt_K, melt_K, s.hold_ps),
+        ("cool", melt_K, start, s.quench_ps),
     ):
-        nsteps = max(1, round(float(ps) * 1000 / dt))
+        nsteps = max(1, round(ps * 1000 / dt))
         maker = MDMaker(
             name=f"{name} {seg}",
             input_set_generator=md_input_set(md_settings, t0, t1, nsteps),
@@ -328,12 +331,57 @@ def density_maker(settings: dict[str, Any], melt_K: float, name: str, method: st
     """
     from atomate2.vasp.jobs.md import MDMaker
 
-    steps = max(
-        1, round(float(settings.get("density_ps", 2.0)) * 1000 / float(settings.get("timestep_fs", 2.0)))
-    )
-    incar = {"ISPIN": 1, **dict(settings.get("incar", {}))}
+    s = VaspMDSettings.of(settings)
+    steps = max(1, round(s.density_ps * 1000 / s.timestep_fs))
+    incar = {"ISPIN": 1, **s.incar}
     ensemble = "npt" if method == "npt" else "nvt"
     gen = md_input_set({**settings, "ensemble": ensemble, "incar": incar}, melt_K, melt_K, steps)
     return MDMaker(
         name=f"{name} density {method}", input_set_generator=gen, run_vasp_kwargs=md_run_vasp_kwargs()
     )
+
+
+class VaspEngine(Engine):
+    """VASP through atomate2's makers and custodian; inputs from pymatgen sets and the presets."""
+
+    name = "vasp"
+    install_hint = "an installed VASP (set SUPERIONIC_VASP_CMD, e.g. 'srun vasp_std'), or engine mlip/cp2k"
+    stores_every_md_step = True
+
+    def available(self) -> tuple[bool, str]:
+        """See :func:`vasp_available`."""
+        return vasp_available()
+
+    def relax_output(self, job: Any) -> dict[str, Any]:
+        """Return the structure, the energy and the entry (MP2020 corrections need its data)."""
+        return {**super().relax_output(job), "entry": job.output.entry}
+
+    def nmr(self, structure: Any, settings: dict[str, Any], label: str) -> Flow:
+        """Separate LCHIMAG (``cs``) and LEFG (``efg``) runs; output: their run folders."""
+        s = VaspNMRSettings.of(settings)
+        makers = nmr_makers(settings, list(s.isotopes))
+        jobs, out = [], {"cs": None, "efg": None}
+        for mode, wanted in (("cs", s.shielding), ("efg", s.efg)):
+            if not wanted:
+                continue
+            maker = makers[mode]
+            maker.name = f"{label} nmr {mode}"
+            job = maker.make(structure)
+            job.metadata["stage"] = f"nmr_{mode}"
+            jobs.append(job)
+            out[mode] = job.output.dir_name
+        return self.flow(jobs, out, f"{label} nmr runs")
+
+    def write_inputs(self, structure: Any, stage: str, settings: dict[str, Any], out_dir: Path) -> list[Path]:
+        """INCAR, KPOINTS, POSCAR and POTCAR.spec (a real POTCAR with ``PMG_VASP_PSP_DIR`` set)."""
+        if stage not in self.writable:
+            raise self._unsupported(stage)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if stage == "md":
+            temp = float(settings.get("temperature_K", 300.0))  # `superionic inputs --set temperature_K=...`
+            vis = md_input_set(settings, temp, temp, int(settings.get("production_steps", 1000)))
+        else:
+            vis = input_set(settings, stage)
+        use_spec = not os.environ.get("PMG_VASP_PSP_DIR")
+        vis.get_input_set(structure, potcar_spec=use_spec).write_input(out_dir)
+        return sorted(p for p in out_dir.iterdir() if p.is_file())

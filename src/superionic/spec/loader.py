@@ -17,6 +17,8 @@ from pymatgen.core import Structure
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
+from superionic.engines.base import engines_for, get_engine
+from superionic.engines.settings import load_preset
 from superionic.errors import Problem, SpecError, StructureError
 from superionic.paths import configs_dir
 from superionic.spec.models import (
@@ -40,37 +42,6 @@ _STAGE_MODELS: dict[str, type[BaseModel]] = {
     "md": MDStage,
     "quench": QuenchStage,
 }
-
-# Which (engine, stage) pairs this version builds. The others are refused at validation with a
-# message naming the issue that adds them, never half-run.
-SUPPORTED: dict[str, set[str]] = {
-    "order": {"mlip", "vasp", "cp2k"},  # engine-independent
-    "relax": {"mlip", "vasp", "cp2k"},
-    "md": {"mlip", "vasp", "cp2k"},
-    "hull": {"mlip", "vasp", "cp2k"},
-    "nmr": {"vasp", "cp2k", "abinit"},
-    "quench": {"mlip", "vasp", "cp2k"},
-}
-
-
-def engine_available(engine: str) -> tuple[bool, str, str]:
-    """Whether an engine can run here: (ok, reason, how to fix)."""
-    if engine == "vasp":
-        from superionic.engines.vasp import vasp_available
-
-        ok, why = vasp_available()
-        return ok, why, "an installed VASP, or SUPERIONIC_VASP_REPLAY for replay"
-    if engine == "abinit":
-        from superionic.engines.abinit import abinit_available
-
-        ok, why = abinit_available()
-        return ok, why, "an installed ABINIT (apt-get install abinit abinit-data), or engine vasp"
-    if engine == "cp2k":
-        from superionic.engines.cp2k import cp2k_available
-
-        ok, why = cp2k_available()
-        return ok, why, "an installed CP2K (apt-get install cp2k), or engine mlip"
-    return True, "", ""
 
 
 @dataclass
@@ -335,8 +306,9 @@ def _check_stages(
             )
         seen.add(stage.stage)
         engine = stage.engine or spec.engine
-        if engine not in SUPPORTED[stage.stage]:
-            ok = sorted(SUPPORTED[stage.stage])
+        offered = engines_for(stage.stage)
+        if engine not in offered:
+            ok = offered
             problems.append(
                 Problem(
                     f"stages[{i}].engine" if stage.engine else "engine",
@@ -346,8 +318,9 @@ def _check_stages(
                     _line_of(data, loc),
                 )
             )
-        if engines != "off" and stage.stage != "order" and engine in SUPPORTED[stage.stage]:
-            ok, why, fix = engine_available(engine)
+        if engines != "off" and stage.stage != "order" and engine in offered:
+            ok, why = get_engine(engine).available()
+            fix = get_engine(engine).install_hint
             if not ok:
                 problem = Problem(
                     f"stages[{i}].engine" if stage.engine else "engine",
@@ -390,16 +363,6 @@ def _check_stages(
                             _line_of(data, (*loc, "melt_temperatures_K")),
                         )
                     )
-            if stage.density != "none" and engine == "cp2k":
-                problems.append(
-                    Problem(
-                        f"stages[{i}].density",
-                        "the density step runs on the mlip and vasp engines only",
-                        stage.density,
-                        "none, or engine mlip/vasp for this stage",
-                        _line_of(data, (*loc, "density")),
-                    )
-                )
             if stage.snapshot_temperature_K is not None:
                 md_stage = next((st for st in spec.stages if isinstance(st, MDStage)), None)
                 temps = list(md_stage.temperatures_K) if md_stage else []
@@ -423,29 +386,8 @@ def _check_stages(
                         _line_of(data, loc),
                     )
                 )
-        if isinstance(stage, NMRStage) and engine == "abinit":
-            problems += _abinit_nmr_problems(stage, systems, i, data, loc)
-        if isinstance(stage, NMRStage) and engine == "cp2k":
-            problems += _cp2k_nmr_problems(stage, spec.preset, systems, i, data, loc, engines != "off")
-        if isinstance(stage, MDStage) and engine == "mlip" and preset_ok:
-            from superionic.engines import stage_overrides, stage_settings
-
-            # the settings the run gets: the campaign's values over the preset's over the defaults
-            eff = stage_settings(preset, "mlip", "md", stage_overrides(stage))
-            if eff.get("ensemble") == "npt" and eff.get("thermostat", "nose-hoover") != "nose-hoover":
-                from_preset = "thermostat" not in stage.model_fields_set
-                problems.append(
-                    Problem(
-                        f"stages[{i}].thermostat",
-                        "MLIP NpT runs ASE's MTK Nose-Hoover chain barostat only"
-                        + (f" (thermostat from preset '{preset}')" if from_preset else ""),
-                        eff.get("thermostat"),
-                        "nose-hoover with ensemble npt",
-                        _line_of(data, (*loc, "thermostat")) or _line_of(data, loc),
-                    )
-                )
-        if isinstance(stage, MDStage) and engine == "cp2k":
-            problems += _cp2k_md_problems(stage, stage.preset or spec.preset, i, data, loc)
+        if preset_ok and engine in offered:
+            problems += _engine_problems(stage, engine, preset, systems, i, data)
         if isinstance(stage, MDStage) and stage.fit_start >= stage.fit_end:
             problems.append(
                 Problem(
@@ -523,109 +465,40 @@ def _check_stages(
     return problems
 
 
-def _abinit_nmr_problems(
-    stage: NMRStage, systems: list[SystemInstance], i: int, data: Any, loc: tuple
+def _engine_problems(
+    stage: Any, engine: str, preset: str, systems: list[SystemInstance], i: int, data: Any
 ) -> list[Problem]:
-    """ABINIT computes the EFG only, and only for elements with a JTH PAW dataset."""
-    from superionic.engines.abinit import paw_dir
+    """Ask the stage's engine what it cannot do (its ``check()``), and place each answer in the file.
 
-    problems = []
-    if stage.shielding:
-        problems.append(
-            Problem(
-                f"stages[{i}].shielding",
-                "the ABINIT route computes EFGs only",
-                True,
-                "shielding: false with engine abinit (shielding on vasp or cp2k in another campaign)",
-                _line_of(data, (*loc, "shielding")),
-            )
-        )
-    have = {p.stem for p in paw_dir().glob("*.xml")}
-    for s in systems:
-        missing = sorted(s.elements - have)
-        if missing:
-            problems.append(
-                Problem(
-                    f"systems[{s.index}] ({s.name})",
-                    f"no JTH PAW dataset for {', '.join(missing)} in {paw_dir()} (ABINIT EFG)",
-                    missing,
-                    f"elements among {', '.join(sorted(have)) or '(none installed)'}, or engine vasp",
-                    _line_of(data, ("systems", s.index)),
-                )
-            )
-    return problems
-
-
-def _cp2k_md_problems(stage: MDStage, preset: str, i: int, data: Any, loc: tuple) -> list[Problem]:
-    """CP2K MD: what CP2K cannot run as asked (Langevin NpT, Berendsen, bad barostat settings).
-
-    Stage fields (``thermostat``, ``ensemble``) are named at their line in the campaign file,
-    preset keys (``cp2k.md.npt_cell``, ...) by preset name.
+    A problem about a stage field is named ``stages[i].<field>`` at its line (saying so when the
+    value came from the preset); about a system, at the system's line; about another preset
+    key, by preset name and section.
     """
-    if not (configs_dir() / "engines" / f"{preset}.yaml").is_file():
-        return []  # reported as an unknown preset
     from superionic.engines import stage_overrides, stage_settings
-    from superionic.engines.cp2k import md_settings_problems
+    from superionic.engines.base import SystemView
 
-    overrides = stage_overrides(stage)
+    loc = ("stages", i)
+    labels = {f"systems[{s.index}] ({s.name})": s for s in systems}
+    views = [SystemView(label, s.structure, frozenset(s.elements)) for label, s in labels.items()]
+    settings = stage_settings(preset, engine, stage.stage, stage_overrides(stage))
+    section = "md" if stage.stage == "quench" else stage.stage
+    from_preset = load_preset(preset).get(engine, {}).get(section, {})
     out = []
-    for p in md_settings_problems(stage_settings(preset, "cp2k", "md", overrides)):
-        if p.where in MDStage.model_fields:
-            where, line = f"stages[{i}].{p.where}", _line_of(data, (*loc, p.where)) or _line_of(data, loc)
+    for p in get_engine(engine).check(stage.stage, settings, views):
+        if p.where in labels:
+            line = _line_of(data, ("systems", labels[p.where].index))
+            out.append(Problem(p.where, p.message, p.value, p.valid, line))
+        elif p.where in type(stage).model_fields:
+            message = p.message
+            if p.where not in stage.model_fields_set and p.where in from_preset:
+                message += f" ({p.where} from preset '{preset}')"
+            line = _line_of(data, (*loc, p.where)) or _line_of(data, loc)
+            out.append(Problem(f"stages[{i}].{p.where}", message, p.value, p.valid, line))
         else:
-            where, line = f"preset '{preset}' cp2k.md.{p.where}", None
-        out.append(Problem(where, p.message, p.value, p.valid, line))
-    return out
-
-
-def _cp2k_nmr_problems(
-    stage: NMRStage,
-    campaign_preset: str,
-    systems: list[SystemInstance],
-    i: int,
-    data: Any,
-    loc: tuple,
-    check_engines: bool,
-) -> list[Problem]:
-    """CP2K NMR: Gamma-only size check on the input cells, and the EFG canary before any job."""
-    from superionic.engines import stage_settings
-
-    problems = []
-    min_cell = float(
-        stage_settings(stage.preset or campaign_preset, "cp2k", "nmr", {}).get("min_cell_A", 10.0)
-    )
-    for s in systems:
-        if min(s.structure.lattice.abc) < min_cell:
-            problems.append(
-                Problem(
-                    f"systems[{s.index}] ({s.name})",
-                    "CP2K NMR is Gamma-point only; this cell is too small "
-                    f"(lengths {', '.join(f'{x:.2f}' for x in s.structure.lattice.abc)} A)",
-                    f"{min(s.structure.lattice.abc):.2f} A",
-                    f"a supercell with every length >= {min_cell:g} A (set `supercell`), or engine vasp",
-                    _line_of(data, ("systems", s.index)),
-                )
+            out.append(
+                Problem(f"preset '{preset}' {engine}.{section}.{p.where}", p.message, p.value, p.valid)
             )
-    if stage.efg and check_engines:
-        from superionic.engines.cp2k import cp2k_available
-
-        if cp2k_available()[0]:
-            import tempfile
-
-            from superionic.engines.cp2k_nmr import efg_canary
-
-            ok, reason = efg_canary(Path(tempfile.mkdtemp(prefix="superionic-canary-")))
-            if not ok:
-                problems.append(
-                    Problem(
-                        f"stages[{i}].efg",
-                        reason,
-                        True,
-                        "efg: false with engine cp2k (shielding only), or engine vasp for the EFG",
-                        _line_of(data, (*loc, "efg")),
-                    )
-                )
-    return problems
+    return out
 
 
 def _version() -> str:

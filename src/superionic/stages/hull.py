@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobflow import job
 from pymatgen.core import Structure
 from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
 
 from superionic.analysis.hull import apply_compatibility, hull_table, load_entries_file
+from superionic.stages.common import staged
+
+if TYPE_CHECKING:
+    from jobflow import Flow
+
+    from superionic.spec.loader import Campaign, SystemInstance
 
 
 def _entry(result: dict[str, Any], label: str) -> ComputedEntry:
@@ -63,3 +69,44 @@ def compute_hull(
         "phases": {e.data.get("label", e.composition.reduced_formula): e.energy_per_atom for e in competing},
         "compatibility": compatibility,
     }
+
+
+def hull_flow(
+    campaign: Campaign,
+    system: SystemInstance,
+    relaxed: dict[str, dict[str, Any]],
+    phase_results: dict[str, dict[str, Any]] | None,
+    /,
+    **metadata: Any,
+) -> Flow:
+    """E_hull of one system's relaxed orderings against its competing phases (or an entries file).
+
+    ``relaxed``: ordering label -> relax output; ``phase_results``: phase name -> relax output
+    (only the phases of this system's elements are used). MP2020 corrections are applied by
+    default (``compatibility: auto``) when the relax engine is VASP.
+    """
+    from jobflow import Flow
+
+    from superionic.spec.models import HullStage
+    from superionic.structures.phases import phases_for
+
+    spec = campaign.spec
+    stages = {s.stage: s for s in spec.stages}
+    hull = stages["hull"]
+    assert isinstance(hull, HullStage)
+    names = {p.name for p in phases_for(system.elements)}
+    entries = hull.entries_file
+    if entries is not None and not entries.is_absolute():
+        entries = (campaign.directory / entries).resolve()
+    engine = (stages["relax"].engine or spec.engine) if "relax" in stages else spec.engine
+    compat = {"auto": "mp2020" if engine == "vasp" else None, "none": None}.get(
+        hull.compatibility, hull.compatibility
+    )
+    job = compute_hull(
+        relaxed,
+        {n: r for n, r in (phase_results or {}).items() if n in names},
+        str(entries) if entries else None,
+        compat,
+    )
+    job.name = f"{system.name} hull"
+    return Flow([staged(job, "hull", **metadata)], output=job.output, name=f"{system.name} hull")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from jobflow import job
@@ -12,6 +13,14 @@ from pymatgen.core.trajectory import Trajectory
 from superionic.analysis.diffusion import arrhenius_fit, diffusion_from_frac_coords
 from superionic.analysis.rotation import UNITS, jump_rotation_correlation, orientation_acf
 from superionic.analysis.trajectory_io import from_pymatgen_trajectory
+from superionic.engines.base import get_engine
+from superionic.engines.settings import MDSettings
+from superionic.stages.common import engine_for, jobs_of, staged
+
+if TYPE_CHECKING:
+    from jobflow import Flow
+
+    from superionic.spec.models import CampaignSpec, MDStage, QuenchStage
 
 
 def trajectory_arrays(traj: Trajectory | dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -239,8 +248,6 @@ def converge_diffusion(
     dict or Response
         The diffusion result with ``n_chunks`` and ``rsd_converged``, or the replacement flow.
     """
-    import importlib
-
     from jobflow import CURRENT_JOB, Flow, Response
 
     done = result.get("rsd") is not None and result["rsd"] <= target_rsd  # None: nothing moved
@@ -249,21 +256,22 @@ def converge_diffusion(
     if last is None:
         frac, lattice, symbols = trajectory_arrays(trajectories[-1])
         last = {"structure": Structure(lattice if lattice.ndim == 2 else lattice[-1], symbols, frac[-1])}
-    if md_settings.get("frozen_species"):
+    s = MDSettings.of(md_settings)
+    if s.frozen_species:
         # the next run's input is written from this structure: carry the constraint (idempotent)
         last = {
             **last,
-            "structure": freeze_species.original(last["structure"], md_settings["frozen_species"], engine),
+            "structure": freeze_species.original(last["structure"], s.frozen_species, engine),
         }
     meta = dict(CURRENT_JOB.job.metadata or {}) if CURRENT_JOB.job is not None else {}
     base = str(CURRENT_JOB.job.name) if CURRENT_JOB.job is not None else f"md {temperature_K:g} K"
     base = base.replace(" converge ", " md ").split(" chunk ")[0]
-    part = int(md_settings.get("production_chunks", 1)) + chunk
-    engine_module = importlib.import_module(f"superionic.engines.{engine}")
-    md_jobs, trajectory, new_last = engine_module.extension_jobs(
+    part = s.production_chunks + chunk
+    extension = get_engine(engine).extend_md(
         md_settings, temperature_K, last, f"{base} chunk {chunk + 1}", part
     )
-    for j in md_jobs:
+    trajectory, new_last = extension.output["trajectory"], extension.output["last"]
+    for j in jobs_of(extension):
         j.metadata = {**meta, **j.metadata, "stage": "md", "chunk": chunk + 1}
     chunks = [*trajectories, trajectory]
     ana = analyze_diffusion(
@@ -289,51 +297,139 @@ def converge_diffusion(
     )
     check.name = str(CURRENT_JOB.job.name) if CURRENT_JOB.job is not None else "converge"
     check.metadata = dict(meta)
-    return Response(replace=Flow([*md_jobs, ana, check], output=check.output))
+    return Response(replace=Flow([extension, ana, check], output=check.output))
 
 
-@job
-def cp2k_trajectory(dir_name: str, structure: Structure | dict, timestep_fs: float) -> Trajectory:
-    """Read the positions CP2K wrote (``*-pos-1.xyz``, every step) into a pymatgen Trajectory.
+def __getattr__(name: str) -> Any:
+    # cp2k_trajectory moved to the CP2K engine (engines import no stage); old imports keep working
+    if name == "cp2k_trajectory":
+        from superionic.engines.cp2k import cp2k_trajectory
 
-    Each frame's cell is read from CP2K's ``*-1.cell`` (one row per MD step, matched to the
-    frame by its step number ``i =``), so an NpT run keeps its varying cell and volumes; a
-    constant cell (NVT) gives a constant-lattice trajectory. Without a ``.cell`` file the input
-    cell is used. Frame 0 is the initial configuration.
+        return cp2k_trajectory
+    raise AttributeError(name)
+
+
+def md_flow(
+    spec: CampaignSpec,
+    md: MDStage,
+    structure: Any,
+    prefix: str,
+    quench: QuenchStage | None = None,
+    crystal: Any = None,
+    variant: str | None = None,
+    /,
+    **metadata: Any,
+) -> Flow:
+    """Build the md stage of one structure.
+
+    Per temperature: MD, diffusion (extended to the RSD target), rotation and snapshot
+    analyses; then the Arrhenius fit (the output; the diffusion results
+    when fewer than two temperatures).
+
+    Parameters
+    ----------
+    spec, md
+        The campaign and its md stage.
+    structure : Structure or reference
+        The MD start (a relaxed ordering, or a quenched glass).
+    prefix : str
+        Job-name prefix, e.g. ``Li6PS5Cl #0``.
+    quench : QuenchStage, optional
+        The campaign's quench stage: snapshots of the MD at its ``snapshot_temperature_K``.
+    crystal : Structure or reference, optional
+        The crystal the snapshots are compared with.
+    variant : str, optional
+        ``quench 1200 K #0`` for a glass (its jobs report as their own system).
+    **metadata
+        Tags for every job (campaign, system, ordering).
     """
-    import gzip
-    import re
-    from pathlib import Path
+    from jobflow import Flow
 
-    s = structure if isinstance(structure, Structure) else Structure.from_dict(structure)
-    folder = Path(str(dir_name).split(":", 1)[-1])
-    path = next(iter(sorted(folder.glob("*-pos-1.xyz*"))), None)
-    if path is None:
-        raise FileNotFoundError(f"no CP2K *-pos-1.xyz trajectory in {folder}")
-    text = gzip.open(path, "rt").read() if path.suffix == ".gz" else path.read_text()
-    lines = text.splitlines()
-    n = len(s)
-    frames, steps = [], []
-    k = 0
-    while k + n + 2 <= len(lines) and lines[k].strip():
-        block = lines[k + 2 : k + 2 + n]
-        frames.append([[float(x) for x in ln.split()[1:4]] for ln in block])
-        step = re.search(r"\bi\s*=\s*(\d+)", lines[k + 1])
-        steps.append(int(step.group(1)) if step else len(steps))
-        k += n + 2
-    symbols = [ln.split()[0] for ln in lines[2 : 2 + n]]
-    cart = np.array(frames)
-    lattices = np.repeat(s.lattice.matrix[None], len(frames), axis=0)
-    cell_path = next(iter(sorted(folder.glob("*-1.cell*"))), None)
-    if cell_path is not None:
-        # columns: step, time (fs), Ax Ay Az Bx By Bz Cx Cy Cz (A), volume (A^3); loadtxt reads .gz
-        rows = np.atleast_2d(np.loadtxt(cell_path, comments="#"))
-        by_step = {int(r[0]): r[2:11].reshape(3, 3) for r in rows}
-        missing = [st for st in steps if st not in by_step]
-        if missing:
-            raise ValueError(f"{cell_path} has no cell for MD step(s) {missing[:5]} of {path.name}")
-        lattices = np.array([by_step[st] for st in steps])
-    frac = np.einsum("fai,fij->faj", cart, np.linalg.inv(lattices))
-    if np.allclose(lattices, lattices[0]):
-        return Trajectory(symbols, frac, lattice=lattices[0], constant_lattice=True, time_step=timestep_fs)
-    return Trajectory(symbols, frac, lattice=lattices, constant_lattice=False, time_step=timestep_fs)
+    engine, settings = engine_for(spec, md)
+    meta = {**metadata, "variant": variant}
+    s = MDSettings.of(settings)
+    interval = s.trajectory_interval
+    skip = math.ceil(s.ramp_steps / interval)
+    if engine.stores_every_md_step:  # DFT engines store every ionic step; the ramp is its own run
+        interval, skip = 1, 0
+    frame_fs = s.timestep_fs * interval
+    jobs: list[Any] = []
+    start = structure
+    if md.frozen_species:
+        frozen = freeze_species(structure, md.frozen_species, engine.name)
+        frozen.name = f"{prefix} freeze {'+'.join(md.frozen_species)}"
+        jobs.append(staged(frozen, "md", **meta))
+        start = frozen.output
+    analyses = []
+    for temp in md.temperatures_K:
+        run = engine.md(start, settings, temp, f"{prefix} md {temp:g} K")
+        jobs.append(staged(run, "md", **meta, temperature_K=temp))
+        trajectory, last = run.output["trajectory"], run.output["last"]
+        ana = analyze_diffusion(
+            trajectory,
+            temperature_K=temp,
+            species=md.species,
+            frame_interval_fs=frame_fs,
+            skip_frames=skip,
+            fit_start=md.fit_start,
+            fit_end=md.fit_end,
+        )
+        ana.name = f"{prefix} diffusion {temp:g} K"
+        if md.target_rsd is None:
+            jobs.append(staged(ana, "diffusion", **meta, temperature_K=temp))
+            analyses.append(ana.output)
+        else:
+            jobs.append(staged(ana, "diffusion_chunk", **meta, temperature_K=temp))
+            conv = converge_diffusion(
+                ana.output,
+                trajectory if isinstance(trajectory, list) else [trajectory],
+                settings,
+                temp,
+                md.species,
+                frame_fs,
+                skip,
+                md.fit_start,
+                md.fit_end,
+                md.target_rsd,
+                md.max_chunks,
+                engine=engine.name,
+                last=last,
+            )
+            conv.name = f"{prefix} converge {temp:g} K"
+            jobs.append(staged(conv, "diffusion", **meta, temperature_K=temp))
+            analyses.append(conv.output)
+        if quench is not None and quench.snapshot_temperature_K == temp:
+            from superionic.stages.quench import analyze_snapshots
+
+            snaps = analyze_snapshots(
+                trajectory,
+                f"{variant or 'crystal'} {temp:g} K snapshots",
+                quench.center,
+                list(quench.ligands),
+                quench.cutoff_A,
+                quench.shape,
+                max(1, round(quench.snapshot_every_ps * 1000 / frame_fs)),
+                skip,
+                temp,
+                crystal,
+            )
+            snaps.name = f"{prefix} structure {temp:g} K snapshots"
+            jobs.append(staged(snaps, "structure", **meta, temperature_K=temp))
+        if md.rotation_units:
+            rot = analyze_rotation(
+                trajectory,
+                temperature_K=temp,
+                units=list(md.rotation_units),
+                frame_interval_fs=frame_fs,
+                skip_frames=skip,
+                cation=md.species,
+            )
+            rot.name = f"{prefix} rotation {temp:g} K"
+            jobs.append(staged(rot, "rotation", **meta, temperature_K=temp))
+    output: Any = analyses
+    if len(md.temperatures_K) >= 2:
+        arr = fit_arrhenius(analyses)
+        arr.name = f"{prefix} arrhenius"
+        jobs.append(staged(arr, "arrhenius", **meta))
+        output = arr.output
+    return Flow(jobs, output=output, name=f"{prefix} md")

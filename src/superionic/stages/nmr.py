@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobflow import job
 from pymatgen.core import Structure
@@ -15,10 +15,19 @@ from superionic.analysis.nmr import (
     vasp_efg,
     vasp_shielding,
 )
+from superionic.stages.common import engine_for, staged
+
+if TYPE_CHECKING:
+    from jobflow import Flow
+
+    from superionic.spec.loader import Campaign
+    from superionic.spec.models import CampaignSpec, NMRStage
 
 
 def _outcar(dir_name: str) -> Path:
-    folder = Path(str(dir_name).split(":", 1)[-1])  # atomate2 dir_name is "host:/path"
+    from atomate2.utils.path import strip_hostname  # atomate2's dir_name is "host:/path"
+
+    folder = Path(strip_hostname(str(dir_name)))
     for name in ("OUTCAR", "OUTCAR.gz"):
         if (folder / name).is_file():
             return folder / name
@@ -77,37 +86,81 @@ def collect_nmr(
     return {"label": label, "sites": sites, "structure": s.as_dict(), "line_fwhm_ppm": line_fwhm_ppm}
 
 
-@job
-def cp2k_nmr(
-    structure: Structure | dict,
+def nmr_flow(
+    spec: CampaignSpec,
+    nmr: NMRStage,
+    structure: Any,
     label: str,
-    efg: bool = False,
-    min_cell_A: float = 10.0,
-    cutoff_Ry: float = 300.0,
-) -> dict[str, Any]:
-    """CP2K GAPW shielding of one structure (Gamma point only; see :mod:`superionic.engines.cp2k_nmr`).
+    reference_results: dict[str, Any] | None = None,
+    /,
+    **metadata: Any,
+) -> Flow:
+    """Build the NMR runs of one structure on the stage's engine, then one collect job (the output).
 
-    With ``efg``, the EFG canary runs first and refuses a CP2K build that computes wrong tensors.
+    The engine's runs are tagged with their own stage (``nmr_cs``/``nmr_efg``); the collect job
+    with ``nmr``. ``metadata`` (campaign, system, ordering, ...) goes on every job.
     """
-    from superionic.engines.cp2k_nmr import cp2k_shielding, require_trustworthy_efg
+    from jobflow import Flow
 
-    s = structure if isinstance(structure, Structure) else Structure.from_dict(structure)
-    here = Path.cwd()
-    if efg:
-        require_trustworthy_efg(here / "efg_canary")
-    sites = cp2k_shielding(s, here / "cp2k_nmr", min_cell_A=min_cell_A, cutoff_Ry=cutoff_Ry)
-    return {"label": label, "sites": sites, "structure": s.as_dict(), "engine": "cp2k"}
+    engine, settings = engine_for(spec, nmr)
+    runs = engine.nmr(structure, settings, label)
+    coll = collect_nmr(
+        structure,
+        runs.output["cs"],
+        runs.output["efg"],
+        list(nmr.isotopes),
+        label,
+        dict(nmr.shift_references_ppm),
+        list(nmr.environment_species),
+        nmr.environment_cutoff_A,
+        nmr.line_fwhm_ppm,
+        reference_results or None,
+    )
+    coll.name = f"{label} nmr"
+    jobs = [staged(runs, "nmr", **metadata), staged(coll, "nmr", **metadata)]
+    return Flow(jobs, output=coll.output, name=f"{label} nmr")
 
 
-@job
-def abinit_efg_job(
-    structure: Structure | dict, isotopes: list[str], settings: dict[str, Any]
-) -> dict[str, Any]:
-    """ABINIT PAW EFG of one structure (``prtefg 2``); see :mod:`superionic.engines.abinit`."""
-    from superionic.engines.abinit import abinit_efg
+def reference_flow(campaign: Campaign) -> tuple[Flow | None, dict[str, Any]]:
+    """NMR of the shift-reference compounds (``configs/nmr/references.yaml``), once per campaign.
 
-    s = structure if isinstance(structure, Structure) else Structure.from_dict(structure)
-    kwargs = {
-        k: float(settings[k]) for k in ("ecut_Ha", "pawecutdg_Ha", "kpoint_spacing_per_A") if k in settings
-    }
-    return {"sites": abinit_efg(s, Path.cwd() / "abinit_efg", list(isotopes), **kwargs), "engine": "abinit"}
+    Each compound from ``configs/phases`` is relaxed like the systems (when there is a relax
+    stage) and computed with the same NMR engine and settings. Returns the flow and
+    element -> ``{"result": collect-job output, "delta_exp_ppm": ..., "compound": ...}``.
+    """
+    from jobflow import Flow
+    from ruamel.yaml import YAML
+
+    from superionic.paths import configs_dir
+    from superionic.spec.models import NMRStage, RelaxStage
+    from superionic.stages.relax import relax_flow
+    from superionic.structures.phases import build_phase
+
+    spec = campaign.spec
+    stages = {s.stage: s for s in spec.stages}
+    nmr = stages.get("nmr")
+    if not isinstance(nmr, NMRStage) or not nmr.reference_compounds:
+        return None, {}
+    refs = YAML(typ="safe").load((configs_dir() / "nmr" / "references.yaml").read_text())
+    elements = sorted({el for s in campaign.systems for el in s.elements} & set(refs))
+    meta = {"campaign": spec.name, "system": "nmr references"}
+    jobs: list[Any] = []
+    results: dict[str, Any] = {}
+    relax = stages.get("relax")
+    for el in elements:
+        compound = refs[el]["compound"]
+        structure: Any = build_phase(compound)
+        if isinstance(relax, RelaxStage):
+            rflow = relax_flow(spec, relax, structure, f"reference {compound} relax")
+            jobs.append(staged(rflow, "relax", **meta))
+            structure = rflow.output["structure"]
+        flow = nmr_flow(spec, nmr, structure, f"reference {compound}", **meta)
+        coll = flow.jobs[-1]
+        coll.metadata["stage"] = "nmr_reference"
+        jobs.append(flow)
+        results[el] = {
+            "result": flow.output,
+            "delta_exp_ppm": float(refs[el]["delta_exp_ppm"]),
+            "compound": compound,
+        }
+    return Flow(jobs, name=f"{spec.name}:nmr references"), results

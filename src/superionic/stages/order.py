@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from jobflow import Maker, job
 from pymatgen.core import Structure
@@ -10,6 +11,12 @@ from pymatgen.core import Structure
 from superionic.ordering import Ordering, count_orderings, order_by_ewald
 from superionic.ordering.ewald import find_sublattices
 from superionic.structures.polyanions import expand_polyanions
+
+if TYPE_CHECKING:
+    from jobflow import Flow
+
+    from superionic.spec.loader import SystemInstance
+    from superionic.spec.models import OrderStage
 
 
 def ordered_structures(
@@ -136,3 +143,14 @@ def order_maker_for(stage: object, system: object) -> OrderMaker:
         clash_A=stage.clash_A,  # type: ignore[attr-defined]
         group_by=stage.group_by,  # type: ignore[attr-defined]
     )
+
+
+def order_flow(stage: OrderStage, system: SystemInstance, /, **metadata: Any) -> Flow:
+    """Build the ordering job of one system; output: its ``n_structures`` lowest orderings."""
+    from jobflow import Flow
+
+    from superionic.stages.common import staged
+
+    job = order_maker_for(stage, system).make(system.structure)
+    out = [job.output["structures"][i] for i in range(stage.n_structures)]
+    return Flow([staged(job, "order", **metadata)], output=out, name=f"{system.name} order")

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobflow import job
 from pymatgen.core import Structure
 
 from superionic.analysis.local_structure import local_structure_summary
+from superionic.stages.common import engine_for, jobs_of, staged
+
+if TYPE_CHECKING:
+    from jobflow import Flow
+
+    from superionic.spec.models import CampaignSpec, QuenchStage
 
 
 def _s(x: Structure | dict) -> Structure:
@@ -73,94 +78,52 @@ def analyze_snapshots(
     }
 
 
-def density_jobs(maker: Any, structure: Any, method: str, name: str, strain: float = 0.2) -> tuple[list, Any]:
-    """Return the density step before a quench: ``(jobs, structure reference at the new density)``.
+def quench_flow(
+    spec: CampaignSpec, stage: QuenchStage, structure: Any, name: str, /, **metadata: Any
+) -> tuple[Flow, list[tuple[Any, str]]]:
+    """Build the melt-quench and analysis jobs of one structure.
 
-    ``npt``: ``maker`` (an engine's NpT MD maker) runs once and its final structure is taken.
-    ``mpmorph``: atomate2's MPMorph ``EquilibriumVolumeMaker`` runs ``maker`` (NVT) at linear
-    strains of -``strain``, 0 and +``strain``, fits a P-V equation of state, adds volumes while
-    the zero-pressure volume lies outside those tried, and returns the structure scaled to it.
-    """
-    if method == "npt":
-        job = maker.make(structure)
-        return [job], job.output.structure
-    from atomate2.common.flows.mpmorph import EquilibriumVolumeMaker
-
-    eos = EquilibriumVolumeMaker(md_maker=maker, name=f"{name} density", initial_strain=float(strain))
-    job = eos.make(structure)
-    return [job], job.output["structure"]
-
-
-def add_quench_jobs(
-    stage: Any,
-    settings: dict[str, Any],
-    engine: str,
-    structure: Any,
-    name: str,
-    add: Callable[..., None],
-    ordering: int,
-    relax_maker: Callable[[], Any] | None = None,
-) -> list[tuple[Any, str]]:
-    """Add the melt-quench and analysis jobs of one structure; return (quenched structure, variant).
+    Returns the flow and the (quenched structure, variant) pairs.
 
     Per (T_melt, replica): the optional density step (``density``: ``npt`` or ``mpmorph``, at
-    T_melt), the engine's heat/hold/cool runs (``quench_jobs`` of :mod:`superionic.engines.mlip`,
-    ``.vasp`` or ``.cp2k``; the replica number seeds the initial velocities), an optional
-    relaxation (``relax_maker()``, the campaign engine's relax maker; MLIP without it), and the
-    local-structure analysis against the starting crystal.
+    T_melt), the engine's heat/hold/cool runs (the replica number seeds the initial velocities),
+    an optional relaxation on the stage's engine (its ``relax`` preset section, cell free), and
+    the local-structure analysis against the starting crystal. ``metadata`` (campaign, system,
+    ordering) goes on every job; jobs of a quenched structure carry its ``variant``.
     """
-    import importlib
+    from jobflow import Flow
 
-    merged = {
-        **settings,
-        **{
-            k: getattr(stage, k)
-            for k in (
-                "start_temperature_K",
-                "heat_ps",
-                "hold_ps",
-                "quench_ps",
-                "timestep_fs",
-                "trajectory_interval",
-                "density_ps",
-                "quench_segments",
-            )
-        },
-    }
-    engine_module = importlib.import_module(f"superionic.engines.{engine}")
+    engine, settings = engine_for(spec, stage)
+    merged = {**settings, **{k: getattr(stage, k) for k in _QUENCH_FIELDS}}
     crystal = analyze_local_structure(
         structure, "crystal", stage.center, list(stage.ligands), stage.cutoff_A, stage.shape, None
     )
     crystal.name = f"{name} structure (crystal)"
-    add(crystal, "structure", ordering=ordering, variant="crystal")
+    jobs: list[Any] = [staged(crystal, "structure", **metadata, variant="crystal")]
     results = []
     for t_melt in stage.melt_temperatures_K:
         for k in range(stage.replicas):
             variant = f"quench {t_melt:g} K #{k}"
-            tags = {"ordering": ordering, "variant": variant, "melt_temperature_K": t_melt}
+            tags = {**metadata, "variant": variant, "melt_temperature_K": t_melt}
+            label = f"{name} {variant}"
             start = structure
             if stage.density != "none":
-                label = f"{name} {variant}"
-                maker = engine_module.density_maker({**merged, "seed": k}, t_melt, label, stage.density)
-                dens, start = density_jobs(maker, structure, stage.density, label, stage.density_strain)
-                for dj in dens:
-                    add(dj, "quench", **tags)
+                dens = engine.density(
+                    structure, {**merged, "seed": k}, t_melt, label, stage.density, stage.density_strain
+                )
+                for dj in jobs_of(staged(dens, "quench", **tags)):
                     # runs the EOS search creates later inherit the tags (and the replay's segment)
                     dj.update_metadata({**dj.metadata, "segment": "density"}, dynamic=True)
-            segs, final = engine_module.quench_jobs(merged, t_melt, start, f"{name} {variant}", seed=k)
-            for sj in segs:
-                add(sj, "quench", **tags)
+                jobs.append(dens)
+                start = dens.output
+            quench = engine.quench(start, merged, t_melt, label, seed=k)
+            jobs.append(staged(quench, "quench", **tags))
+            final = quench.output
             if stage.relax_after:
-                if relax_maker is None:
-                    from superionic.engines.mlip import relax_maker as mlip_relax
-
-                    rmaker = mlip_relax({**settings, "relax_cell": True})
-                else:
-                    rmaker = relax_maker()
-                rmaker.name = f"{name} {variant} relax"
-                rj = rmaker.make(final)
-                add(rj, "quench", **tags)
-                final = rj.output.structure
+                _, relax_settings = engine_for(spec, stage, kind="relax", relax_cell=True)
+                relax = engine.relax(final, relax_settings, f"{label} relax")
+                jobs.append(staged(relax, "quench", **tags))
+                final = relax.output["structure"]
             ana = analyze_local_structure(
                 final,
                 variant,
@@ -173,6 +136,19 @@ def add_quench_jobs(
                 k,
             )
             ana.name = f"{name} structure ({variant})"
-            add(ana, "structure", ordering=ordering, variant=variant)
+            jobs.append(staged(ana, "structure", **metadata, variant=variant))
             results.append((final, variant))
-    return results
+    return Flow(jobs, output=[r[0] for r in results], name=f"{name} quench"), results
+
+
+#: quench stage fields that replace the preset's md settings of the same name
+_QUENCH_FIELDS = (
+    "start_temperature_K",
+    "heat_ps",
+    "hold_ps",
+    "quench_ps",
+    "timestep_fs",
+    "trajectory_interval",
+    "density_ps",
+    "quench_segments",
+)

@@ -1,4 +1,4 @@
-"""CLI commands for FireWorks/SLURM dispatch: submit, worker, launch, rerun, cancel, init-site."""
+"""FireWorks/SLURM dispatch commands: submit, worker, launch, init-site, rerun, cancel."""
 
 from __future__ import annotations
 
@@ -7,19 +7,15 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from superionic.cli import CampaignArg, _quiet, _user_errors, app, console, print_engine_notes
+from superionic.cli.common import CampaignArg, _user_errors, console, print_engine_notes, quiet
 from superionic.errors import SuperionicError
 
-FW_STATES = ("WAITING", "READY", "RESERVED", "RUNNING", "COMPLETED", "FIZZLED", "DEFUSED")
-FW_SHORT = ("wait", "ready", "resv", "run", "done", "fail", "defused")
 
-
-def _campaign_and_pad(file: Path, create: bool = True):  # type: ignore[no-untyped-def]
+def _campaign_and_pad(file: Path, create: bool = True) -> tuple[Any, Any]:
     from superionic.dispatch.fireworks import open_launchpad
     from superionic.spec import load_campaign
 
@@ -35,7 +31,6 @@ def _campaign_and_pad(file: Path, create: bool = True):  # type: ignore[no-untyp
     return campaign, lp
 
 
-@app.command()
 @_user_errors
 def submit(
     file: CampaignArg,
@@ -52,7 +47,7 @@ def submit(
         superionic submit workflows/demo.yaml --dry-run
         superionic submit workflows/demo.yaml && superionic launch workflows/demo.yaml --slurm --jobs 2
     """
-    _quiet()
+    quiet()
     from superionic.dispatch.fireworks import submit as do_submit
     from superionic.spec import load_campaign
 
@@ -68,7 +63,6 @@ def submit(
         console.print(f"  {name}")
 
 
-@app.command()
 @_user_errors
 def worker(
     file: CampaignArg,
@@ -107,7 +101,7 @@ def worker(
 
         SLURM_CPUS_PER_TASK=8 superionic worker study.yaml --jobs 4   # 4 fireworks at once, 2 threads each
     """
-    _quiet()
+    quiet()
     from superionic.dispatch.fireworks import run_worker
     from superionic.dispatch.threads import configure_process, plan_threads
 
@@ -135,7 +129,6 @@ def worker(
     console.print(f"worker ran {n} firework(s)")
 
 
-@app.command()
 @_user_errors
 def launch(
     file: CampaignArg,
@@ -147,7 +140,7 @@ def launch(
     ] = None,
 ) -> None:
     """Start workers: here (default) or as SLURM jobs through FireWorks' queue adapter."""
-    _quiet()
+    quiet()
     if not slurm:
         worker(file)
         return
@@ -160,6 +153,8 @@ def launch(
     print_engine_notes(campaign)
     path = qadapter or campaign.store_path / "my_qadapter.yaml"
     if not path.is_file():
+        from superionic.dispatch.site import write_site
+
         write_site(campaign.store_path, sys.prefix, rocket_launch=_worker_cmd(file))
     qa: QueueAdapterBase = load_object_from_file(str(path))
     if qa.get("logdir"):
@@ -217,62 +212,6 @@ def _worker_cmd(file: Path) -> str:
     return f"{shlex.quote(str(exe))} worker {shlex.quote(str(Path(file).resolve()))} --idle-exit 30"
 
 
-def write_site(
-    folder: Path,
-    venv: str,
-    rocket_launch: str,
-    partition: str | None = None,
-    walltime: str = "01:00:00",
-    nodes: int = 1,
-    ntasks: int = 1,
-    modules: list[str] | None = None,
-    gpus: int = 0,
-) -> list[Path]:
-    """Write my_qadapter.yaml, my_fworker.yaml and my_launchpad.yaml for a SLURM site."""
-    from ruamel.yaml import YAML
-
-    folder = folder.resolve()  # FireWorks resolves a relative logdir inside each job's launch folder
-    (folder / "queue").mkdir(parents=True, exist_ok=True)
-    pre = [f"source {venv}/bin/activate"]  # the SLURM template's bash -l resets PATH
-    pre = [*(f"module load {m}" for m in (modules or [])), *pre]
-    qa = {
-        "_fw_name": "CommonAdapter",
-        "_fw_q_type": "SLURM",
-        "rocket_launch": rocket_launch,
-        "nodes": nodes,
-        "ntasks": ntasks,
-        "walltime": walltime,
-        "job_name": "superionic",
-        "logdir": str(folder / "queue"),
-        "pre_rocket": "\n".join(pre),
-    }
-    if partition:
-        qa["queue"] = partition
-    if gpus:
-        qa["gres"] = f"gpu:{gpus}"
-    yaml = YAML()
-    files = []
-    for name, data in (
-        ("my_qadapter.yaml", qa),
-        ("my_fworker.yaml", {"name": "superionic-worker", "category": "", "query": "{}"}),
-        (
-            "my_launchpad.yaml",
-            {
-                "host": "mongodb://USER:PASSWORD@HOST:27017/superionic",
-                "uri_mode": True,
-                "name": "superionic",
-                "logdir": None,
-                "strm_lvl": "INFO",
-            },
-        ),
-    ):
-        with open(folder / name, "w") as fh:
-            yaml.dump(data, fh)
-        files.append(folder / name)
-    return files
-
-
-@app.command("init-site")
 @_user_errors
 def init_site(
     out: Annotated[Path, typer.Option(help="Folder for the three FireWorks config files.")] = Path("site"),
@@ -293,13 +232,14 @@ def init_site(
 
         superionic init-site --out site --campaign study.yaml --partition cpu --ntasks 32 --module vasp/6.4
     """
+    from superionic.dispatch.site import write_site
+
     rocket = _worker_cmd(campaign_file) if campaign_file else "superionic worker CAMPAIGN.yaml --idle-exit 30"
     files = write_site(out, sys.prefix, rocket, partition, walltime, 1, ntasks, module, gpus)
     for f in files:
         console.print(f"wrote {f}")
 
 
-@app.command()
 @_user_errors
 def rerun(
     file: CampaignArg,
@@ -309,7 +249,7 @@ def rerun(
     failed: Annotated[bool, typer.Option(help="Also rerun FIZZLED (failed) fireworks.")] = True,
 ) -> None:
     """Detect lost runs (a killed worker) and put them, and failed fireworks, back to READY."""
-    _quiet()
+    quiet()
     from superionic.dispatch.fireworks import rerun as do_rerun
 
     campaign, lp = _campaign_and_pad(file, create=False)
@@ -319,31 +259,12 @@ def rerun(
     )
 
 
-@app.command()
 @_user_errors
 def cancel(file: CampaignArg) -> None:
     """Defuse every firework of the campaign that has not completed (``submit`` again to revive)."""
-    _quiet()
+    quiet()
     from superionic.dispatch.fireworks import cancel as do_cancel
 
     campaign, lp = _campaign_and_pad(file, create=False)
     ids = do_cancel(lp, campaign.spec.name)
     console.print(f"defused {len(ids)} firework(s)")
-
-
-def print_fireworks_status(campaign_name: str, lp) -> None:  # type: ignore[no-untyped-def]
-    """Table of firework states per system and stage, with the workers (SLURM job ids) running them."""
-    from superionic.dispatch.fireworks import fireworks_status
-
-    rows = fireworks_status(lp, campaign_name)
-    if not rows:
-        return
-    out = Table(title=f"{campaign_name}: FireWorks")
-    out.add_column("system")
-    out.add_column("stage")
-    for s in FW_SHORT:
-        out.add_column(s, justify="right")
-    out.add_column("running on (worker / SLURM job)")
-    for r in rows:
-        out.add_row(r["system"], r["stage"], *[str(r.get(s, "") or "") for s in FW_STATES], r["workers"])
-    console.print(out)
