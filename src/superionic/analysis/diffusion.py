@@ -612,3 +612,39 @@ def arrhenius_fit(
         extrapolated_value=y0,
         extrapolated_err=float(y0 * np.sqrt(max(var_ln, 0.0))),
     )
+
+
+def arrhenius_fits(
+    results: list[dict[str, Any]], extrapolate_to_K: float = 300.0
+) -> tuple[ArrheniusResult, ArrheniusResult]:
+    """Arrhenius fits of D and of sigma*T over diffusion results at several temperatures.
+
+    Parameters
+    ----------
+    results : list of dict
+        Diffusion results (``temperature_K``, ``diffusivity_cm2_s`` and ``conductivity_mS_cm``
+        with their ``_err_`` values), as :func:`diffusion_from_frac_coords` returns them.
+    extrapolate_to_K : float
+        Temperature of the extrapolated values.
+
+    Returns
+    -------
+    tuple of ArrheniusResult
+        The fit of D (``diffusivity_cm2_s``) and of sigma*T (``conductivity_T_mS_K_cm``).
+    """
+    t = [float(r["temperature_K"]) for r in results]
+    fit_d = arrhenius_fit(
+        t,
+        [r["diffusivity_cm2_s"] for r in results],
+        [r["diffusivity_err_cm2_s"] for r in results],
+        "diffusivity_cm2_s",
+        extrapolate_to_K,
+    )
+    fit_s = arrhenius_fit(
+        t,
+        [r["conductivity_mS_cm"] * r["temperature_K"] for r in results],
+        [r["conductivity_err_mS_cm"] * r["temperature_K"] for r in results],
+        "conductivity_T_mS_K_cm",
+        extrapolate_to_K,
+    )
+    return fit_d, fit_s

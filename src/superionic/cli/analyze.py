@@ -152,7 +152,7 @@ def analyze_arrhenius_cmd(
     extrapolate_K: Annotated[float, typer.Option("--extrapolate-K", help="Report values at this T.")] = 300.0,
 ) -> None:
     """Fit D(T) and sigma*T(T) to Arrhenius laws: Ea +- error and the value at 300 K +- error."""
-    from superionic.analysis.diffusion import DiffusionInputError, arrhenius_fit
+    from superionic.analysis.diffusion import DiffusionInputError, arrhenius_fits
     from superionic.report.analyze_files import read_diffusion_results, write_json
 
     results = read_diffusion_results(files)
@@ -160,20 +160,7 @@ def analyze_arrhenius_cmd(
     if len(set(t)) < 2:
         runs = ", ".join(f"{f} at {temp:g} K" for f, temp in zip(files, t, strict=True))
         raise DiffusionInputError(f"an Arrhenius fit needs at least two distinct temperatures; got {runs}")
-    fit_d = arrhenius_fit(
-        t,
-        [r["diffusivity_cm2_s"] for r in results],
-        [r["diffusivity_err_cm2_s"] for r in results],
-        "diffusivity_cm2_s",
-        extrapolate_K,
-    )
-    fit_s = arrhenius_fit(
-        t,
-        [r["conductivity_mS_cm"] * r["temperature_K"] for r in results],
-        [r["conductivity_err_mS_cm"] * r["temperature_K"] for r in results],
-        "conductivity_T_mS_K_cm",
-        extrapolate_K,
-    )
+    fit_d, fit_s = arrhenius_fits(results, extrapolate_K)
     doc = {
         "diffusivity": fit_d.as_dict(),
         "conductivity_T": fit_s.as_dict(),

@@ -10,7 +10,7 @@ from jobflow import job
 from pymatgen.core import Structure
 from pymatgen.core.trajectory import Trajectory
 
-from superionic.analysis.diffusion import arrhenius_fit, diffusion_from_frac_coords
+from superionic.analysis.diffusion import arrhenius_fits, diffusion_from_frac_coords
 from superionic.analysis.rotation import UNITS, jump_rotation_correlation, orientation_acf
 from superionic.analysis.trajectory_io import from_pymatgen_trajectory
 from superionic.engines.base import get_engine
@@ -117,20 +117,8 @@ def fit_arrhenius(results: list[dict[str, Any]]) -> dict[str, Any]:
     if len({r["temperature_K"] for r in ok}) < 2:
         out["error"] = "fewer than two temperatures with a positive diffusivity: run longer or hotter"
         return out
-    t = [r["temperature_K"] for r in ok]
-    out["diffusivity"] = arrhenius_fit(
-        t,
-        [r["diffusivity_cm2_s"] for r in ok],
-        [r["diffusivity_err_cm2_s"] for r in ok],
-        quantity="diffusivity_cm2_s",
-    ).as_dict()
-    out["conductivity_T"] = arrhenius_fit(
-        t,
-        [r["conductivity_mS_cm"] * r["temperature_K"] for r in ok],
-        [r["conductivity_err_mS_cm"] * r["temperature_K"] for r in ok],
-        quantity="conductivity_T_mS_K_cm",
-    ).as_dict()
-    return out
+    fit_d, fit_s = arrhenius_fits(ok)
+    return {**out, "diffusivity": fit_d.as_dict(), "conductivity_T": fit_s.as_dict()}
 
 
 @job
