@@ -8,7 +8,6 @@ import itertools
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import pytest
 from pymatgen.core import Lattice, Structure
 from typer.testing import CliRunner
 
-from conftest import require_executable
+from conftest import RunCampaign, require_executable
 from superionic.cli import app
 
 runner = CliRunner()
@@ -81,7 +80,7 @@ def test_unknown_basis_element_is_named(tmp_path: Path) -> None:
 
 
 @pytest.mark.cp2k
-def test_real_cp2k_cell_relax_through_the_campaign_flow(tmp_path: Path) -> None:
+def test_real_cp2k_cell_relax_through_the_campaign_flow(tmp_path: Path, run_campaign: RunCampaign) -> None:
     """LiCl (rock salt, 8 atoms) expanded to a = 5.30 A relaxes with CP2K; the reported energy is
     the last total energy CP2K printed, and the lattice contracts toward PBE's ~5.15-5.2 A."""
     require_executable("cp2k")
@@ -91,11 +90,7 @@ def test_real_cp2k_cell_relax_through_the_campaign_flow(tmp_path: Path) -> None:
         "name: cp2k\nengine: cp2k\npreset: cp2k_smoke\nsystems:\n  - name: LiCl\n    structure: LiCl.cif\n"
         "stages:\n  - stage: relax\n"
     )
-    exe = Path(sys.executable).parent / "superionic"
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    result = subprocess.run(
-        [str(exe), "run", "c.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200
-    )
+    result = run_campaign("c.yaml", env={"OMP_NUM_THREADS": "2"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     row = next(csv.DictReader(open(tmp_path / "report" / "cp2k" / "relax.csv")))
     (job_dir,) = list((tmp_path / ".superionic" / "jobs").iterdir())
@@ -146,7 +141,7 @@ def _xyz_frames(path: Path) -> tuple[list[str], np.ndarray]:
 
 
 @pytest.mark.cp2k
-def test_real_cp2k_md_goes_through_the_md_stage(tmp_path: Path) -> None:
+def test_real_cp2k_md_goes_through_the_md_stage(tmp_path: Path, run_campaign: RunCampaign) -> None:
     """Three CP2K NVT steps on LiCl at 600 K with Cl frozen and an unreachable RSD target: the
     run is extended by one more CP2K run (max_chunks 2); Cl does not move in either run
     (FIXED_ATOMS); the trajectories CP2K wrote (-pos-1.xyz) are the ones the diffusion job joined."""
@@ -158,11 +153,7 @@ def test_real_cp2k_md_goes_through_the_md_stage(tmp_path: Path) -> None:
         "stages:\n  - stage: md\n    temperatures_K: [600]\n    production_steps: 3\n    fit_start: 0.0\n"
         "    fit_end: 1.0\n    frozen_species: [Cl]\n    target_rsd: 0.05\n    max_chunks: 2\n"
     )
-    exe = Path(sys.executable).parent / "superionic"
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    result = subprocess.run(
-        [str(exe), "run", "c.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800
-    )
+    result = run_campaign("c.yaml", env={"OMP_NUM_THREADS": "2"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "done LiCl #0 md 600 K chunk 2" in result.stdout, result.stdout
     files = sorted((tmp_path / ".superionic" / "jobs").rglob("*-pos-1.xyz*"))
@@ -207,7 +198,7 @@ def test_cp2k_quench_plan_steps_the_temperature() -> None:
 
 
 @pytest.mark.cp2k
-def test_real_cp2k_melt_quench_runs_through_the_flow(tmp_path: Path) -> None:
+def test_real_cp2k_melt_quench_runs_through_the_flow(tmp_path: Path, run_campaign: RunCampaign) -> None:
     """A real CP2K quench of primitive LiH (quench_segments 1): heat run at 1000 K, hold, cool run
     at 100 K; each run starts where the previous one ended (the positions CP2K wrote), and the
     local-structure job analyses the last run's final frame."""
@@ -219,11 +210,7 @@ def test_real_cp2k_melt_quench_runs_through_the_flow(tmp_path: Path) -> None:
         "  - stage: quench\n    melt_temperatures_K: [1000]\n    heat_ps: 0.002\n    hold_ps: 0.004\n"
         "    quench_ps: 0.002\n    quench_segments: 1\n    center: Li\n    ligands: [H]\n    cutoff_A: 2.5\n"
     )
-    exe = Path(sys.executable).parent / "superionic"
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    r = subprocess.run(
-        [str(exe), "run", "c.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800
-    )
+    r = run_campaign("c.yaml", env={"OMP_NUM_THREADS": "2"})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     runs = []
     jobs = tmp_path / ".superionic" / "jobs"

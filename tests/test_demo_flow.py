@@ -1,4 +1,5 @@
-"""The first vertical slice end to end on CHGNet, in separate processes like a user would."""
+"""The first vertical slice end to end on CHGNet: the campaign is run by the real console script and
+read back by later processes like a user would; the other commands run in-process."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import CliRun, superionic
 
 TINY = """\
 name: tiny
@@ -36,17 +39,23 @@ def cells(line: str) -> list[str]:
     return [c.strip() for c in line.replace("┃", "│").split("│")[1:-1]]
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``superionic ARGS`` as its own process (the console script a user starts)."""
     exe = Path(sys.executable).parent / "superionic"
     env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=900)
+
+
+def cli(*args: str, cwd: Path) -> CliRun:
+    """``superionic ARGS`` in this process (no new process's imports), with the same 200 columns."""
+    return superionic(*args, cwd=cwd, env={"COLUMNS": "200"})
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("demo")
     (work / "tiny.yaml").write_text(TINY)
-    result = cli("run", "tiny.yaml", cwd=work)
+    result = process("run", "tiny.yaml", cwd=work)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "7 run, 0 already done, 0 failed" in result.stdout
     return work
@@ -77,7 +86,7 @@ def test_report_has_diffusion_csv_and_arrhenius_png(finished: Path) -> None:
 
 
 def test_store_is_seen_by_later_processes(finished: Path) -> None:
-    result = cli("status", "tiny.yaml", cwd=finished)
+    result = process("status", "tiny.yaml", cwd=finished)
     assert result.returncode == 0, result.stderr
     total = next(cells(line) for line in result.stdout.splitlines() if "total" in line)
     # columns: system, stage, done, running, failed, blocked, lost, waiting
@@ -99,7 +108,7 @@ def test_changed_setting_reruns_only_downstream(finished: Path) -> None:
         .replace("temperatures_K: [600, 1200]", "temperatures_K: [600, 900]")
     )
     (finished / "tiny2.yaml").write_text(text)
-    result = cli("validate", "tiny2.yaml", cwd=finished)
+    result = process("validate", "tiny2.yaml", cwd=finished)
     assert result.returncode == 0
     status = cli("status", "tiny2.yaml", cwd=finished)
     rows = {tuple(c[:2]): c[2:] for c in map(cells, status.stdout.splitlines()) if c and c[0] == "LPSC"}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -132,6 +134,21 @@ def test_unknown_preset_is_reported_once_at_its_line(tmp_path: Path) -> None:
     (line,) = _errors(runner.invoke(app, ["validate", str(path)]))
     assert line.startswith(f"error: {path}:3: preset: unknown preset (got 'dmeo')"), line
     assert "demo" in line
+
+
+def test_console_script_exits_2_on_a_bad_campaign(tmp_path: Path) -> None:
+    """The installed ``superionic`` command as its own process (the tests above call the CLI in
+    this process): the same one line on stderr, exit status 2, no traceback, nothing written."""
+    path = _write(tmp_path / "c.yaml", CAMPAIGN.replace("preset: default", "preset: dmeo"))
+    exe = Path(sys.executable).parent / "superionic"
+    r = subprocess.run(
+        [str(exe), "run", str(path)], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 2, r.stdout + r.stderr
+    (line,) = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert line.startswith(f"error: {path}:3: preset: unknown preset (got 'dmeo')"), line
+    assert "Traceback" not in r.stdout + r.stderr
+    assert not (tmp_path / ".superionic").exists()
 
 
 def test_unknown_stage_presets_are_reported_at_each_stage_line(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from bson import json_util
 
-from conftest import IN_CI
+from conftest import IN_CI, CliRun, superionic
 
 EXE = str(Path(sys.executable).parent / "superionic")
 
@@ -28,8 +28,14 @@ stages:
 """
 
 
-def _cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+def _process(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``superionic ARGS`` as its own process (workers, SLURM launch, the report a user asks for)."""
     return subprocess.run([EXE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def _cli(*args: str, cwd: Path) -> CliRun:
+    """``superionic ARGS`` in this process: submit, status and rerun need no process of their own."""
+    return superionic(*args, cwd=cwd)
 
 
 def _pad(tmp_path: Path, name: str = "c.yaml"):  # type: ignore[no-untyped-def]
@@ -132,7 +138,7 @@ def test_killed_worker_is_detected_as_lost_and_rerun(tmp_path: Path) -> None:
     r = _cli("rerun", "c.yaml", "--lost-after", "2", cwd=tmp_path)
     assert "lost: 1" in r.stdout, r.stdout + r.stderr
     assert lp.fireworks.find_one({})["state"] == "READY"
-    r = _cli("worker", "c.yaml", "--idle-exit", "0", cwd=tmp_path, timeout=600)
+    r = _cli("worker", "c.yaml", "--idle-exit", "0", cwd=tmp_path)
     assert "worker ran 1 firework(s)" in r.stdout, r.stdout + r.stderr
     assert lp.fireworks.find_one({})["state"] == "COMPLETED"
 
@@ -159,7 +165,7 @@ def test_campaign_through_real_slurm(tmp_path: Path) -> None:
     # the README's cluster commands as written: a relative --out, then launch with that qadapter
     r = _cli("init-site", "--out", "site", "--campaign", "c.yaml", "--partition", "debug", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    r = _cli(
+    r = _process(
         "launch", "c.yaml", "--slurm", "--jobs", "2", "--qadapter", "site/my_qadapter.yaml", cwd=tmp_path
     )
     assert r.returncode == 0 and "queued SLURM job(s):" in r.stdout, r.stdout + r.stderr
@@ -182,5 +188,5 @@ def test_campaign_through_real_slurm(tmp_path: Path) -> None:
     store.connect()
     energies = [d["output"]["output"]["energy"] for d in store.job_store.query({"name": {"$regex": "relax"}})]
     assert len(energies) == 2 and all(e < 0 for e in energies)
-    assert _cli("report", "c.yaml", cwd=tmp_path).returncode == 0
+    assert _process("report", "c.yaml", cwd=tmp_path).returncode == 0
     assert (tmp_path / "report" / "slurmdemo" / "relax.csv").is_file()

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +12,7 @@ from pymatgen.core import Composition
 from pymatgen.entries.computed_entries import ComputedEntry
 from typer.testing import CliRunner
 
+from conftest import RunCampaign
 from superionic.analysis.hull import hull_table, load_entries_file, mixing_enthalpy_ev_per_atom
 from superionic.cli import app
 from superionic.errors import SuperionicError
@@ -90,22 +88,14 @@ def test_campaign_with_unlisted_element_is_refused(tmp_path: Path) -> None:
     assert "no competing phases for element(s) Sm" in result.output and "entries_file" in result.output
 
 
-def test_study_a_hull_campaign_prints_e_hull(tmp_path: Path) -> None:
+def test_study_a_hull_campaign_prints_e_hull(tmp_path: Path, run_campaign: RunCampaign) -> None:
     """Li5PS4(BH4)2 and Li4.75PS4(BH4)1.75 (vacancy on 4a, on 4d) with CHGNet: each E_hull equals
     the energy above the LiBH4-Li3PS4 tie line computed by hand from the relaxed energies."""
     text = (
         (ROOT / "workflows" / "study_a_hull.yaml").read_text().replace("n_structures: 2", "n_structures: 1")
     )
     (tmp_path / "c.yaml").write_text(text)
-    exe = Path(sys.executable).parent / "superionic"
-    result = subprocess.run(
-        [str(exe), "run", "c.yaml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        env={**os.environ, "OMP_NUM_THREADS": "2"},
-    )
+    result = run_campaign("c.yaml", env={"OMP_NUM_THREADS": "2"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "E_hull" in result.stdout and "vacancy_site=4a" in result.stdout
     report = tmp_path / "report" / "study-a-hull"

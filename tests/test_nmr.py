@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import csv
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +11,7 @@ import pytest
 from pymatgen.core import Structure
 from typer.testing import CliRunner
 
-from conftest import require_fixtures
+from conftest import RunCampaign, require_fixtures
 from superionic.analysis.nmr import (
     CQ_MHZ_PER_MB_V_A2,
     efg_parameters,
@@ -97,23 +94,23 @@ def test_ensemble_spectrum_peaks_sit_at_the_referenced_shifts() -> None:
     assert heights[1] / heights[0] == pytest.approx(1.5, rel=0.01)  # 3 sites vs 2
 
 
-def test_replayed_vasp_cs_and_efg_go_through_the_flow(tmp_path: Path) -> None:
+def test_replayed_vasp_cs_and_efg_go_through_the_flow(tmp_path: Path, run_campaign: RunCampaign) -> None:
+    from superionic.testing import ReplayJob, vasp_replay
+
     base = require_fixtures("vasp/nmr_LiAlSiO4")
-    refs = tmp_path / "refs"
-    refs.mkdir()
-    (refs / "nmr_cs").symlink_to(base / "cs")
-    (refs / "nmr_efg").symlink_to(base / "efg")
+    reference = Path(__file__).parent / "data" / "vasp_inputs"
+    jobs = {
+        "nmr_cs": ReplayJob(base / "cs", reference / "nmr_cs_LiAlSiO4"),
+        "nmr_efg": ReplayJob(base / "efg", reference / "nmr_efg_LiAlSiO4"),
+    }
     (tmp_path / "s.vasp").write_text((base / "efg" / "inputs" / "POSCAR").read_text())
     (tmp_path / "c.yaml").write_text(
         "name: nmr\nengine: vasp\nsystems:\n  - name: LiAlSiO4\n    structure: s.vasp\nstages:\n"
         "  - stage: nmr\n    isotopes: [Li-6]\n    shift_references_ppm: {Li: 89.0}\n"
         "    environment_species: [O]\n    environment_cutoff_A: 2.2\n"
     )
-    exe = Path(sys.executable).parent / "superionic"
-    env = {**os.environ, "SUPERIONIC_VASP_REPLAY": str(refs)}
-    r = subprocess.run(
-        [str(exe), "run", "c.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
-    )
+    with vasp_replay(jobs):
+        r = run_campaign()
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     rows = list(csv.DictReader(open(tmp_path / "report" / "nmr" / "nmr_sites.csv")))
     assert len(rows) == 21
@@ -148,7 +145,9 @@ def _hcl_box(path: Path, box: float = 10.0) -> None:
     s.to(filename=str(path))
 
 
-def test_cp2k_shielding_of_a_molecule_in_a_box_through_the_flow(tmp_path: Path) -> None:
+def test_cp2k_shielding_of_a_molecule_in_a_box_through_the_flow(
+    tmp_path: Path, run_campaign: RunCampaign
+) -> None:
     from conftest import require_executable
 
     require_executable("cp2k")
@@ -157,11 +156,7 @@ def test_cp2k_shielding_of_a_molecule_in_a_box_through_the_flow(tmp_path: Path) 
         "name: cp2knmr\nengine: cp2k\nsystems:\n  - name: HCl\n    structure: HCl.cif\n"
         "stages:\n  - stage: nmr\n    efg: false\n"
     )
-    exe = Path(sys.executable).parent / "superionic"
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    r = subprocess.run(
-        [str(exe), "run", "c.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
-    )
+    r = run_campaign("c.yaml", env={"OMP_NUM_THREADS": "2"})
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     rows = {
         row["species"]: row for row in csv.DictReader(open(tmp_path / "report" / "cp2knmr" / "nmr_sites.csv"))
@@ -199,24 +194,43 @@ def test_cp2k_nmr_refuses_a_small_periodic_cell(tmp_path: Path) -> None:
     assert "Gamma-point only" in r.output and "5.13" in r.output and ">= 10" in r.output
 
 
-def test_cp2k_efg_canary_refuses_the_debian_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cp2k_efg_canary_refuses_the_debian_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_campaign: RunCampaign
+) -> None:
+    """The EFG canary runs at the start of the CP2K EFG job (never in `validate`), which fails with
+    its reason; the verdict is cached per executable, and a later `validate` reports it."""
+    import tempfile
+
     from conftest import require_executable
 
     require_executable("cp2k")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # run it, not a cached verdict
+    monkeypatch.setenv("SUPERIONIC_CACHE_DIR", str(tmp_path / "cache"))  # run it, not a cached verdict
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    from superionic.engines.cp2k_nmr import efg_canary
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where the canary's folder goes
+    from superionic.engines.cp2k_nmr import cached_efg_verdict, efg_canary
 
-    ok, reason = efg_canary(tmp_path / "canary")
-    assert not ok
-    assert "vlimit_atom" in reason and "indso(2, iso)" in reason and "eta" in reason
-    # a campaign asking CP2K for EFGs is refused before anything runs, with that reason
     _hcl_box(tmp_path / "HCl.cif")
     (tmp_path / "c.yaml").write_text(
         "name: efg\nengine: cp2k\nsystems:\n  - name: HCl\n    structure: HCl.cif\nstages:\n  - stage: nmr\n"
     )
+    # validate runs no executable: with no verdict cached there is nothing to refuse yet
+    r = CliRunner().invoke(app, ["validate", str(tmp_path / "c.yaml")])
+    assert r.exit_code == 0, r.output
+    assert cached_efg_verdict() is None
+    # the EFG job runs the canary first and fails with its reason (before any shielding run)
+    run = run_campaign()
+    assert run.returncode == 1 and "vlimit_atom" in run.stderr, run.stdout + run.stderr
+    assert not list((tmp_path / ".superionic" / "jobs").rglob("NMR.inp"))
+    assert not list((tmp_path / "tmp").iterdir())  # the canary's temporary folder is gone
+    ok, reason = efg_canary()  # the verdict the job cached, for this executable
+    assert not ok
+    assert "vlimit_atom" in reason and "indso(2, iso)" in reason and "eta" in reason
+    assert reason in run.stderr
+    # a later validate reports the cached refusal, with that reason
     r = CliRunner().invoke(app, ["validate", str(tmp_path / "c.yaml")])
     assert r.exit_code == 2 and "vlimit_atom" in r.output
+    assert "stages[0].efg" in r.output
 
 
 def _corundum() -> Structure:
@@ -227,7 +241,7 @@ def _corundum() -> Structure:
     ).get_primitive_structure()
 
 
-def test_abinit_efg_of_corundum_through_the_flow(tmp_path: Path) -> None:
+def test_abinit_efg_of_corundum_through_the_flow(tmp_path: Path, run_campaign: RunCampaign) -> None:
     """alpha-Al2O3 with ABINIT PAW (prtefg 2): Al on the 3-fold axis has eta = 0, equivalent sites
     are equal, and C_Q from the parsed tensor equals what ABINIT printed."""
     from conftest import require_executable
@@ -238,10 +252,7 @@ def test_abinit_efg_of_corundum_through_the_flow(tmp_path: Path) -> None:
         "name: abi\nengine: abinit\nsystems:\n  - name: corundum\n    structure: Al2O3.cif\n"
         "stages:\n  - stage: nmr\n    shielding: false\n"
     )
-    exe = Path(sys.executable).parent / "superionic"
-    r = subprocess.run(
-        [str(exe), "run", "c.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=1200
-    )
+    r = run_campaign("c.yaml")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     rows = list(csv.DictReader(open(tmp_path / "report" / "abi" / "nmr_sites.csv")))
     al = [row for row in rows if row["species"] == "Al"]
@@ -283,12 +294,14 @@ def test_reference_compounds_are_computed_in_the_campaign_and_set_sigma_ref(
         "name: ref\nengine: vasp\nsystems:\n  - name: LiAlSiO4\n    structure: s.vasp\nstages:\n"
         "  - stage: nmr\n    reference_compounds: true\n"
     )
-    monkeypatch.setenv("SUPERIONIC_VASP_REPLAY", str(tmp_path))
     from superionic.flows import build_flows, planned_jobs
     from superionic.spec import load_campaign
     from superionic.stages.nmr import collect_nmr
 
-    names = [p.name for p in planned_jobs(build_flows(load_campaign(tmp_path / "c.yaml")))]
+    # no VASP here: the flow is only built (check_engines off), nothing runs
+    names = [
+        p.name for p in planned_jobs(build_flows(load_campaign(tmp_path / "c.yaml", check_engines=False)))
+    ]
     assert {"reference LiCl nmr cs", "reference LiCl nmr efg", "reference LiCl nmr"} <= set(names)
     assert names.index("reference LiCl nmr") < names.index("LiAlSiO4 #0 nmr")  # computed first, once
     # the referencing itself, on the real CS outputs

@@ -5,9 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
-import os
-import subprocess
-import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,20 +13,27 @@ import pytest
 from pymatgen.core import Structure
 from typer.testing import CliRunner
 
-from conftest import require_fixtures
+from conftest import RunCampaign, require_fixtures
 from superionic.cli import app
 
-EXE = str(Path(sys.executable).parent / "superionic")
 
-
-def test_replayed_vasp_quench_goes_through_the_flow(tmp_path: Path) -> None:
+def test_replayed_vasp_quench_goes_through_the_flow(tmp_path: Path, run_campaign: RunCampaign) -> None:
     """Si16 (atomate2 MPMorph fixture): heat, hold and cool replayed from the slow-quench runs at
     500, 450 and 400 K; the analysis sees the last run's final structure."""
+    from superionic.testing import ReplayJob, vasp_replay
+
     base = require_fixtures("vasp/Si_mp_morph")
-    refs = tmp_path / "refs"
-    refs.mkdir()
-    for seg, folder in (("heat", "500K"), ("hold", "450K"), ("cool", "400K")):
-        (refs / f"quench_{seg}").symlink_to(base / f"Vasp_Slow_Quench_MD_Maker_{folder}")
+    reference = Path(__file__).parent / "data" / "vasp_inputs"
+    jobs = {
+        f"quench_{seg}": ReplayJob(
+            base / f"Vasp_Slow_Quench_MD_Maker_{folder}", reference / f"quench_{inputs}"
+        )
+        for seg, folder, inputs in (
+            ("heat", "500K", "heat_100_to_2000K"),
+            ("hold", "450K", "hold_2000K"),
+            ("cool", "400K", "cool_2000_to_100K"),
+        )
+    }
     start = base / "Vasp_Slow_Quench_MD_Maker_500K" / "inputs" / "POSCAR.gz"
     (tmp_path / "Si.vasp").write_text(gzip.open(start, "rt").read())
     (tmp_path / "c.yaml").write_text(
@@ -36,10 +41,8 @@ def test_replayed_vasp_quench_goes_through_the_flow(tmp_path: Path) -> None:
         "  - stage: quench\n    melt_temperatures_K: [2000]\n    heat_ps: 0.2\n    hold_ps: 0.2\n"
         "    quench_ps: 0.2\n    center: Si\n    ligands: [Si]\n    cutoff_A: 2.7\n"
     )
-    env = {**os.environ, "SUPERIONIC_VASP_REPLAY": str(refs)}
-    r = subprocess.run(
-        [EXE, "run", "c.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
-    )
+    with vasp_replay(jobs):
+        r = run_campaign("c.yaml")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     for seg in ("heat", "hold", "cool"):
         assert f"done Si16 #0 quench 2000 K #0 {seg}" in r.stdout
@@ -70,20 +73,33 @@ def test_replayed_vasp_quench_goes_through_the_flow(tmp_path: Path) -> None:
     assert all(g.user_incar_settings["ISPIN"] == 1 for g in gens)
 
 
-def test_replayed_vasp_mpmorph_density_step_sets_the_quench_volume(tmp_path: Path) -> None:
+def test_replayed_vasp_mpmorph_density_step_sets_the_quench_volume(
+    tmp_path: Path, run_campaign: RunCampaign
+) -> None:
     """density: mpmorph on VASP: atomate2's EquilibriumVolumeMaker runs NVT at -20/0/+20 % linear
     strain (replayed from the Si MPMorph fixture's three EOS runs), fits P(V), and the quench
     starts at the fitted volume: the same volume atomate2 chose for its own production run."""
     from pymatgen.io.vasp import Poscar
 
+    from superionic.testing import ReplayJob, vasp_replay
+
     base = require_fixtures("vasp/Si_mp_morph")
-    refs = tmp_path / "refs"
-    refs.mkdir()
+    reference = Path(__file__).parent / "data" / "vasp_inputs"
     eos = "MP_Morph_VASP_Equilibrium_Volume_Maker_Convergence_MPMorph_VASP_MD_Maker"
-    for k in (1, 2, 3):
-        (refs / f"quench_density_{k}").symlink_to(base / f"{eos}_{k}")
-    for seg, folder in (("heat", "500K"), ("hold", "450K"), ("cool", "400K")):
-        (refs / f"quench_{seg}").symlink_to(base / f"Vasp_Slow_Quench_MD_Maker_{folder}")
+    jobs = {
+        f"quench_density_{k}": ReplayJob(base / f"{eos}_{k}", reference / "quench_density_eos_500K")
+        for k in (1, 2, 3)
+    }
+    for seg, folder, inputs in (
+        ("heat", "500K", "heat_100_to_500K"),
+        ("hold", "450K", "hold_500K"),
+        ("cool", "400K", "cool_500_to_100K"),
+    ):
+        jobs[f"quench_{seg}"] = ReplayJob(
+            base / f"Vasp_Slow_Quench_MD_Maker_{folder}", reference / f"quench_{inputs}"
+        )
+    # the heat run starts from the fitted volume, not from the recorded run's cell: INCAR and KPOINTS only
+    jobs["quench_heat"] = replace(jobs["quench_heat"], check_inputs=("incar", "kpoints"))
     start = Poscar.from_str(gzip.open(base / f"{eos}_2" / "inputs" / "POSCAR.gz", "rt").read()).structure
     start.to(filename=str(tmp_path / "Si.vasp"), fmt="poscar")
     (tmp_path / "c.yaml").write_text(
@@ -91,10 +107,8 @@ def test_replayed_vasp_mpmorph_density_step_sets_the_quench_volume(tmp_path: Pat
         "  - stage: quench\n    melt_temperatures_K: [500]\n    heat_ps: 0.2\n    hold_ps: 0.2\n"
         "    quench_ps: 0.2\n    density: mpmorph\n    density_ps: 0.1\n"
     )
-    env = {**os.environ, "SUPERIONIC_VASP_REPLAY": str(refs), "SUPERIONIC_VASP_CMD": "srun vasp_std"}
-    r = subprocess.run(
-        [EXE, "run", "c.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
-    )
+    with vasp_replay(jobs):
+        r = run_campaign("c.yaml", env={"SUPERIONIC_VASP_CMD": "srun vasp_std"})
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     written = {}
     for folder in (tmp_path / ".superionic" / "jobs").iterdir():
@@ -125,7 +139,9 @@ def test_replayed_vasp_mpmorph_density_step_sets_the_quench_volume(tmp_path: Pat
     assert not any(v == pytest.approx(production.volume, rel=1e-4) for v in eos_volumes)
 
 
-def test_mlip_density_step_and_snapshot_averaged_local_structure(tmp_path: Path) -> None:
+def test_mlip_density_step_and_snapshot_averaged_local_structure(
+    tmp_path: Path, run_campaign: RunCampaign
+) -> None:
     """LiCl on CHGNet: an NpT density step at T_melt sets the quench's volume; the md stage at
     600 K then runs on the crystal and on the quenched cell, and the local structure is pooled
     over snapshots every 0.02 ps of those runs (study C samples every 2 ps at 600 K). The pooled
@@ -148,7 +164,7 @@ def test_mlip_density_step_and_snapshot_averaged_local_structure(tmp_path: Path)
         "  - stage: md\n    temperatures_K: [600]\n    production_steps: 40\n    trajectory_interval: 5\n"
         "    fit_start: 0.0\n    fit_end: 1.0\n"
     )
-    r = subprocess.run([EXE, "run", "c.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=1800)
+    r = run_campaign("c.yaml")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rows = {
         row["structure"]: row for row in csv.DictReader(open(tmp_path / "report" / "snap" / "structure.csv"))
@@ -189,7 +205,7 @@ def test_mlip_density_step_and_snapshot_averaged_local_structure(tmp_path: Path)
     assert float(rows["crystal 600 K snapshots"]["cn_Cl"]) == pytest.approx(np.mean(cns), abs=1e-9)
 
 
-def test_study_d_model_run_beside_experiment(tmp_path: Path) -> None:
+def test_study_d_model_run_beside_experiment(tmp_path: Path, run_campaign: RunCampaign) -> None:
     """workflows/study_d_oxychloride.yaml, shortened (Li3ZrCl4O1.5 only, 0.1/0.2/0.1 ps quench
     after a 0.1 ps NpT step, no md): the generated Li12Zr4Cl16O6 glass's Zr-O / Zr-Cl CN land in
     study_d_comparison.csv beside the EXAFS values, and equal a direct count on the stored cell."""
@@ -210,7 +226,7 @@ def test_study_d_model_run_beside_experiment(tmp_path: Path) -> None:
         quench.pop(key)
     with open(tmp_path / "d.yaml", "w") as fh:
         yaml.dump(spec, fh)
-    r = subprocess.run([EXE, "run", "d.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=1800)
+    r = run_campaign("d.yaml")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rows = list(csv.DictReader(open(tmp_path / "report" / "study-d-oxychloride" / "study_d_comparison.csv")))
     glass = {row["quantity"]: row for row in rows if row["structure"] == "quench 1500 K #0"}
@@ -252,7 +268,9 @@ def test_quench_bad_input_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_mlip_melt_quench_of_natacl6_disorders_with_melt_temperature(tmp_path: Path) -> None:
+def test_mlip_melt_quench_of_natacl6_disorders_with_melt_temperature(
+    tmp_path: Path, run_campaign: RunCampaign
+) -> None:
     """128-atom NaTaCl6 (CHGNet), T_melt 1200 and 2000 K: TaCl6 CSM rises from the crystal, and
     the Ta-Ta RDF loses its crystalline shape (similarity to the crystal's falls below 1)."""
     (tmp_path / "c.yaml").write_text(
@@ -263,7 +281,7 @@ def test_mlip_melt_quench_of_natacl6_disorders_with_melt_temperature(tmp_path: P
         "    heat_ps: 0.2\n    hold_ps: 2.0\n    quench_ps: 0.2\n    center: Ta\n    ligands: [Cl]\n"
         "    cutoff_A: 3.0\n    shape: octahedron\n"
     )
-    r = subprocess.run([EXE, "run", "c.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=3600)
+    r = run_campaign("c.yaml")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     rows = {
         row["structure"]: row for row in csv.DictReader(open(tmp_path / "report" / "q" / "structure.csv"))
