@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -144,47 +143,15 @@ def launch(
     if not slurm:
         worker(file)
         return
-    from fireworks.queue.queue_adapter import QueueAdapterBase
-    from fireworks.utilities.fw_serializers import load_object_from_file
-
+    from superionic.dispatch.site import queue_workers, write_site
     from superionic.spec import load_campaign
 
     campaign = load_campaign(file, check_engines="note")
     print_engine_notes(campaign)
     path = qadapter or campaign.store_path / "my_qadapter.yaml"
     if not path.is_file():
-        from superionic.dispatch.site import write_site
-
         write_site(campaign.store_path, sys.prefix, rocket_launch=_worker_cmd(file))
-    qa: QueueAdapterBase = load_object_from_file(str(path))
-    if qa.get("logdir"):
-        # a relative logdir would be resolved inside each job's launch folder (and fail there):
-        # take it relative to where launch runs, as the user typed it, and create it
-        logdir = Path(os.path.expanduser(str(qa["logdir"]))).resolve()
-        logdir.mkdir(parents=True, exist_ok=True)
-        qa["logdir"] = str(logdir)
-    launch_dir = campaign.store_path / "queue"
-    launch_dir.mkdir(parents=True, exist_ok=True)
-    ids = []
-    for k in range(jobs):
-        d = launch_dir / f"job_{time.strftime('%Y%m%d-%H%M%S')}_{k}"
-        d.mkdir(parents=True, exist_ok=True)
-        script = d / "submit.sh"
-        script.write_text(qa.get_script_str(str(d)))
-        cwd = os.getcwd()
-        os.chdir(d)
-        try:
-            job_id = qa.submit_to_queue(str(script))
-        finally:
-            os.chdir(cwd)
-        if job_id is None:
-            raise SuperionicError.single(
-                "--slurm",
-                "sbatch refused the job (see the log in the folder)",
-                str(d),
-                "a working SLURM (sinfo)",
-            )
-        ids.append(job_id)
+    ids = queue_workers(path, campaign.store_path / "queue", jobs)
     console.print(f"queued SLURM job(s): {', '.join(str(i) for i in ids)}")
 
 

@@ -59,18 +59,16 @@ def order(
     import time
 
     from rich.progress import Progress
-    from ruamel.yaml import YAML
 
     from superionic.ordering import count_orderings
     from superionic.ordering.ewald import find_sublattices
-    from superionic.paths import configs_dir
     from superionic.report.order_tables import (
         previous_order_outputs,
         remove_previous_outputs,
         write_orderings,
     )
     from superionic.stages.order import ordered_structures
-    from superionic.structures.polyanions import check_polyanions
+    from superionic.structures.polyanions import check_polyanions, polyanion_library
 
     quiet()
     if orientation not in ("random", "aligned"):
@@ -79,7 +77,7 @@ def order(
     params = parse_pairs(param or [], "--param", number=False)
     structure, ox, units = load_input(input, params, "INPUT")
     ox.update({k: float(v) for k, v in parse_pairs(oxidation or [], "--oxidation", number=True).items()})
-    library = YAML(typ="safe").load((configs_dir() / "polyanions.yaml").read_text())
+    library = polyanion_library()
     for centre, name in parse_pairs(polyanion or [], "--polyanion", number=False).items():
         if name not in library:
             raise SuperionicError.single("--polyanion", "unknown unit", name, ", ".join(library))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 def write_site(
@@ -85,3 +86,51 @@ def write_site(
             yaml.dump(data, fh)
         files.append(folder / name)
     return files
+
+
+def queue_workers(qadapter: Path, launch_dir: Path, jobs: int) -> list[Any]:
+    """Queue ``jobs`` SLURM jobs through a FireWorks queue adapter; return their job ids.
+
+    Each job gets its own folder under ``launch_dir`` (its ``submit.sh`` and logs). A relative
+    ``logdir`` in the adapter is taken relative to where this runs (FireWorks would resolve it
+    inside each job's folder) and created.
+
+    Raises
+    ------
+    SuperionicError
+        When the queue refuses a job.
+    """
+    import os
+    import time
+
+    from fireworks.utilities.fw_serializers import load_object_from_file
+
+    from superionic.errors import SuperionicError
+
+    qa = load_object_from_file(str(qadapter))
+    if qa.get("logdir"):
+        logdir = Path(os.path.expanduser(str(qa["logdir"]))).resolve()
+        logdir.mkdir(parents=True, exist_ok=True)
+        qa["logdir"] = str(logdir)
+    launch_dir.mkdir(parents=True, exist_ok=True)
+    ids = []
+    for k in range(jobs):
+        d = launch_dir / f"job_{time.strftime('%Y%m%d-%H%M%S')}_{k}"
+        d.mkdir(parents=True, exist_ok=True)
+        script = d / "submit.sh"
+        script.write_text(qa.get_script_str(str(d)))
+        cwd = os.getcwd()
+        os.chdir(d)  # sbatch writes its output where it is called
+        try:
+            job_id = qa.submit_to_queue(str(script))
+        finally:
+            os.chdir(cwd)
+        if job_id is None:
+            raise SuperionicError.single(
+                "--slurm",
+                "sbatch refused the job (see the log in the folder)",
+                str(d),
+                "a working SLURM (sinfo)",
+            )
+        ids.append(job_id)
+    return ids

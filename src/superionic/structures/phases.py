@@ -119,9 +119,9 @@ def _build_cached(name: str) -> Structure:
         structure = order_by_ewald(structure, 1, dict(d.get("oxidation_states", {})), seed=0)[0].structure
         structure.remove_oxidation_states()
     if d.get("polyanions"):
-        from superionic.structures.polyanions import expand_polyanions
+        from superionic.structures.polyanions import expand_polyanions, polyanion_library
 
-        units = YAML(typ="safe").load((configs_dir() / "polyanions.yaml").read_text())
+        units = polyanion_library()
         spec = {centre: units[unit] for centre, unit in d["polyanions"].items()}
         structure = expand_polyanions(structure, spec, seed=0)
     return structure

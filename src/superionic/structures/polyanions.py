@@ -20,6 +20,15 @@ from superionic.errors import StructureError
 _TETRA = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], dtype=float) / np.sqrt(3)
 
 
+def polyanion_library() -> dict[str, dict[str, Any]]:
+    """Return the rigid units of ``configs/polyanions.yaml`` (name -> centre, ligand, bond, charge...)."""
+    from ruamel.yaml import YAML
+
+    from superionic.paths import configs_dir
+
+    return YAML(typ="safe").load((configs_dir() / "polyanions.yaml").read_text())
+
+
 def unit_vectors(spec: dict[str, Any]) -> np.ndarray:
     """Return the ligand directions (unit vectors) of a polyanion in its reference orientation.
 
