@@ -164,14 +164,14 @@ def abinit_efg_job(
     structure: Structure | dict, isotopes: list[str], settings: dict[str, Any]
 ) -> dict[str, Any]:
     """ABINIT PAW EFG of one structure (``prtefg 2``), run in the job's folder."""
-    s = structure if isinstance(structure, Structure) else Structure.from_dict(structure)
+    struct = structure if isinstance(structure, Structure) else Structure.from_dict(structure)
     s = AbinitNMRSettings.of(settings)
     kwargs = {
         k: getattr(s, k)
         for k in ("ecut_Ha", "pawecutdg_Ha", "kpoint_spacing_per_A")
         if getattr(s, k) is not None
     }
-    return {"sites": abinit_efg(s, Path.cwd() / "abinit_efg", list(isotopes), **kwargs), "engine": "abinit"}
+    return {"sites": abinit_efg(struct, Path.cwd() / "abinit_efg", list(isotopes), **kwargs), "engine": "abinit"}
 
 
 class AbinitEngine(Engine):
