@@ -23,8 +23,9 @@ install: $(STAMP)
 demo: install
 	$(BIN)/superionic run workflows/demo.yaml
 
+# -n auto: one test process per core, each with its own cores and threads (tests/conftest.py)
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --no-loadscope-reorder
 
 test-slow: install
 	$(BIN)/python -m pytest -m slow

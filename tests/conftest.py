@@ -8,6 +8,7 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,79 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = (ROOT / ".." / "shared").resolve()
 FIXTURES = SHARED / "fixtures"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+# -- parallel test processes (pytest-xdist) ----------------------------------------------------
+# The suite's time is mostly CHGNet and CP2K on tiny cells, which gain nothing from a second
+# thread (CHGNet on 80 atoms: 0.19 s per force call on 1 thread, 0.22 s on 2), and single-threaded
+# Python. So the cores are split between test processes instead: each gets its own cores (CPU
+# affinity, inherited by the workers and engines it starts) and that many threads, so no two
+# processes compete for a core (torch and OpenMP would otherwise each take every core).
+MAX_TEST_PROCESSES = 4  # each holds torch, pymatgen and CHGNet (~1 GB)
+
+
+def _cores() -> list[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return list(range(os.cpu_count() or 1))
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one test process per core, at most :data:`MAX_TEST_PROCESSES`."""
+    return max(1, min(len(_cores()), MAX_TEST_PROCESSES))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In a test process of ``-n N``: keep to its share of the cores, with that many threads."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker or count < 2:
+        return
+    cores = _cores()
+    index = int(worker[2:]) % count
+    mine = cores[index::count] or cores  # more processes than cores: they share
+    try:
+        os.sched_setaffinity(0, mine)  # the main thread, and the threads and processes it starts
+    except (AttributeError, OSError):  # not on Linux: threads only
+        pass
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(len(mine))
+
+
+#: the longest tests' modules, started first so that no long test is left for the end of a run
+LONG_FIRST = ("test_hull", "test_cp2k_engine", "test_fireworks", "test_nmr", "test_demo_flow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start the long tests first (the order is the same in every test process)."""
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.module.__name__ if item.module else "", len(rank)))
+
+
+@lru_cache
+def _shares_module_fixture(path: str) -> bool:
+    """Whether a test file defines a module-scoped fixture (a campaign run once for its tests)."""
+    try:
+        return 'scope="module"' in Path(path).read_text()
+    except OSError:
+        return False
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """One test at a time to whichever process is free, except that the tests of a file with a
+    module-scoped fixture go to one process together, so that the fixture runs once.
+
+    (xdist's ``--dist loadgroup`` would do this with marks, but with pytest 9 it sends grouped
+    tests to different processes.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class _Scheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return path if _shares_module_fixture(str(ROOT / path)) else nodeid
+
+    return _Scheduling(config, log)
 
 
 def require_fixtures(sub: str = "") -> Path:

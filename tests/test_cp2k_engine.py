@@ -90,7 +90,7 @@ def test_real_cp2k_cell_relax_through_the_campaign_flow(tmp_path: Path, run_camp
         "name: cp2k\nengine: cp2k\npreset: cp2k_smoke\nsystems:\n  - name: LiCl\n    structure: LiCl.cif\n"
         "stages:\n  - stage: relax\n"
     )
-    result = run_campaign("c.yaml", env={"OMP_NUM_THREADS": "2"})
+    result = run_campaign("c.yaml")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     row = next(csv.DictReader(open(tmp_path / "report" / "cp2k" / "relax.csv")))
     (job_dir,) = list((tmp_path / ".superionic" / "jobs").iterdir())
@@ -153,7 +153,7 @@ def test_real_cp2k_md_goes_through_the_md_stage(tmp_path: Path, run_campaign: Ru
         "stages:\n  - stage: md\n    temperatures_K: [600]\n    production_steps: 3\n    fit_start: 0.0\n"
         "    fit_end: 1.0\n    frozen_species: [Cl]\n    target_rsd: 0.05\n    max_chunks: 2\n"
     )
-    result = run_campaign("c.yaml", env={"OMP_NUM_THREADS": "2"})
+    result = run_campaign("c.yaml")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "done LiCl #0 md 600 K chunk 2" in result.stdout, result.stdout
     files = sorted((tmp_path / ".superionic" / "jobs").rglob("*-pos-1.xyz*"))
@@ -210,7 +210,7 @@ def test_real_cp2k_melt_quench_runs_through_the_flow(tmp_path: Path, run_campaig
         "  - stage: quench\n    melt_temperatures_K: [1000]\n    heat_ps: 0.002\n    hold_ps: 0.004\n"
         "    quench_ps: 0.002\n    quench_segments: 1\n    center: Li\n    ligands: [H]\n    cutoff_A: 2.5\n"
     )
-    r = run_campaign("c.yaml", env={"OMP_NUM_THREADS": "2"})
+    r = run_campaign("c.yaml")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     runs = []
     jobs = tmp_path / ".superionic" / "jobs"

@@ -101,7 +101,7 @@ def test_study_a_hull_campaign_prints_e_hull(tmp_path: Path, run_campaign: RunCa
         .replace("max_steps: 300", "max_steps: 100")
     )
     (tmp_path / "c.yaml").write_text(text)
-    result = run_campaign("c.yaml", env={"OMP_NUM_THREADS": "2"})
+    result = run_campaign("c.yaml")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "E_hull" in result.stdout and "vacancy_site=4a" in result.stdout
     report = tmp_path / "report" / "study-a-hull"

@@ -38,7 +38,7 @@ def validate(file: CampaignArg) -> None:
     from superionic.ordering.ewald import count_orderings, find_sublattices
     from superionic.spec import load_campaign
 
-    campaign = load_campaign(file, check_engines="note")
+    campaign = load_campaign(file, check_engines="note", machine_checks=True)
     spec = campaign.spec
     console.print(
         f"[bold]{spec.name}[/bold]  engine={spec.engine} preset={spec.preset} "
@@ -116,7 +116,7 @@ def run(
     from superionic.flows import build_flows, planned_jobs
     from superionic.spec import load_campaign
 
-    campaign = load_campaign(file, check_engines="note" if dry_run else "require")
+    campaign = load_campaign(file, check_engines="note" if dry_run else "require", machine_checks=True)
     _check_store_writable(campaign, file)
     if dry_run:
         print_engine_notes(campaign)

@@ -211,7 +211,7 @@ def run_worker(
     n = 0
     idle_since: float | None = None
     cwd = os.getcwd()
-    with engine_checks(), _worker_settings(ping_s):  # each DFT firework checks its engine where it runs
+    with engine_checks(), _worker_settings(ping_s):  # DFT fireworks check their engine here
         try:
             while max_fireworks == 0 or n < max_fireworks:
                 left = slurm_time_left_s()

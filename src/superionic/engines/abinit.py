@@ -171,7 +171,10 @@ def abinit_efg_job(
         for k in ("ecut_Ha", "pawecutdg_Ha", "kpoint_spacing_per_A")
         if getattr(s, k) is not None
     }
-    return {"sites": abinit_efg(struct, Path.cwd() / "abinit_efg", list(isotopes), **kwargs), "engine": "abinit"}
+    return {
+        "sites": abinit_efg(struct, Path.cwd() / "abinit_efg", list(isotopes), **kwargs),
+        "engine": "abinit",
+    }
 
 
 class AbinitEngine(Engine):

@@ -148,6 +148,15 @@ class Engine:
         """
         return []
 
+    def machine_check(self, stage: str, settings: dict[str, Any]) -> list[Problem]:
+        """List what is known to fail with this engine on this machine (e.g. a cached verdict).
+
+        Asked only by the commands that run or vet jobs here (``validate``, ``run``), never by
+        ``status``, ``report``, ``rerun`` or a worker: a machine's past failure must not keep a
+        user from reading or cleaning up a campaign. Same return as :meth:`check`.
+        """
+        return []
+
     def _unsupported(self, stage: str) -> EngineStageError:
         ok = ", ".join(sorted(self.stages))
         return EngineStageError.single(

@@ -622,7 +622,7 @@ class Cp2kEngine(Engine):
         """List what CP2K cannot run as asked.
 
         MD settings it has no input for; a density step before a quench; NMR cells too small
-        for the Gamma point; and a cached refusal of this CP2K's EFG (see :mod:`.cp2k_nmr`).
+        for the Gamma point. A cached refusal of this CP2K's EFG is :meth:`machine_check`'s.
         """
         problems: list[Problem] = []
         if stage == "md":
@@ -636,14 +636,6 @@ class Cp2kEngine(Engine):
                     "none, or engine mlip/vasp for this stage",
                 )
             )
-        if stage == "nmr" and settings.get("efg"):
-            from superionic.engines.cp2k_nmr import cached_efg_verdict
-
-            # runs nothing: the EFG job runs the canary and caches its verdict per executable
-            verdict = cached_efg_verdict()
-            if verdict is not None and not verdict[0]:
-                valid = "efg: false with engine cp2k (shielding only), or engine vasp for the EFG"
-                problems.append(Problem("efg", verdict[1], True, valid))
         if stage == "nmr":
             min_cell = Cp2kNMRSettings.of(settings).min_cell_A
             for system in systems:
@@ -660,6 +652,18 @@ class Cp2kEngine(Engine):
                         )
                     )
         return problems
+
+    def machine_check(self, stage: str, settings: dict[str, Any]) -> list[Problem]:
+        """Return a cached refusal of this CP2K's EFG (the EFG job runs the canary; see :mod:`.cp2k_nmr`)."""
+        if stage != "nmr" or not settings.get("efg"):
+            return []
+        from superionic.engines.cp2k_nmr import cached_efg_verdict
+
+        verdict = cached_efg_verdict()  # runs nothing
+        if verdict is None or verdict[0]:
+            return []
+        valid = "efg: false with engine cp2k (shielding only), or engine vasp for the EFG"
+        return [Problem("efg", verdict[1], True, valid)]
 
     def nmr(self, structure: Any, settings: dict[str, Any], label: str) -> Flow:
         """GAPW shielding in one job (its EFG is refused by the canary); output ``{"cs": result}``."""

@@ -17,6 +17,8 @@ calls :func:`require_engine` itself.
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
 import os
 import re
 import shlex
@@ -205,22 +207,61 @@ def _checked(engine: str, run: Callable[..., Any]) -> Callable[..., Any]:
     return runner
 
 
+def _wrap_module(module: Any, saved: list[tuple[Any, str, Any]]) -> None:
+    """Wrap the :data:`_WRAPPED` functions of ``module`` (once), recording the originals in ``saved``."""
+    for engine, module_name, attr in _WRAPPED:
+        if module_name != module.__name__:
+            continue
+        original = getattr(module, attr)
+        if getattr(original, "superionic_checked", False):
+            continue
+        saved.append((module, attr, original))
+        setattr(module, attr, _checked(engine, original))
+
+
+class _WrapOnImport(importlib.abc.MetaPathFinder):
+    """Wrap atomate2's job modules when they are first imported (see :func:`engine_checks`)."""
+
+    def __init__(self, saved: list[tuple[Any, str, Any]]) -> None:
+        self.saved = saved
+        self.names = {name for _, name, _ in _WRAPPED}
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname not in self.names:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        loader = getattr(spec, "loader", None)
+        if spec is None or not hasattr(loader, "exec_module"):
+            return None
+        run_module = loader.exec_module  # type: ignore[union-attr]
+
+        def exec_module(module: Any) -> None:
+            run_module(module)
+            _wrap_module(module, self.saved)
+
+        loader.exec_module = exec_module  # type: ignore[union-attr]  # this spec's own loader
+        return spec
+
+
 @contextmanager
 def engine_checks() -> Iterator[None]:
-    """Within the block, every VASP and CP2K job first checks that its engine runs here."""
+    """Within the block, every VASP and CP2K job first checks that its engine runs here.
+
+    atomate2's job modules already imported are wrapped at once; the others when a job first
+    imports them (deserialising a VASP firework does), so a worker that runs only MLIP or ordering
+    jobs does not pay the ~10 s of importing atomate2's VASP and CP2K modules.
+    """
+    import sys
+
     saved: list[tuple[Any, str, Any]] = []
+    finder = _WrapOnImport(saved)
+    sys.meta_path.insert(0, finder)
     try:
-        for engine, module_name, attr in _WRAPPED:
-            try:
-                module = importlib.import_module(module_name)
-            except ImportError:
-                continue
-            original = getattr(module, attr)
-            if getattr(original, "superionic_checked", False):
-                continue
-            saved.append((module, attr, original))
-            setattr(module, attr, _checked(engine, original))
+        for name in finder.names:
+            if name in sys.modules:
+                _wrap_module(sys.modules[name], saved)
         yield
     finally:
+        sys.meta_path.remove(finder)
         for module, attr, original in reversed(saved):
             setattr(module, attr, original)

@@ -27,6 +27,7 @@ def _check_stages(
     engines: str = "require",
     base_dir: Path | None = None,
     notes: list[Problem] | None = None,
+    machine: bool = False,
 ) -> list[Problem]:
     problems = []
     seen: set[str] = set()
@@ -126,7 +127,7 @@ def _check_stages(
                     )
                 )
         if preset_ok and engine in offered:
-            problems += _engine_problems(stage, engine, preset, systems, i, data)
+            problems += _engine_problems(stage, engine, preset, systems, i, data, machine)
         if isinstance(stage, MDStage) and stage.fit_start >= stage.fit_end:
             problems.append(
                 Problem(
@@ -205,7 +206,13 @@ def _check_stages(
 
 
 def _engine_problems(
-    stage: Any, engine: str, preset: str, systems: list[SystemInstance], i: int, data: Any
+    stage: Any,
+    engine: str,
+    preset: str,
+    systems: list[SystemInstance],
+    i: int,
+    data: Any,
+    machine: bool = False,
 ) -> list[Problem]:
     """Ask the stage's engine what it cannot do (its ``check()``), and place each answer in the file.
 
@@ -223,7 +230,10 @@ def _engine_problems(
     section = "md" if stage.stage == "quench" else stage.stage
     from_preset = load_preset(preset).get(engine, {}).get(section, {})
     out = []
-    for p in get_engine(engine).check(stage.stage, settings, views):
+    found = get_engine(engine).check(stage.stage, settings, views)
+    if machine:  # what is known to fail on this machine (validate, run)
+        found += get_engine(engine).machine_check(stage.stage, settings)
+    for p in found:
         if p.where in labels:
             line = _line_of(data, ("systems", labels[p.where].index))
             out.append(Problem(p.where, p.message, p.value, p.valid, line))

@@ -45,7 +45,9 @@ class Campaign:
         return path if path.is_absolute() else (self.directory / path).resolve()
 
 
-def load_campaign(path: str | Path, check_engines: bool | str = True) -> Campaign:
+def load_campaign(
+    path: str | Path, check_engines: bool | str = True, machine_checks: bool = False
+) -> Campaign:
     """Read, validate and expand a campaign file.
 
     Parameters
@@ -57,6 +59,9 @@ def load_campaign(path: str | Path, check_engines: bool | str = True) -> Campaig
         ``True``/``"require"`` refuses it (``run``, which runs the jobs here); ``"note"`` records it
         in :attr:`Campaign.notes` (``validate``, ``submit``: the jobs run elsewhere, where the
         engine is checked again when each job starts); ``False``/``"off"`` skips the check.
+    machine_checks : bool
+        Also refuse what is known to fail with an engine on this machine (a cached CP2K EFG
+        refusal): ``validate`` and ``run``; commands that read or clean up a campaign leave it.
 
     Returns
     -------
@@ -137,7 +142,7 @@ def load_campaign(path: str | Path, check_engines: bool | str = True) -> Campaig
     if mode not in ("require", "note", "off"):
         raise ValueError(f"check_engines must be True, False, 'require', 'note' or 'off', not {mode!r}")
     notes: list[Problem] = []
-    problems.extend(_check_stages(spec, data, systems, mode, file.parent, notes))
+    problems.extend(_check_stages(spec, data, systems, mode, file.parent, notes, machine_checks))
     if problems:
         raise SpecError(problems, shown)
     return Campaign(spec=spec, file=file.resolve(), systems=systems, notes=notes)

@@ -25,6 +25,7 @@ from ruamel.yaml import YAML
 
 from superionic.errors import Problem, SpecError
 from superionic.paths import configs_dir
+from superionic.structures.prototypes import from_spacegroup
 
 
 def _s8_crown() -> list[list[Any]]:
@@ -105,7 +106,7 @@ def _build_cached(name: str) -> Structure:
         float(lat.get("gamma", 120.0 if hexagonal else 90.0)),
     )
     species = [s["species"] if isinstance(s["species"], str) else dict(s["species"]) for s in d["sites"]]
-    structure = Structure.from_spacegroup(
+    structure = from_spacegroup(
         d["spacegroup"],
         lattice,
         [Composition(sp) if isinstance(sp, dict) else sp for sp in species],
