@@ -221,14 +221,5 @@ def _job_process_settings_restored():  # type: ignore[no-untyped-def]
     the rest of their process (that is their job); undo it after each test so later tests see the
     machine's defaults (a leaked 1-thread setting slowed every later CHGNet test, a leaked
     checkpoint folder moved later tests' checkpoints)."""
-    import torch
-
-    saved = {var: os.environ.get(var) for var in _PROCESS_VARIABLES}
-    threads = torch.get_num_threads()
-    yield
-    for var, value in saved.items():
-        if value is None:
-            os.environ.pop(var, None)
-        else:
-            os.environ[var] = value
-    torch.set_num_threads(threads)
+    with _process_state_kept():
+        yield

@@ -133,7 +133,7 @@ def test_unknown_engine_is_named_with_the_valid_ones() -> None:
 def test_a_preset_typo_is_an_error_naming_the_preset_file_and_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from superionic.engines.settings import _load_preset_cached, load_preset
+    from superionic.engines.settings import load_preset
     from superionic.paths import configs_dir
 
     configs = tmp_path / "configs"
@@ -145,17 +145,33 @@ def test_a_preset_typo_is_an_error_naming_the_preset_file_and_line(
     )
     line = 1 + text.splitlines().index("    timestep_fs: 2.0")
     monkeypatch.setenv("SUPERIONIC_CONFIGS", str(configs))
-    _load_preset_cached.cache_clear()
-    try:
-        with pytest.raises(SpecError) as err:
-            load_preset("demo")
-    finally:
-        _load_preset_cached.cache_clear()
+    with pytest.raises(SpecError) as err:
+        load_preset("demo")
     message = str(err.value)
     assert message.startswith(
         f"{configs / 'engines' / 'demo.yaml'}:{line}: mlip.md.timestep_f: unknown setting"
     )
     assert "timestep_fs" in message  # the valid keys are listed
+
+
+def test_a_preset_cannot_choose_the_nmr_stage_s_isotopes_or_calculations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Which isotopes and which of shielding/EFG are the campaign's nmr stage's to say: a preset
+    setting them is refused at its line (it would silently beat the stage's defaults)."""
+    from superionic.engines.settings import load_preset
+
+    (tmp_path / "engines").mkdir()
+    (tmp_path / "engines" / "nmrp.yaml").write_text(
+        "name: nmrp\nvasp:\n  nmr:\n    isotopes: [Li-6]\n    efg: false\n"
+    )
+    monkeypatch.setenv("SUPERIONIC_CONFIGS", str(tmp_path))
+    with pytest.raises(SpecError) as err:
+        load_preset("nmrp")
+    lines = str(err.value).splitlines()
+    path = tmp_path / "engines" / "nmrp.yaml"
+    assert any(ln.startswith(f"{path}:5: vasp.nmr.efg: set by the campaign's nmr stage") for ln in lines)
+    assert any(ln.startswith(f"{path}:4: vasp.nmr.isotopes: set by the campaign's nmr stage") for ln in lines)
 
 
 def test_settings_models_hold_the_defaults_once() -> None:

@@ -30,8 +30,7 @@ stages:
 
 @pytest.fixture
 def no_vasp(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A login node: VASP named by SUPERIONIC_VASP_CMD but not on PATH, no replay."""
-    monkeypatch.delenv("SUPERIONIC_VASP_REPLAY", raising=False)
+    """A login node: VASP named by SUPERIONIC_VASP_CMD but not on PATH."""
     monkeypatch.setenv("SUPERIONIC_VASP_CMD", "srun vasp_std_not_here")
 
 
@@ -171,7 +170,7 @@ def _inside_slurm_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, time_left
         (fake / name).chmod(stat.S_IRWXU)
     monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
     monkeypatch.setenv("SLURM_JOB_ID", "42")
-    for var in ("SUPERIONIC_VASP_REPLAY", "SUPERIONIC_VASP_CMD", "SUPERIONIC_VASP_WALLTIME_S"):
+    for var in ("SUPERIONIC_VASP_CMD", "SUPERIONIC_VASP_WALLTIME_S"):
         monkeypatch.delenv(var, raising=False)
 
 
@@ -230,7 +229,6 @@ def test_engine_commands_behind_mpi_launchers(monkeypatch: pytest.MonkeyPatch) -
 
     assert executable_of("srun -n 64 vasp_std") == "vasp_std"
     assert executable_of("mpirun -np 4 --bind-to core vasp_gam") == "vasp_gam"
-    monkeypatch.delenv("SUPERIONIC_VASP_REPLAY", raising=False)
     ok, why = vasp_available("srun -n 64 vasp_std_not_here")
     assert not ok and "'vasp_std_not_here'" in why
     monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)

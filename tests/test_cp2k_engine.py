@@ -389,7 +389,8 @@ def test_cp2k_trajectory_reads_the_npt_cell(tmp_path: Path) -> None:
     """An NpT run's cell changes every step: each frame gets its own cell from -1.cell, so the
     fractional coordinates are the ones the positions were built from and the conductivity uses
     the mean of the real volumes."""
-    from superionic.stages.md import analyze_diffusion, cp2k_trajectory
+    from superionic.engines.cp2k import cp2k_trajectory
+    from superionic.stages.md import analyze_diffusion
 
     rng = np.random.default_rng(0)
     s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.13), ["Li", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
@@ -411,7 +412,7 @@ def test_cp2k_trajectory_reads_the_npt_cell(tmp_path: Path) -> None:
 
 
 def test_cp2k_trajectory_nvt_cell_is_constant(tmp_path: Path) -> None:
-    from superionic.stages.md import cp2k_trajectory
+    from superionic.engines.cp2k import cp2k_trajectory
 
     s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.08), ["Li", "H"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     frames = np.repeat(s.cart_coords[None], 3, axis=0) + 0.01
@@ -432,8 +433,7 @@ def test_real_cp2k_npt_run_moves_the_cell(tmp_path: Path) -> None:
     2500 bar, 500 fs), the run ends normally, the cell moves, and the trajectory job gives each
     frame the cell and volume CP2K printed in -1.cell."""
     require_executable("cp2k")
-    from superionic.engines.cp2k import cp2k_command, md_jobs
-    from superionic.stages.md import cp2k_trajectory
+    from superionic.engines.cp2k import cp2k_command, cp2k_trajectory, md_jobs
 
     s = _lih(tmp_path / "LiH.cif")
     quick = {"FORCE_EVAL": {"DFT": {"QS": {"EPS_DEFAULT": 1e-8, "EPS_PGF_ORB": 1e-8}}}}

@@ -161,7 +161,6 @@ def test_unknown_stage_presets_are_reported_at_each_stage_line(tmp_path: Path) -
 
 
 def test_missing_vasp_is_reported_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SUPERIONIC_VASP_REPLAY", raising=False)
     monkeypatch.setenv("SUPERIONIC_VASP_CMD", "no_such_vasp_executable_h4")
     path = _write(tmp_path / "c.yaml", CAMPAIGN.replace("engine: mlip", "engine: vasp"))
     (line,) = _errors(runner.invoke(app, ["run", str(path)]))

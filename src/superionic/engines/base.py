@@ -60,9 +60,6 @@ ENGINES: dict[str, EngineEntry] = {
     "abinit": EngineEntry("superionic.engines.abinit:AbinitEngine", frozenset({"nmr"})),
 }
 
-#: every stage kind an engine may offer
-STAGE_KINDS = ("order", "relax", "hull", "nmr", "md", "quench")
-
 
 def engines_for(stage: str) -> list[str]:
     """Return the registered engines that build ``stage``, sorted."""
@@ -283,13 +280,3 @@ def get_engine(name: str) -> Engine:
         module, cls = ENGINES[name].target.split(":")
         _INSTANCES[name] = getattr(importlib.import_module(module), cls)()
     return _INSTANCES[name]
-
-
-def tag(flow: Job | Flow, **metadata: Any) -> Job | Flow:
-    """Add ``metadata`` to every job of ``flow`` (keys a job already has are kept)."""
-    from jobflow import Flow
-
-    jobs = [j for j, _ in flow.iterflow()] if isinstance(flow, Flow) else [flow]
-    for j in jobs:
-        j.metadata = {**metadata, **(j.metadata or {})}
-    return flow

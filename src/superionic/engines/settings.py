@@ -228,6 +228,9 @@ class _Lines:
 #: top-level preset keys that are not engine sections
 PRESET_TOP_KEYS = ("name", "description")
 
+#: what the campaign's nmr stage decides (which isotopes and calculations), never a preset
+STAGE_ONLY = frozenset(NMRSettings.model_fields)
+
 
 def _preset_problems(path: Path, data: Any) -> list[Problem]:
     """Check every engine section of a preset against the settings models."""
@@ -253,6 +256,16 @@ def _preset_problems(path: Path, data: Any) -> list[Problem]:
         wide_ok = set().union(*(m.model_fields for m in models.values()))
         for key, value in section.items():
             if isinstance(value, dict) and key in models:
+                for field in sorted(STAGE_ONLY & set(value)):
+                    problems.append(
+                        Problem(
+                            f"{engine}.{key}.{field}",
+                            "set by the campaign's nmr stage, not by a preset",
+                            value[field],
+                            f"{field} under the nmr stage in the campaign file",
+                            lines.line(engine, key, field),
+                        )
+                    )
                 try:
                     models[key].model_validate(dict(value))
                 except ValidationError as exc:
@@ -283,13 +296,10 @@ def preset_path(name: str) -> Path:
 
 
 @lru_cache(maxsize=32)
-def _load_preset_cached(name: str) -> dict[str, Any]:
+def _load_preset_cached(path: Path, _mtime_ns: int) -> dict[str, Any]:
+    # keyed by file and modification time: SUPERIONIC_CONFIGS or an edited preset is read afresh
     from ruamel.yaml import YAML
 
-    path = preset_path(name)
-    if not path.is_file():
-        known = sorted(p.stem for p in (configs_dir() / "engines").glob("*.yaml"))
-        raise SpecError.single("preset", "unknown preset", name, ", ".join(known))
     data = YAML().load(path.read_text())  # round trip: keeps line numbers for messages
     problems = _preset_problems(path, data)
     if problems:
@@ -307,7 +317,11 @@ def _plain(node: Any) -> Any:
 
 def load_preset(name: str) -> dict[str, Any]:
     """Return a preset, checked against the settings models (a deep copy; callers may modify it)."""
-    return copy.deepcopy(_load_preset_cached(name))
+    path = preset_path(name)
+    if not path.is_file():
+        known = sorted(p.stem for p in (configs_dir() / "engines").glob("*.yaml"))
+        raise SpecError.single("preset", "unknown preset", name, ", ".join(known))
+    return copy.deepcopy(_load_preset_cached(path, path.stat().st_mtime_ns))
 
 
 class StageOverrides(dict):

@@ -31,6 +31,11 @@ def engine_for(
         relaxation after a quench).
     **fixed
         Settings that replace the merged ones (e.g. ``relax_cell=True``).
+
+    Returns
+    -------
+    tuple of (Engine, dict)
+        The engine (the stage's own, else the campaign's) and the settings its jobs read.
     """
     name = stage.engine or spec.engine
     overrides = stage_overrides(stage) if kind is None else {}

@@ -129,19 +129,31 @@ class OrderMaker(Maker):
         }
 
 
-def order_maker_for(stage: object, system: object) -> OrderMaker:
-    """Return the OrderMaker of a campaign's ``order`` stage for one system."""
+def order_maker_for(stage: OrderStage, system: SystemInstance) -> OrderMaker:
+    """Return the OrderMaker of a campaign's ``order`` stage for one system.
+
+    Parameters
+    ----------
+    stage : OrderStage
+        The campaign's order stage (counts, seed, restarts, grouping).
+    system : SystemInstance
+        The system: its name, oxidation states and polyanions.
+
+    Returns
+    -------
+    OrderMaker
+    """
     return OrderMaker(
-        name=f"{system.name} order",  # type: ignore[attr-defined]
-        n_structures=stage.n_structures,  # type: ignore[attr-defined]
-        oxidation_states=system.oxidation_states,  # type: ignore[attr-defined]
-        seed=stage.seed,  # type: ignore[attr-defined]
-        n_restarts=stage.n_restarts,  # type: ignore[attr-defined]
-        round_counts=stage.round_counts,  # type: ignore[attr-defined]
-        polyanions=system.polyanions,  # type: ignore[attr-defined]
-        orientation=stage.orientation,  # type: ignore[attr-defined]
-        clash_A=stage.clash_A,  # type: ignore[attr-defined]
-        group_by=stage.group_by,  # type: ignore[attr-defined]
+        name=f"{system.name} order",
+        n_structures=stage.n_structures,
+        oxidation_states=system.oxidation_states,
+        seed=stage.seed,
+        n_restarts=stage.n_restarts,
+        round_counts=stage.round_counts,
+        polyanions=system.polyanions,
+        orientation=stage.orientation,
+        clash_A=stage.clash_A,
+        group_by=stage.group_by,
     )
 
 

@@ -14,7 +14,23 @@ if TYPE_CHECKING:
 
 
 def relax_flow(spec: CampaignSpec, stage: RelaxStage, structure: Any, name: str) -> Flow:
-    """Relax one structure on the stage's engine; output ``{"structure", "energy", "entry"}``."""
+    """Relax one structure on the stage's engine; output ``{"structure", "energy", "entry"}``.
+
+    Parameters
+    ----------
+    spec : CampaignSpec
+        The campaign (engine and preset when the stage names none).
+    stage : RelaxStage
+        The relax stage.
+    structure : Structure or OutputReference
+        What to relax (an ordering job's output, usually).
+    name : str
+        The job name.
+
+    Returns
+    -------
+    Flow
+    """
     engine, settings = engine_for(spec, stage)
     return engine.relax(structure, settings, name)
 

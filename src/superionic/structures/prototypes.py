@@ -232,10 +232,28 @@ def from_spacegroup(
     pymatgen caches the SpaceGroup instance but re-runs its ``__init__`` (the symmetry-operation
     de-duplication, ~0.5 s) on every call: a 40-composition sweep paid 20 s in every process that
     read the campaign (each FireWorks worker). The orbit expansion is pymatgen's own ``get_orbit``.
+
+    Parameters
+    ----------
+    spacegroup : str or int
+        Hermann-Mauguin symbol or number.
+    lattice : Lattice
+        A lattice compatible with the space group.
+    species, coords : list
+        One species (or partial-occupancy Composition) and fractional position per Wyckoff site.
+    site_properties : dict, optional
+        One value per Wyckoff site for each property; copied to every site of its orbit.
+
+    Returns
+    -------
+    Structure
+        Every site of every orbit, in the order pymatgen gives them.
     """
     spg = _space_group(spacegroup)
     if not spg.is_compatible(lattice):
         raise ValueError(f"lattice {lattice.parameters} is incompatible with space group {spg.symbol}")
+    if len(species) != len(coords):
+        raise ValueError(f"{len(species)} species but {len(coords)} positions")
     all_species: list[Any] = []
     all_coords: list[Any] = []
     props: dict[str, list[Any]] = {k: [] for k in site_properties or {}}
