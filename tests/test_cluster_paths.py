@@ -118,6 +118,21 @@ def test_threads_are_set_in_the_job_process_and_its_subprocesses(monkeypatch: py
         torch.set_num_threads(before)
 
 
+def test_threads_set_before_torch_is_imported_reach_torch() -> None:
+    """A worker that has not imported torch yet (ordering jobs only) does not import it to set its
+    threads; torch, imported later by an MLIP job, still uses the planned count."""
+    code = (
+        "import sys\nfrom superionic.dispatch.threads import configure_process\n"
+        "from superionic.spec.models import ResourcesSpec\n"
+        "configure_process(ResourcesSpec(threads=1))\nassert 'torch' not in sys.modules\n"
+        "import torch\nprint(torch.get_num_threads())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1"]
+
+
 def test_resources_accepts_the_old_profile_string_and_rejects_bad_threads(tmp_path: Path) -> None:
     from superionic.spec import load_campaign
 

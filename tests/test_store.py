@@ -143,3 +143,75 @@ def test_failed_job_blocks_children_and_is_recorded(tmp_path: Path) -> None:
     states = store.states()
     assert states[a.uuid]["state"] == "failed" and "no convergence" in states[a.uuid]["error"]
     assert states[b.uuid]["state"] == "blocked"
+
+
+def test_journal_replay_by_key_matches_mongomock(tmp_path: Path) -> None:
+    """The keyed replay (a dict of key -> _id instead of mongomock's scan) leaves the same
+    documents as maggma's MemoryStore given the same upserts, inserts and removals, in the
+    writing process and in a process that replays the journal."""
+    from maggma.stores import MemoryStore
+
+    ops: list[tuple[str, object, object]] = [
+        ("update", [{"uuid": "a", "index": 1, "v": 1}, {"uuid": "b", "index": 1, "v": 2}], ["uuid", "index"]),
+        ("update", [{"uuid": "a", "index": 2, "v": 3}], ["uuid", "index"]),
+        ("update", [{"uuid": "a", "index": 1, "v": 4}], ["uuid", "index"]),  # replaces the first
+        ("update", [{"uuid": "b", "v": 5}], "uuid"),  # another key: replaces b/1
+        ("update", [{"uuid": "c", "v": [1, 2]}], "uuid"),
+        ("update", [{"uuid": "b", "index": 1, "v": 9}], ["uuid", "index"]),  # b lost its index: new
+        ("remove", {"uuid": "a", "index": 2}, None),
+        ("update", [{"uuid": "a", "index": 2, "v": 6}, {"uuid": ["x"], "index": 1, "v": 7}], ["uuid", "index"]),
+        ("update", [{"uuid": "a", "index": 2, "v": 8}], ["uuid", "index"]),
+    ]
+    ours, reference = JournalStore(tmp_path / "s.jsonl", key="uuid"), MemoryStore(key="uuid")
+    ours.connect()
+    reference.connect()
+    for op, arg, key in ops:
+        for store in (ours, reference):
+            store.update(arg, key=key) if op == "update" else store.remove_docs(arg)
+
+    def docs(store: MemoryStore) -> list[dict]:
+        return sorted(
+            ({k: v for k, v in d.items() if k != "_id"} for d in store.query({})), key=lambda d: json.dumps(d)
+        )
+
+    replayed = JournalStore(tmp_path / "s.jsonl", key="uuid")
+    replayed.connect()
+    assert docs(ours) == docs(reference) == docs(replayed)
+    assert len(docs(reference)) == 6
+    assert replayed.query_one({"uuid": "a", "index": 2})["v"] == 8
+
+
+def test_launchpad_projections_match_mongomock(tmp_path: Path) -> None:
+    """The embedded LaunchPad's faster result copies return what mongomock returns, and the
+    results are copies (changing one changes nothing stored)."""
+    import mongomock
+
+    from superionic.dispatch.fwstore import JournalDatabase
+
+    docs = [
+        {"fw_id": i, "state": "READY", "spec": {"_tasks": [{"x": [i, {"y": i}]}], "_priority": i % 3}}
+        for i in range(6)
+    ]
+    ours = JournalDatabase(tmp_path / "pad")["fireworks"]
+    reference = mongomock.MongoClient().db.fireworks
+    ours.insert_many([dict(d) for d in docs])
+    reference.insert_many([dict(d) for d in docs])
+    for projection in (
+        None,
+        {"fw_id": 1},
+        {"fw_id": 1, "_id": 0},
+        {"spec": 1},
+        {"_id": 1},
+        {"spec._priority": 1},
+        {"spec": 0},
+        {"fw_id": True, "missing": 1},
+    ):
+        got = list(ours.find({"fw_id": {"$gte": 2}}, projection, sort=[("spec._priority", -1)]))
+        want = list(reference.find({"fw_id": {"$gte": 2}}, projection, sort=[("spec._priority", -1)]))
+        assert [{k: v for k, v in d.items() if k != "_id"} for d in got] == [
+            {k: v for k, v in d.items() if k != "_id"} for d in want
+        ], projection
+        assert [("_id" in d) for d in got] == [("_id" in d) for d in want], projection
+    got = ours.find_one({"fw_id": 3})
+    got["spec"]["_tasks"][0]["x"][1]["y"] = "changed"
+    assert ours.find_one({"fw_id": 3})["spec"]["_tasks"][0]["x"][1]["y"] == 3

@@ -19,6 +19,7 @@ inserts quadratic); FireWorks' ids come from its atomic counter, so nothing reli
 
 from __future__ import annotations
 
+import datetime
 import fcntl
 import os
 import threading
@@ -28,13 +29,70 @@ from pathlib import Path
 from typing import Any
 
 import mongomock
-from bson import json_util
+from bson import ObjectId, json_util
 from fireworks import LaunchPad
 from pymongo import ReturnDocument
 
 from superionic.dispatch.stores import read_new_lines
 
 _OPTS = json_util.JSONOptions(json_mode=json_util.JSONMode.CANONICAL, tz_aware=False)
+
+
+def _simple_inclusion(fields: Any) -> bool:
+    """Tell whether a projection only includes top-level fields (``{"a": 1, "_id": 0}``, ``{"_id": 1}``)."""
+    if not isinstance(fields, dict) or not fields or fields.get("_id", 1) not in (0, 1):
+        return False  # (True and False compare equal to 1 and 0)
+    included = [k for k in fields if k != "_id"]
+    if not included and not fields.get("_id", 1):
+        return False
+    return all(
+        isinstance(k, str)
+        and "." not in k
+        and not k.startswith("$")
+        and fields[k] is not False
+        and fields[k] == 1
+        for k in included
+    )
+
+
+_IMMUTABLE = (str, int, float, bool, type(None), bytes, datetime.datetime, ObjectId)
+
+
+def _copy_doc(obj: Any) -> Any:
+    """Copy a BSON-like document: new dicts and lists, immutable leaves shared."""
+    kind = type(obj)
+    if kind is dict:
+        return {k: _copy_doc(v) for k, v in obj.items()}
+    if kind is list:
+        return [_copy_doc(v) for v in obj]
+    if kind in _IMMUTABLE:
+        return obj
+    return mongomock.collection._copy_field(obj, dict)
+
+
+def _fast_projection(copy_only_fields: Callable[[dict, Any, Any], dict]) -> Callable[[dict, Any, Any], dict]:
+    """Return mongomock's document copy for query results, three to ten times faster.
+
+    mongomock copies every leaf with ``copy.copy`` and, for a projection, copies the whole document
+    before deleting what the projection leaves out. FireWorks' checkout asks many ``{"fw_id": 1,
+    "spec": 1}`` projections and whole documents that each hold a jobflow job, so a worker spent
+    more time copying than running its job. Whole documents and plain top-level inclusions are
+    copied here (the same result); anything else goes to mongomock.
+    """
+
+    def copy(doc: dict, fields: Any, container: Any) -> dict:
+        if container is not dict:
+            return copy_only_fields(doc, fields, container)
+        if fields is None or (isinstance(fields, dict) and not fields):  # pymongo 4: {} is everything
+            return _copy_doc(doc)
+        if not _simple_inclusion(fields):
+            return copy_only_fields(doc, fields, container)
+        keys = [k for k in fields if k != "_id" and k in doc]
+        if fields.get("_id", 1) and "_id" in doc:
+            keys.insert(0, "_id")
+        return {k: _copy_doc(doc[k]) for k in keys}
+
+    return copy
 
 
 class JournalCollection:
@@ -46,6 +104,7 @@ class JournalCollection:
         self.full_name = f"{db.name}.{name}"
         self.path = db.root / f"{name}.jsonl"
         self._coll = db._client[db.name][name]
+        self._coll._copy_only_fields = _fast_projection(self._coll._copy_only_fields)
         self._offset = 0
         self._inode: int | None = None
 

@@ -26,17 +26,21 @@ def relax_maker(settings: dict[str, Any]) -> ForceFieldRelaxMaker:
     """Return the atomate2 relax maker for the merged stage settings.
 
     Keys used: ``force_field`` (default CHGNet), ``fmax_ev_per_A``, ``max_steps``,
-    ``relax_cell``.
+    ``relax_cell``, ``optimizer``.
     """
     from atomate2.forcefields.jobs import ForceFieldRelaxMaker
 
     s = MLIPRelaxSettings.of(settings)
+    # atomate2's default optimizer (FIRE) is left implicit, so that relaxations set up before the
+    # optimizer became a setting keep their fingerprints
+    optimizer = {} if s.optimizer == "FIRE" else {"optimizer_kwargs": {"optimizer": s.optimizer}}
     return ForceFieldRelaxMaker(
         name="mlip relax",
         force_field_name=s.force_field,
         relax_cell=s.relax_cell,
         steps=s.max_steps,
         relax_kwargs={"fmax": s.fmax_ev_per_A},
+        **optimizer,
     )
 
 

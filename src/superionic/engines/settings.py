@@ -83,6 +83,8 @@ class MLIPRelaxSettings(EngineSettings):
     fmax_ev_per_A: float = 0.05
     max_steps: int = 500
     relax_cell: bool = True
+    #: ASE optimizer; BFGS keeps a dense (3N+9)^2 Hessian, fine up to a few hundred atoms
+    optimizer: Literal["FIRE", "BFGS", "LBFGS", "BFGSLineSearch"] = "FIRE"
 
 
 class MLIPMDSettings(MDSettings):
