@@ -159,7 +159,11 @@ def test_journal_replay_by_key_matches_mongomock(tmp_path: Path) -> None:
         ("update", [{"uuid": "c", "v": [1, 2]}], "uuid"),
         ("update", [{"uuid": "b", "index": 1, "v": 9}], ["uuid", "index"]),  # b lost its index: new
         ("remove", {"uuid": "a", "index": 2}, None),
-        ("update", [{"uuid": "a", "index": 2, "v": 6}, {"uuid": ["x"], "index": 1, "v": 7}], ["uuid", "index"]),
+        (
+            "update",
+            [{"uuid": "a", "index": 2, "v": 6}, {"uuid": ["x"], "index": 1, "v": 7}],
+            ["uuid", "index"],
+        ),
         ("update", [{"uuid": "a", "index": 2, "v": 8}], ["uuid", "index"]),
     ]
     ours, reference = JournalStore(tmp_path / "s.jsonl", key="uuid"), MemoryStore(key="uuid")
