@@ -108,12 +108,12 @@ def test_resubmission_adds_nothing_and_dry_run_writes_nothing(tmp_path: Path) ->
 
 
 def test_killed_worker_is_detected_as_lost_and_rerun(tmp_path: Path) -> None:
-    # one firework long enough (32 annealing restarts, several seconds) to be seen RUNNING and
-    # killed; it runs twice (killed, then rerun), so it is no longer than that needs
+    # one firework long enough (16 annealing restarts of a 2x1x1 cell, about 10 s) to be seen
+    # RUNNING and killed; it runs twice (killed, then rerun), so it is no longer than that needs
     (tmp_path / "c.yaml").write_text(
         "name: slow\nengine: mlip\nsystems:\n  - prototype: argyrodite\n"
         "    params: {x: 0.5, site_mixing: 0.5}\n    supercell: [2, 1, 1]\n"
-        "stages:\n  - stage: order\n    n_structures: 1\n    n_restarts: 32\n"
+        "stages:\n  - stage: order\n    n_structures: 1\n    n_restarts: 16\n"
     )
     assert _cli("submit", "c.yaml", cwd=tmp_path).returncode == 0
     w = subprocess.Popen(
