@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -58,7 +61,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 #: the longest tests' modules, started first so that no long test is left for the end of a run
-LONG_FIRST = ("test_hull", "test_cp2k_engine", "test_fireworks", "test_nmr", "test_demo_flow")
+LONG_FIRST = ("test_hull", "test_fireworks", "test_cp2k_engine", "test_mongodb", "test_nmr", "test_demo_flow")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -223,3 +226,88 @@ def _job_process_settings_restored():  # type: ignore[no-untyped-def]
     checkpoint folder moved later tests' checkpoints)."""
     with _process_state_kept():
         yield
+
+
+# -- a MongoDB-compatible server (secantusdb) for the `mongodb` tests -------------------------
+class MongoServer:
+    """A ``secantusd-py`` process on a free loopback port, stopped and restarted by PID."""
+
+    def __init__(self, exe: str, storage: Path) -> None:
+        self.exe, self.storage = exe, storage
+        self.port = _free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        """Start the server and wait until it answers ping."""
+        import pymongo
+
+        log = open(self.storage.parent / f"server-{self.port}.log", "ab")
+        self.proc = subprocess.Popen(
+            [self.exe, "--host", "127.0.0.1", "--port", str(self.port), "--storage-path", str(self.storage)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.time() + timeout_s
+        while True:
+            try:
+                pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=500).admin.command("ping")
+                return
+            except pymongo.errors.PyMongoError:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"secantusd-py did not start on {self.uri}") from None
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_mongo_server(folder: Path) -> MongoServer:
+    """Start a server storing into ``folder``; skip (fail under CI) when secantusdb is missing."""
+    exe = shutil.which("secantusd-py") or str(Path(sys.executable).parent / "secantusd-py")
+    if not Path(exe).is_file():
+        if IN_CI:
+            pytest.fail("CI=true but secantusd-py is missing (pip install -e .[test] installs secantusdb)")
+        pytest.skip("no MongoDB-compatible server: pip install -e .[test] installs secantusdb")
+    folder.mkdir(parents=True, exist_ok=True)
+    server = MongoServer(exe, folder / "data")
+    server.storage.mkdir(exist_ok=True)
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="session")
+def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoServer]:
+    """One server per test process; each test uses its own database (see ``mongo_db``)."""
+    server = start_mongo_server(tmp_path_factory.mktemp("mongo"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def mongo_db(mongo_server: MongoServer, request: pytest.FixtureRequest) -> str:
+    """A database name of this test's own on the session's server."""
+    import re as _re
+
+    return "t_" + _re.sub(r"[^A-Za-z0-9]", "_", request.node.name)[:40]

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
+
+_CREDENTIALS = re.compile(r"(mongodb(?:\+srv)?://)([^:@/\s]+):([^@/\s]*)@")
+
+
+def mask_uri(text: str) -> str:
+    """Replace the password of every MongoDB URI in ``text`` by ``****`` (errors never show it)."""
+    return _CREDENTIALS.sub(r"\1\2:****@", text)
 
 
 @dataclass(frozen=True)
@@ -44,7 +52,7 @@ class Problem:
             text += f" (got {self.value!r})"
         if self.valid:
             text += f"; valid: {self.valid}"
-        return text
+        return mask_uri(text)
 
 
 @dataclass

@@ -11,7 +11,8 @@ Exit status: 0 success, 1 some job failed, 2 invalid input (nothing was written)
 
 One module per command group: :mod:`~superionic.cli.campaign` (validate, run, status, report,
 inputs), :mod:`~superionic.cli.order`, :mod:`~superionic.cli.analyze` (the ``analyze`` group) and
-:mod:`~superionic.cli.fireworks` (submit, worker, launch, init-site, rerun, cancel); what they share
+:mod:`~superionic.cli.fireworks` (submit, worker, launch, init-site, rerun, cancel),
+:mod:`~superionic.cli.store` (the ``store`` group: ``store copy``); what they share
 is in :mod:`~superionic.cli.common`. This module builds the command tree, in the order ``--help``
 lists it. Command modules import ``common`` only and keep heavy imports inside their functions,
 so ``superionic --help`` stays fast.
@@ -24,7 +25,7 @@ from typing import Annotated
 import typer
 
 from superionic import __version__
-from superionic.cli import analyze, campaign, fireworks, order
+from superionic.cli import analyze, campaign, fireworks, order, store
 from superionic.cli.common import console
 
 __all__ = ["app", "entrypoint", "main"]
@@ -87,6 +88,7 @@ app.command()(fireworks.launch)
 app.command("init-site")(fireworks.init_site)
 app.command()(fireworks.rerun)
 app.command()(fireworks.cancel)
+app.add_typer(store.store_app, name="store")
 app.add_typer(analyze.analyze_app, name="analyze")
 
 

@@ -18,7 +18,7 @@ from superionic.cli.common import (
     print_engine_notes,
     quiet,
 )
-from superionic.errors import SuperionicError
+from superionic.errors import SuperionicError, mask_uri
 from superionic.inputs import writable_stages_text
 
 # FireWorks states as `status` shows them: the state names and their column headings
@@ -42,7 +42,7 @@ def validate(file: CampaignArg) -> None:
     spec = campaign.spec
     console.print(
         f"[bold]{spec.name}[/bold]  engine={spec.engine} preset={spec.preset} "
-        f"store={spec.store.uri or campaign.store_path}"
+        f"store={mask_uri(spec.store.uri) if spec.store.uri else campaign.store_path}"
     )
     print_engine_notes(campaign)
     systems = Table(title="systems", show_lines=False)

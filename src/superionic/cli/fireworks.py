@@ -113,6 +113,10 @@ def worker(
         console.print(f"worker: {jobs} processes at once; {plan.describe()}")
         _run_worker_processes(file, jobs, plan.threads_per_job, max_fireworks, idle_exit_s, ping_s)
         return
+    if not campaign.spec.store.uri:
+        from superionic.dispatch.netfs import register_worker_host
+
+        register_worker_host(campaign.store_path)
     plan = configure_process(campaign.spec.resources, threads=threads)
     console.print(f"worker {os.getpid()}: {plan.describe()}")
     # a rerun firework gets a new launch folder: MLIP MD checkpoints live by job uuid in the store

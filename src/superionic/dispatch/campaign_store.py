@@ -27,12 +27,20 @@ def open_campaign_store(campaign: Campaign, create: bool = True) -> CampaignStor
     """
     spec = campaign.spec.store
     if spec.uri:
-        from maggma.stores import GridFSURIStore, MongoURIStore
+        from maggma.stores import GridFSStore, MongoStore
 
-        docs = MongoURIStore(spec.uri, collection_name="outputs", database=spec.database)
-        blobs = GridFSURIStore(spec.uri, collection_name="blobs", database=spec.database)
-        state = MongoURIStore(spec.uri, collection_name="state", database=spec.database, key="uuid")
-        return CampaignStore(JobStore(docs, additional_stores={"data": blobs}), state, None)
+        from superionic.dispatch.mongo import check_reachable, connection_uri
+
+        # one database may hold several campaigns: each has its own collections, named after it
+        uri, prefix = connection_uri(spec), collection_prefix(campaign)
+        check_reachable(uri)
+        docs = MongoStore.from_uri(uri, f"{prefix}outputs", database=spec.database)
+        # GridFS: a trajectory larger than MongoDB's 16 MB document limit is stored in chunks
+        blobs = GridFSStore(database=spec.database, collection_name=f"{prefix}blobs", uri=uri)
+        state = MongoStore.from_uri(uri, f"{prefix}state", database=spec.database, key="uuid")
+        store = CampaignStore(JobStore(docs, additional_stores={"data": blobs}), state, None)
+        store.connect()  # maggma's Mongo stores, unlike the journal stores, do not connect on use
+        return store
     root = campaign.store_path
     if not create and not root.exists():
         return None
@@ -42,3 +50,48 @@ def open_campaign_store(campaign: Campaign, create: bool = True) -> CampaignStor
     blobs = BlobDirStore(root / "blobs")
     state = JournalStore(root / "state.jsonl", collection_name="state", key="uuid")
     return CampaignStore(JobStore(docs, additional_stores={"data": blobs}), state, root)
+
+
+def collection_prefix(campaign: Campaign) -> str:
+    """Return the prefix of the campaign's collections in a shared MongoDB database."""
+    return f"{campaign.spec.name}."
+
+
+def copy_store(source: CampaignStore, target: CampaignStore) -> dict[str, int]:
+    """Copy every job output, blob and job state of ``source`` into ``target`` (upserts).
+
+    jobflow has no store-to-store copy; this is one, in the keys jobflow's ``JobStore`` uses
+    (outputs by ``uuid`` and ``index``, blobs by ``blob_uuid``, states by ``uuid``), so a campaign
+    continued on the target skips what already finished. Blobs are copied one at a time (memory
+    bounded by the largest blob); copying again changes nothing.
+
+    Returns
+    -------
+    dict
+        How many outputs, blobs and states were copied.
+    """
+    source.connect()
+    target.connect()
+    counts = {"outputs": 0, "blobs": 0, "states": 0}
+    docs = [_plain(d) for d in source.job_store.docs_store.query({})]
+    if docs:
+        target.job_store.docs_store.update(docs, key=["uuid", "index"])
+    counts["outputs"] = len(docs)
+    for name, blobs in source.job_store.additional_stores.items():
+        to = target.job_store.additional_stores[name]
+        for meta in blobs.query({}, properties=["blob_uuid"]):
+            blob = blobs.query_one({"blob_uuid": meta["blob_uuid"]})
+            if blob is not None:
+                to.update([_plain(blob, drop=("file",))], key="blob_uuid")
+                counts["blobs"] += 1
+    states = [_plain(d) for d in source.state.query({})]
+    if states:
+        target.state.update(states, key="uuid")
+    counts["states"] = len(states)
+    return counts
+
+
+def _plain(doc: dict, drop: tuple[str, ...] = ()) -> dict:
+    """Return a stored document without the keys its store adds (``_id``, GridFS bookkeeping)."""
+    skip = {"_id", "compression", "chunkSize", "length", "uploadDate", "md5", *drop}
+    return {k: v for k, v in doc.items() if k not in skip}

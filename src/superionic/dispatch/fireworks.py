@@ -36,7 +36,17 @@ def open_launchpad(campaign: Campaign, create: bool = True) -> LaunchPad | None:
     """Return the campaign's LaunchPad (embedded folder, or MongoDB when the store has a URI)."""
     spec = campaign.spec.store
     if spec.uri:
-        return LaunchPad(host=spec.uri, uri_mode=True, name=spec.database or "superionic", strm_lvl="ERROR")
+        from superionic.dispatch.mongo import check_reachable, connection_uri
+
+        uri = connection_uri(spec)
+        check_reachable(uri)  # one line naming host and port, not FireWorks' traceback after 30 s
+        lp = LaunchPad(host=uri, uri_mode=True, name=spec.database or "superionic", strm_lvl="ERROR")
+        # FireWorks creates its id counters only in `lpad reset`, which also deletes every workflow:
+        # create them if missing, atomically (two first submits at once get one counter)
+        lp.fw_id_assigner.update_one(
+            {}, {"$setOnInsert": {"next_fw_id": 1, "next_launch_id": 1}}, upsert=True
+        )
+        return lp
     from superionic.dispatch.fwstore import EmbeddedLaunchPad
 
     path = campaign.store_path / "launchpad"

@@ -194,6 +194,10 @@ class StoreSpec(_Strict):
     path: Path | None = None
     uri: str | None = None
     database: str = "superionic"
+    password_env: str | None = Field(
+        None, description="Environment variable holding the password (keeps it out of the file)."
+    )
+    password_file: Path | None = Field(None, description="File holding only the password (chmod 600).")
 
     @model_validator(mode="after")
     def _uri_scheme(self) -> StoreSpec:
@@ -201,6 +205,10 @@ class StoreSpec(_Strict):
             raise ValueError("uri must start with mongodb:// or mongodb+srv://")
         if self.uri is not None and self.path is not None:
             raise ValueError("give either 'path' or 'uri', not both")
+        if (self.password_env or self.password_file) and self.uri is None:
+            raise ValueError("password_env and password_file go with a uri")
+        if self.password_env and self.password_file:
+            raise ValueError("give either 'password_env' or 'password_file', not both")
         return self
 
 
