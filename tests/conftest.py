@@ -311,3 +311,22 @@ def mongo_db(mongo_server: MongoServer, request: pytest.FixtureRequest) -> str:
     import re as _re
 
     return "t_" + _re.sub(r"[^A-Za-z0-9]", "_", request.node.name)[:40]
+
+
+def run_workers(folder: Path, n: int, file: str = "c.yaml") -> list[int]:
+    """Start ``n`` ``superionic worker FILE --idle-exit 3`` processes at once in ``folder``; wait for
+    all, require exit status 0 from each, and return how many fireworks each says it ran."""
+    exe = str(Path(sys.executable).parent / "superionic")
+    workers = [
+        subprocess.Popen(
+            [exe, "worker", file, "--idle-exit", "3"],
+            cwd=folder,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(n)
+    ]
+    outs = [w.communicate(timeout=900)[0] for w in workers]
+    assert all(w.returncode == 0 for w in workers), outs
+    return [int(o.rsplit("worker ran ", 1)[1].split()[0]) for o in outs]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from bson import json_util
 
-from conftest import IN_CI, CliRun, superionic
+from conftest import IN_CI, CliRun, run_workers, superionic
 
 EXE = str(Path(sys.executable).parent / "superionic")
 
@@ -66,19 +66,7 @@ def test_four_workers_drain_forty_fireworks_exactly_once(tmp_path: Path) -> None
             r.stdout + r.stderr
         )
         assert "40 firework(s)" in r.stdout
-        workers = [
-            subprocess.Popen(
-                [EXE, "worker", "c.yaml", "--idle-exit", "3"],
-                cwd=folder,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-            for _ in range(4)
-        ]
-        outs = [w.communicate(timeout=900)[0] for w in workers]
-        assert all(w.returncode == 0 for w in workers), outs
-        ran = [int(o.rsplit("worker ran ", 1)[1].split()[0]) for o in outs]
+        ran = run_workers(folder, 4)
         assert sum(ran) == 40, ran
         campaign, lp = _pad(folder)
         fws = list(lp.fireworks.find({}, {"fw_id": 1, "state": 1, "spec.fingerprint": 1}))

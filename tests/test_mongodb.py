@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import MongoServer, superionic
+from conftest import MongoServer, run_workers, superionic
 
 pytestmark = pytest.mark.mongodb
 
@@ -126,19 +126,7 @@ def test_four_workers_drain_forty_fireworks_once_and_campaigns_do_not_mix(
     # campaign b in the same database: its 40 are its own
     r = superionic("submit", "c.yaml", cwd=b)
     assert "added 40 workflow(s), 40 firework(s); 0 already" in r.stdout, r.stdout + r.stderr
-    workers = [
-        subprocess.Popen(
-            [EXE, "worker", "c.yaml", "--idle-exit", "3"],
-            cwd=a,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for _ in range(4)
-    ]
-    outs = [w.communicate(timeout=900)[0] for w in workers]
-    assert all(w.returncode == 0 for w in workers), outs
-    assert sum(int(o.rsplit("worker ran ", 1)[1].split()[0]) for o in outs) == 40, outs
+    assert sum(run_workers(a, 4)) == 40
     import pymongo
 
     db = pymongo.MongoClient(mongo_server.uri)[mongo_db]
