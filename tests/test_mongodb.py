@@ -138,6 +138,9 @@ def test_four_workers_drain_forty_fireworks_once_and_campaigns_do_not_mix(
     # the second launch document replaces the first; MongoDB's findAndModify is atomic.)
     assert [len(f["launches"]) for f in db.fireworks.find({"spec.campaign": "sweep-a"})] == [1] * 40
     assert db["sweep-a.outputs"].count_documents({}) == 40
+    # no store inside the fireworks (maggma would serialise its URI, a password with it): the
+    # workers took it from the campaign file
+    assert all(fw["spec"]["_tasks"][0].get("store") is None for fw in db.fireworks.find({}))
     # campaign b's fireworks were not taken by a's workers, and its store is empty
     assert {f["state"] for f in db.fireworks.find({"spec.campaign": "sweep-b"})} == {"READY"}
     assert db["sweep-b.outputs"].count_documents({}) == 0
@@ -204,6 +207,12 @@ def test_laptop_to_cluster_and_back_gives_the_same_report(
     r = superionic("store", "copy", str(laptop / "c.yaml"), str(cluster / "c.yaml"), cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "copied 3 output(s)" in r.stdout and "3 job state(s)" in r.stdout, r.stdout
+    r = superionic("submit", "c.yaml", "--dry-run", cwd=cluster)  # nor queued for the workers
+    assert "would add 0 workflow(s), 0 firework(s)" in r.stdout, r.stdout + r.stderr
+    r = superionic("submit", "c.yaml", cwd=cluster, env={"COLUMNS": "200"})
+    assert "added 0 workflow(s), 0 firework(s); 0 already on the LaunchPad; 3 already done in the store" in (
+        r.stdout
+    ), r.stdout + r.stderr
     r = superionic("run", "c.yaml", cwd=cluster)
     assert "0 run, 3 already done" in r.stdout, r.stdout + r.stderr  # nothing recomputed
     r = superionic("store", "copy", str(cluster / "c.yaml"), str(back / "c.yaml"), cwd=tmp_path)
@@ -241,3 +250,8 @@ def test_embedded_store_on_a_network_filesystem_takes_workers_from_one_host(tmp_
         register_worker_host(store, fs_type="nfs4", host="node2")
     text = str(err.value)
     assert "network filesystem (nfs4)" in text and "node1" in text and "mongodb://" in text
+    # node1's worker exits (its entry goes): a later allocation on node2 may use the store
+    from superionic.dispatch.netfs import unregister_worker_host
+
+    unregister_worker_host(store, host="node1", pid=os.getpid())
+    register_worker_host(store, fs_type="nfs4", host="node2")

@@ -6,11 +6,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-_CREDENTIALS = re.compile(r"(mongodb(?:\+srv)?://)([^:@/\s]+):([^@/\s]*)@")
+_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^:@/\s]+):([^@/\s]*)@")
 
 
 def mask_uri(text: str) -> str:
-    """Replace the password of every MongoDB URI in ``text`` by ``****`` (errors never show it)."""
+    """Replace the password of every ``scheme://user:password@`` URI in ``text`` by ``****``."""
     return _CREDENTIALS.sub(r"\1\2:****@", text)
 
 

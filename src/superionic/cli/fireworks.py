@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shlex
 import sys
@@ -57,6 +58,7 @@ def submit(
     console.print(
         f"{verb} {s.workflows_added} workflow(s), {s.fireworks_added} firework(s); "
         f"{s.fireworks_present} already on the LaunchPad"
+        + (f"; {s.fireworks_done} already done in the store" if s.fireworks_done else "")
     )
     for name in s.names:
         console.print(f"  {name}")
@@ -113,10 +115,19 @@ def worker(
         console.print(f"worker: {jobs} processes at once; {plan.describe()}")
         _run_worker_processes(file, jobs, plan.threads_per_job, max_fireworks, idle_exit_s, ping_s)
         return
-    if not campaign.spec.store.uri:
-        from superionic.dispatch.netfs import register_worker_host
+    if campaign.spec.store.uri:
+        import jobflow
+
+        from superionic.dispatch.campaign_store import open_campaign_store
+
+        # the fireworks carry no store for a MongoDB campaign (its URI would carry the password):
+        # jobflow's JobFiretask then uses SETTINGS.JOB_STORE, this campaign's store
+        jobflow.SETTINGS.JOB_STORE = open_campaign_store(campaign).job_store  # type: ignore[union-attr]
+    else:
+        from superionic.dispatch.netfs import register_worker_host, unregister_worker_host
 
         register_worker_host(campaign.store_path)
+        atexit.register(unregister_worker_host, campaign.store_path)
     plan = configure_process(campaign.spec.resources, threads=threads)
     console.print(f"worker {os.getpid()}: {plan.describe()}")
     # a rerun firework gets a new launch folder: MLIP MD checkpoints live by job uuid in the store

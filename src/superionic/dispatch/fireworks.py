@@ -26,6 +26,7 @@ from typing import Any
 from fireworks import FWorker, LaunchPad
 from jobflow import Flow
 
+from superionic.errors import SuperionicError
 from superionic.spec.loader import Campaign
 
 WORKER_PING_S = 60.0  # how often a running firework reports it is alive
@@ -41,11 +42,8 @@ def open_launchpad(campaign: Campaign, create: bool = True) -> LaunchPad | None:
         uri = connection_uri(spec)
         check_reachable(uri)  # one line naming host and port, not FireWorks' traceback after 30 s
         lp = LaunchPad(host=uri, uri_mode=True, name=spec.database or "superionic", strm_lvl="ERROR")
-        # FireWorks creates its id counters only in `lpad reset`, which also deletes every workflow:
-        # create them if missing, atomically (two first submits at once get one counter)
-        lp.fw_id_assigner.update_one(
-            {}, {"$setOnInsert": {"next_fw_id": 1, "next_launch_id": 1}}, upsert=True
-        )
+        if create:
+            _create_counters(lp)
         return lp
     from superionic.dispatch.fwstore import EmbeddedLaunchPad
 
@@ -55,6 +53,28 @@ def open_launchpad(campaign: Campaign, create: bool = True) -> LaunchPad | None:
     return EmbeddedLaunchPad(path)
 
 
+def _create_counters(lp: LaunchPad) -> None:
+    """Create FireWorks' id counters when missing.
+
+    FireWorks creates them only in `lpad reset`, which also deletes every workflow. A fixed
+    ``_id`` makes two first submits at once create one counter document.
+    """
+    from pymongo.errors import DuplicateKeyError, PyMongoError
+
+    try:
+        if lp.fw_id_assigner.find_one({}) is None:
+            lp.fw_id_assigner.insert_one({"_id": "superionic-counters", "next_fw_id": 1, "next_launch_id": 1})
+    except DuplicateKeyError:
+        pass
+    except PyMongoError as exc:
+        raise SuperionicError.single(
+            "store.uri",
+            f"cannot write the LaunchPad's counters ({exc})",
+            lp.name,
+            "a user with write access to the database",
+        ) from None
+
+
 @dataclass
 class SubmitSummary:
     """What ``submit`` added."""
@@ -62,6 +82,7 @@ class SubmitSummary:
     workflows_added: int = 0
     fireworks_added: int = 0
     fireworks_present: int = 0
+    fireworks_done: int = 0
     names: list[str] = field(default_factory=list)
 
 
@@ -93,11 +114,17 @@ def submit(campaign: Campaign, dry_run: bool = False) -> SubmitSummary:
         }
     summary = SubmitSummary()
     wfs = []
-    store = None if dry_run else open_campaign_store(campaign)
+    store = open_campaign_store(campaign, create=not dry_run)
+    # jobs whose outputs are already in the store (finished by `run`, or copied there with
+    # `superionic store copy`) are not queued again
+    done = set(store.job_store.docs_store.distinct("uuid")) if store is not None else set()
     for group in _groups(flows):
-        fingerprints = [job.metadata.get("fingerprint") for job, _ in group.iterflow()]
-        new = [fp for fp in fingerprints if fp not in present]
-        summary.fireworks_present += len(fingerprints) - len(new)
+        jobs = [job for job, _ in group.iterflow()]
+        fingerprints = [job.metadata.get("fingerprint") for job in jobs]
+        finished = {job.metadata.get("fingerprint") for job in jobs if job.uuid in done}
+        summary.fireworks_done += len(finished - present)
+        new = [fp for fp in fingerprints if fp not in present and fp not in finished]
+        summary.fireworks_present += len([fp for fp in fingerprints if fp in present])
         if not new:
             continue
         summary.workflows_added += 1
@@ -105,7 +132,10 @@ def submit(campaign: Campaign, dry_run: bool = False) -> SubmitSummary:
         summary.names.append(group.name)
         if not dry_run:
             assert store is not None
-            wf = flow_to_workflow(group, store=store.job_store, allow_external_references=True)
+            # a MongoDB store is not written into the fireworks (maggma would serialise its URI,
+            # password included): workers open it from the campaign file (`run_worker`)
+            in_fw = None if campaign.spec.store.uri else store.job_store
+            wf = flow_to_workflow(group, store=in_fw, allow_external_references=True)
             wf.metadata.update({"campaign": campaign.spec.name})
             # jobs already on the pad are dropped from the new workflow: their outputs come from
             # the earlier run through the JobStore (references resolve by job uuid)

@@ -16,17 +16,8 @@ from urllib.parse import quote_plus
 
 from superionic.errors import SuperionicError, mask_uri
 
-__all__ = ["check_reachable", "connection_uri", "hide_secrets", "host_port", "mask_uri", "password_of"]
+__all__ = ["check_reachable", "connection_uri", "host_port", "mask_uri", "password_of"]
 REACH_TIMEOUT_MS = 5000
-
-
-def hide_secrets(text: str, secrets: list[str]) -> str:
-    """Mask URIs in ``text`` and remove any of ``secrets`` (passwords) that appear bare."""
-    text = mask_uri(text)
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "****").replace(quote_plus(secret), "****")
-    return text
 
 
 def password_of(store: Any) -> str | None:
@@ -105,11 +96,20 @@ def check_reachable(uri: str, timeout_ms: int = REACH_TIMEOUT_MS) -> None:
     from pymongo.errors import PyMongoError
 
     if os.environ.get("SUPERIONIC_MONGO_TIMEOUT_S"):  # a slow network, or a test's closed port
-        timeout_ms = int(1000 * float(os.environ["SUPERIONIC_MONGO_TIMEOUT_S"]))
-    client: pymongo.MongoClient = pymongo.MongoClient(uri, serverSelectionTimeoutMS=timeout_ms)
+        try:
+            timeout_ms = int(1000 * float(os.environ["SUPERIONIC_MONGO_TIMEOUT_S"]))
+        except ValueError:
+            raise SuperionicError.single(
+                "SUPERIONIC_MONGO_TIMEOUT_S",
+                "not a number",
+                os.environ["SUPERIONIC_MONGO_TIMEOUT_S"],
+                "seconds, e.g. 5",
+            ) from None
+    client: pymongo.MongoClient | None = None
     try:
+        client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=timeout_ms)
         client.admin.command("ping")
-    except PyMongoError as exc:
+    except (PyMongoError, ValueError) as exc:
         reason = str(exc).split(",")[0].split(" (configured timeouts")[0]
         raise SuperionicError.single(
             "store.uri",
@@ -119,4 +119,5 @@ def check_reachable(uri: str, timeout_ms: int = REACH_TIMEOUT_MS) -> None:
             "node; check the host, port and firewall, or run the workers where the server is reachable",
         ) from None
     finally:
-        client.close()
+        if client is not None:
+            client.close()

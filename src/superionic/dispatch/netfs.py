@@ -4,8 +4,8 @@ The embedded store serialises writers with ``flock``. On NFS, Lustre, GPFS and s
 filesystems ``flock`` between processes on *different* nodes is unreliable or silently local, so
 two nodes writing one journal can interleave and lose updates. Workers on one node are safe (the
 lock is taken on that node's kernel). So on a network filesystem each worker writes its host into
-``<store>/worker_hosts`` and a worker from a second host is refused, pointing to the MongoDB store
-that multi-node campaigns need.
+``<store>/worker_hosts`` (removed when it exits) and a worker from a second host is refused while
+the first host's workers run, pointing to the MongoDB store that multi-node campaigns need.
 """
 
 from __future__ import annotations
@@ -77,15 +77,9 @@ def register_worker_host(store_root: Path, fs_type: str | None = None, host: str
     path = store_root / "worker_hosts"
     now = time.time()
     others = set()
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            name, _, stamp = line.partition(" ")
-            try:
-                recent = now - float(stamp) < HOST_ENTRY_TTL_S
-            except ValueError:
-                continue
-            if name and name != host and recent:
-                others.add(name)
+    for name, _pid, stamp in _entries(path):
+        if name != host and now - stamp < HOST_ENTRY_TTL_S:
+            others.add(name)
     if others:
         raise SuperionicError.single(
             "store",
@@ -96,4 +90,29 @@ def register_worker_host(store_root: Path, fs_type: str | None = None, host: str
             f"see the README); delete {path} once the other host's workers have finished",
         )
     with open(path, "a") as fh:
-        fh.write(f"{host} {now:.0f}\n")
+        fh.write(f"{host} {os.getpid()} {now:.0f}\n")
+
+
+def unregister_worker_host(store_root: Path, host: str | None = None, pid: int | None = None) -> None:
+    """Remove this worker's entry (at exit), so a later allocation on another node may use the store."""
+    path = store_root / "worker_hosts"
+    if not path.is_file():
+        return
+    me = (host or socket.gethostname(), pid or os.getpid())
+    keep = [f"{n} {p} {s:.0f}\n" for n, p, s in _entries(path) if (n, p) != me]
+    tmp = path.with_name(f"worker_hosts.{os.getpid()}.tmp")
+    tmp.write_text("".join(keep))
+    tmp.replace(path)
+
+
+def _entries(path: Path) -> list[tuple[str, int, float]]:
+    """``(host, pid, time)`` lines of the hosts file (malformed lines skipped)."""
+    out = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            try:
+                out.append((parts[0], int(parts[1]), float(parts[2])))
+            except (IndexError, ValueError):
+                continue
+    return out
