@@ -16,6 +16,7 @@ from typing import Any
 
 from jobflow import Flow, Job
 
+import superionic.jobflow_cache  # noqa: F401  (fast job.output.<attr> on atomate2 jobs)
 from superionic.fingerprint import fingerprint_flow
 from superionic.spec.loader import Campaign, SystemInstance
 from superionic.spec.models import HullStage, MDStage, NMRStage, OrderStage, QuenchStage, RelaxStage
@@ -51,7 +52,9 @@ def build_system_flow(
 
     spec = campaign.spec
     stages = {s.stage: s for s in spec.stages}
-    meta = {"campaign": spec.name, "system": system.name}
+    meta: dict[str, Any] = {"campaign": spec.name, "system": system.name}
+    if campaign.scale is not None:
+        meta["scale"] = campaign.scale
     jobs: list[Job | Flow] = []
     structures: list[Any] = [system.structure]
     order = stages.get("order")
@@ -69,20 +72,33 @@ def build_system_flow(
             relaxed[label] = flow.output
             current = flow.output["structure"]
         nmr = stages.get("nmr")
-        if isinstance(nmr, NMRStage):
+        if isinstance(nmr, NMRStage) and (not nmr.systems or system.name in nmr.systems):
             jobs.append(nmr_flow(spec, nmr, current, label, reference_results, **meta, ordering=i))
         md_targets: list[tuple[Any, str | None]] = [(current, None)]
         quench = stages.get("quench")
-        if isinstance(quench, QuenchStage):
+        if not isinstance(quench, QuenchStage) or (quench.systems and system.name not in quench.systems):
+            quench = None
+        if quench is not None:
             flow, quenched = quench_flow(spec, quench, current, label, **meta, ordering=i)
             jobs.append(flow)
             md_targets += quenched
         md = stages.get("md")
-        if isinstance(md, MDStage):
+        if isinstance(md, MDStage) and (not md.systems or system.name in md.systems):
             for start, variant in md_targets:
                 prefix = label + (f" [{variant}]" if variant else "")
-                q = quench if isinstance(quench, QuenchStage) else None
+                q = quench
                 jobs.append(md_flow(spec, md, start, prefix, q, current, variant, **meta, ordering=i))
+            fr = md.frozen_runs
+            if fr is not None and (not fr.systems or system.name in fr.systems):
+                for frozen in fr.species:
+                    variant = f"frozen {'+'.join(frozen)}"
+                    run = md.model_copy(
+                        update={"frozen_species": list(frozen), "temperatures_K": fr.temperatures_K}
+                    )
+                    prefix = f"{label} [{variant}]"
+                    jobs.append(
+                        md_flow(spec, run, current, prefix, None, current, variant, **meta, ordering=i)
+                    )
     if isinstance(stages.get("hull"), HullStage) and relaxed:
         jobs.append(hull_flow(campaign, system, relaxed, phase_results, **meta))
     return Flow(jobs, name=f"{campaign.spec.name}:{system.name}")

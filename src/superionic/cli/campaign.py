@@ -10,6 +10,7 @@ from rich.table import Table
 
 from superionic.cli.common import (
     CampaignArg,
+    ScaleOpt,
     _user_errors,
     check_supercell,
     console,
@@ -27,7 +28,7 @@ FW_SHORT = ("wait", "ready", "resv", "run", "done", "fail", "defused")
 
 
 @_user_errors
-def validate(file: CampaignArg) -> None:
+def validate(file: CampaignArg, scale: ScaleOpt = None) -> None:
     """Check a campaign file and print the expanded systems and the job graph (runs nothing).
 
     Every problem is printed on its own line as FILE:LINE: FIELD: MESSAGE (got VALUE); valid:
@@ -38,10 +39,12 @@ def validate(file: CampaignArg) -> None:
     from superionic.ordering.ewald import count_orderings, find_sublattices
     from superionic.spec import load_campaign
 
-    campaign = load_campaign(file, check_engines="note", machine_checks=True)
+    campaign = load_campaign(file, check_engines="note", machine_checks=True, scale=scale)
     spec = campaign.spec
     console.print(
-        f"[bold]{spec.name}[/bold]  engine={spec.engine} preset={spec.preset} "
+        f"[bold]{spec.name}[/bold]  "
+        + (f"scale={campaign.scale} " if campaign.scale else "")
+        + f"engine={spec.engine} preset={spec.preset} "
         f"store={mask_uri(spec.store.uri) if spec.store.uri else campaign.store_path}"
     )
     print_engine_notes(campaign)
@@ -85,6 +88,7 @@ def validate(file: CampaignArg) -> None:
 @_user_errors
 def run(
     file: CampaignArg,
+    scale: ScaleOpt = None,
     report: Annotated[bool, typer.Option(help="Write the report when the run ends.")] = True,
     out: Annotated[
         Path | None, typer.Option(help="Report folder (default: report/<campaign> beside the campaign file).")
@@ -116,7 +120,9 @@ def run(
     from superionic.flows import build_flows, planned_jobs
     from superionic.spec import load_campaign
 
-    campaign = load_campaign(file, check_engines="note" if dry_run else "require", machine_checks=True)
+    campaign = load_campaign(
+        file, check_engines="note" if dry_run else "require", machine_checks=True, scale=scale
+    )
     _check_store_writable(campaign, file)
     if dry_run:
         print_engine_notes(campaign)
@@ -175,7 +181,7 @@ def run(
         from superionic.report import write_report
 
         target = _report_dir(campaign, out)
-        files = write_report(campaign.spec.name, planned, store, target)
+        files = write_report(campaign.spec.name, planned, store, target, campaign=campaign)
         console.print(f"report: {target}/ ({', '.join(f.name for f in files)})", soft_wrap=True)
         _print_hull(target)
     if not summary.ok:
@@ -243,6 +249,7 @@ def status(
     store_dir: Annotated[Path, typer.Option("--store", help="Embedded store folder, without FILE.")] = Path(
         ".superionic"
     ),
+    scale: ScaleOpt = None,
 ) -> None:
     """Show per system and stage how many jobs are done, running, failed, blocked, lost or waiting.
 
@@ -259,7 +266,7 @@ def status(
     from superionic.flows import build_flows, planned_jobs
     from superionic.spec import load_campaign
 
-    campaign = load_campaign(file, check_engines="note")
+    campaign = load_campaign(file, check_engines="note", scale=scale)
     planned = planned_jobs(build_flows(campaign))
     store = open_campaign_store(campaign, create=False)
     table = campaign_status(planned, store)
@@ -327,10 +334,15 @@ def report(
     out: Annotated[
         Path | None, typer.Option(help="Report folder (default: report/<campaign> beside the campaign file).")
     ] = None,
+    scale: ScaleOpt = None,
 ) -> None:
     """Write summary.md, CSV tables (orderings, relax, diffusion, arrhenius, ...) and PNG plots.
 
-    The report goes to <campaign dir>/report/<campaign name>/ (beside the store), or --out.
+    The report goes to <campaign dir>/report/<campaign name>/ (beside the store), or --out. A
+    study file (``reproduces: study_a``) also gets reproduction.csv and reproduction.png: every
+    number of the paper beside ours, with a verdict. Example::
+
+        superionic report workflows/study_e_argyrodite_disorder.yaml --scale quick
     """
     quiet()
     from superionic.dispatch.campaign_store import open_campaign_store
@@ -338,7 +350,7 @@ def report(
     from superionic.report import write_report
     from superionic.spec import load_campaign
 
-    campaign = load_campaign(file, check_engines="note")
+    campaign = load_campaign(file, check_engines="note", scale=scale)
     store = open_campaign_store(campaign, create=False)
     if store is None:
         raise SuperionicError.single(
@@ -349,7 +361,7 @@ def report(
         )
     planned = planned_jobs(build_flows(campaign))
     target = _report_dir(campaign, out)
-    files = write_report(campaign.spec.name, planned, store, target)
+    files = write_report(campaign.spec.name, planned, store, target, campaign=campaign)
     console.print(f"report: {target}/", soft_wrap=True)
     for f in files:
         console.print(f"  {f}", soft_wrap=True)

@@ -58,6 +58,15 @@ def quiet() -> None:
 
 
 CampaignArg = Annotated[Path, typer.Argument(help="Campaign YAML file (see workflows/).")]
+ScaleOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--scale",
+        help="paper | quick | smoke, for a study file with a `scales:` block (default: its "
+        "default_scale): paper = the protocol's engine and sizes, quick = CHGNet on a laptop "
+        "(about 30 min), smoke = the whole graph in minutes.",
+    ),
+]
 
 
 def print_engine_notes(campaign: Any) -> None:

@@ -11,15 +11,15 @@ from typing import Annotated, Any
 
 import typer
 
-from superionic.cli.common import CampaignArg, _user_errors, console, print_engine_notes, quiet
+from superionic.cli.common import CampaignArg, ScaleOpt, _user_errors, console, print_engine_notes, quiet
 from superionic.errors import SuperionicError
 
 
-def _campaign_and_pad(file: Path, create: bool = True) -> tuple[Any, Any]:
+def _campaign_and_pad(file: Path, create: bool = True, scale: str | None = None) -> tuple[Any, Any]:
     from superionic.dispatch.fireworks import open_launchpad
     from superionic.spec import load_campaign
 
-    campaign = load_campaign(file, check_engines="note")  # engines are checked where jobs run
+    campaign = load_campaign(file, check_engines="note", scale=scale)  # engines are checked where jobs run
     lp = open_launchpad(campaign, create=create)
     if lp is None:
         raise SuperionicError.single(
@@ -34,6 +34,7 @@ def _campaign_and_pad(file: Path, create: bool = True) -> tuple[Any, Any]:
 @_user_errors
 def submit(
     file: CampaignArg,
+    scale: ScaleOpt = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would be added; add nothing.")
     ] = False,
@@ -51,7 +52,7 @@ def submit(
     from superionic.dispatch.fireworks import submit as do_submit
     from superionic.spec import load_campaign
 
-    campaign = load_campaign(file, check_engines="note")
+    campaign = load_campaign(file, check_engines="note", scale=scale)
     print_engine_notes(campaign)
     s = do_submit(campaign, dry_run=dry_run)
     verb = "would add" if dry_run else "added"
@@ -67,6 +68,7 @@ def submit(
 @_user_errors
 def worker(
     file: CampaignArg,
+    scale: ScaleOpt = None,
     max_fireworks: Annotated[
         int, typer.Option("--max", help="Stop after N fireworks (0: until none is ready).")
     ] = 0,
@@ -106,14 +108,14 @@ def worker(
     from superionic.dispatch.fireworks import run_worker
     from superionic.dispatch.threads import configure_process, plan_threads
 
-    campaign, lp = _campaign_and_pad(file, create=False)
+    campaign, lp = _campaign_and_pad(file, create=False, scale=scale)
     if jobs > 1:
         if threads is not None:
             plan = plan_threads(threads * jobs, jobs, source="--threads x --jobs")
         else:
             plan = plan_threads(campaign.spec.resources.threads, jobs)
         console.print(f"worker: {jobs} processes at once; {plan.describe()}")
-        _run_worker_processes(file, jobs, plan.threads_per_job, max_fireworks, idle_exit_s, ping_s)
+        _run_worker_processes(file, jobs, plan.threads_per_job, max_fireworks, idle_exit_s, ping_s, scale)
         return
     if campaign.spec.store.uri:
         import jobflow
@@ -146,6 +148,7 @@ def worker(
 @_user_errors
 def launch(
     file: CampaignArg,
+    scale: ScaleOpt = None,
     slurm: Annotated[bool, typer.Option("--slurm", help="Queue SLURM jobs that each run a worker.")] = False,
     jobs: Annotated[int, typer.Option(help="How many SLURM jobs (workers) to queue.")] = 1,
     qadapter: Annotated[
@@ -156,29 +159,35 @@ def launch(
     """Start workers: here (default) or as SLURM jobs through FireWorks' queue adapter."""
     quiet()
     if not slurm:
-        worker(file)
+        worker(file, scale=scale)
         return
     from superionic.dispatch.site import queue_workers, write_site
     from superionic.spec import load_campaign
 
-    campaign = load_campaign(file, check_engines="note")
+    campaign = load_campaign(file, check_engines="note", scale=scale)
     print_engine_notes(campaign)
     path = qadapter or campaign.store_path / "my_qadapter.yaml"
     if not path.is_file():
-        write_site(campaign.store_path, sys.prefix, rocket_launch=_worker_cmd(file))
+        write_site(campaign.store_path, sys.prefix, rocket_launch=_worker_cmd(file, campaign.scale))
     ids = queue_workers(path, campaign.store_path / "queue", jobs)
     console.print(f"queued SLURM job(s): {', '.join(str(i) for i in ids)}")
 
 
 def _run_worker_processes(
-    file: Path, jobs: int, threads: int, max_fireworks: int, idle_exit_s: float, ping_s: float
+    file: Path,
+    jobs: int,
+    threads: int,
+    max_fireworks: int,
+    idle_exit_s: float,
+    ping_s: float,
+    scale: str | None = None,
 ) -> None:
     """Start ``jobs`` single-job worker processes with ``threads`` threads each and wait for them."""
     import subprocess
 
     exe = Path(sys.executable).parent / "superionic"
     cmd = [str(exe), "worker", str(file), "--threads", str(threads), "--idle-exit", str(idle_exit_s)]
-    cmd += ["--ping", str(ping_s)]
+    cmd += ["--ping", str(ping_s)] + (["--scale", scale] if scale else [])
     # --max M is shared out: M // jobs each, the remainder to the first ones (0: no limit)
     shares = [max_fireworks // jobs + (1 if k < max_fireworks % jobs else 0) for k in range(jobs)]
     if max_fireworks:
@@ -189,9 +198,10 @@ def _run_worker_processes(
         raise typer.Exit(max(codes))
 
 
-def _worker_cmd(file: Path) -> str:
+def _worker_cmd(file: Path, scale: str | None = None) -> str:
     exe = Path(sys.executable).parent / "superionic"
-    return f"{shlex.quote(str(exe))} worker {shlex.quote(str(Path(file).resolve()))} --idle-exit 30"
+    scaled = f" --scale {shlex.quote(scale)}" if scale else ""
+    return f"{shlex.quote(str(exe))} worker {shlex.quote(str(Path(file).resolve()))}{scaled} --idle-exit 30"
 
 
 @_user_errors
@@ -225,6 +235,7 @@ def init_site(
 @_user_errors
 def rerun(
     file: CampaignArg,
+    scale: ScaleOpt = None,
     lost_after_s: Annotated[
         float, typer.Option("--lost-after", help="A RUNNING firework silent this long (s) is lost.")
     ] = 300.0,  # dispatch.fireworks.LOST_AFTER_S (not imported: keeps FireWorks out of CLI start-up)
@@ -234,7 +245,7 @@ def rerun(
     quiet()
     from superionic.dispatch.fireworks import rerun as do_rerun
 
-    campaign, lp = _campaign_and_pad(file, create=False)
+    campaign, lp = _campaign_and_pad(file, create=False, scale=scale)
     result = do_rerun(lp, campaign.spec.name, lost_after_s, failed)
     console.print(
         f"lost: {len(result['lost'])} {result['lost']}; failed: {len(result['failed'])} {result['failed']}"
@@ -242,11 +253,11 @@ def rerun(
 
 
 @_user_errors
-def cancel(file: CampaignArg) -> None:
+def cancel(file: CampaignArg, scale: ScaleOpt = None) -> None:
     """Defuse every firework of the campaign that has not completed (``submit`` again to revive)."""
     quiet()
     from superionic.dispatch.fireworks import cancel as do_cancel
 
-    campaign, lp = _campaign_and_pad(file, create=False)
+    campaign, lp = _campaign_and_pad(file, create=False, scale=scale)
     ids = do_cancel(lp, campaign.spec.name)
     console.print(f"defused {len(ids)} firework(s)")

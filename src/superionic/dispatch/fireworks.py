@@ -89,8 +89,19 @@ class SubmitSummary:
 def _groups(flows: list[Flow]) -> list[Flow]:
     """Workflows to add: one per system, or the whole campaign when systems share jobs (hull phases)."""
     if any(f.name.endswith((":competing phases", ":nmr references")) for f in flows):
+        outer = flows[0].host  # build_flows fingerprinted them inside one flow: detach them from it
+        if outer is not None:
+            for f in flows:
+                _drop_host(f, outer)
         return [Flow(flows, name=flows[0].name.split(":")[0])]
     return flows
+
+
+def _drop_host(item: Any, host: str) -> None:
+    """Remove ``host`` from the hosts of a job or flow and of everything inside it."""
+    item.hosts = [h for h in item.hosts if h != host]
+    for child in getattr(item, "jobs", None) or []:
+        _drop_host(child, host)
 
 
 def submit(campaign: Campaign, dry_run: bool = False) -> SubmitSummary:

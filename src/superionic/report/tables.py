@@ -150,8 +150,15 @@ def diffusion_rows(items: StageItems) -> list[dict[str, Any]]:
                 "fit_window_ps": f"{r['fit_window_ps'][0]:.2f}-{r['fit_window_ps'][1]:.2f}",
                 "volume_A3": r.get("volume_A3", ""),
                 "volume_note": r.get("volume_note", ""),
+                "formula": r.get("formula", ""),
+                "n_atoms": r.get("n_atoms", ""),
             }
         )
+        health = r.get("health") or {}
+        drift = health.get("energy_drift_meV_atom_ps")
+        row["energy_drift_meV_atom_ps"] = "" if drift is None else drift
+        for bond, fraction in (health.get("broken_bonds") or {}).items():
+            row[f"broken_{bond}"] = fraction
         if not ok:
             notes.setdefault("converged", why.split(": ", 1)[-1])
         by_reason: dict[str, list[str]] = defaultdict(list)  # one phrase per reason, naming its columns

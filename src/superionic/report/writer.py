@@ -44,6 +44,7 @@ from superionic.report.tables import (
 if TYPE_CHECKING:
     from superionic.dispatch.local import CampaignStore
     from superionic.flows import PlannedJob
+    from superionic.spec.loader import Campaign
 
 __all__ = [
     "NMR_COLUMNS",
@@ -80,7 +81,11 @@ _NMR_TITLE = (
 
 
 def write_report(
-    campaign_name: str, planned: list[PlannedJob], store: CampaignStore, out_dir: Path
+    campaign_name: str,
+    planned: list[PlannedJob],
+    store: CampaignStore,
+    out_dir: Path,
+    campaign: Campaign | None = None,
 ) -> list[Path]:
     """Write the campaign report.
 
@@ -100,6 +105,9 @@ def write_report(
         The campaign's connected store.
     out_dir : Path
         The report folder (created).
+    campaign : Campaign, optional
+        The loaded campaign: with ``reproduces:`` the report also holds ``reproduction.csv``,
+        ``reproduction.png`` and its section of summary.md, and ``md_health.csv`` per MD run.
 
     Returns
     -------
@@ -120,6 +128,7 @@ def write_report(
     study_d = study_d_rows(by_stage["structure"])
     phases = phase_rows(by_stage["phase"])
     rank_orderings_from_one(relax, diffusion, arrhenius, rotation)
+    reproduction = _reproduction(campaign, arrhenius, diffusion, hull, rotation, nmr, study_d)
 
     written = []
     for name, rows in (
@@ -133,6 +142,7 @@ def write_report(
         ("structure.csv", structure),
         ("study_d_comparison.csv", study_d),
         ("phases.csv", phases),
+        ("reproduction.csv", reproduction),
     ):
         if rows:
             write_csv(out_dir / name, rows)
@@ -152,7 +162,15 @@ def write_report(
 
         written.append(plot_hull(hull, out_dir / "hull.png", f"{campaign_name}: energy above hull"))
 
+    if reproduction:
+        from superionic.report.reproduction import plot_reproduction
+
+        png = plot_reproduction(reproduction, out_dir / "reproduction.png")
+        if png is not None:
+            written.append(png)
     md = [f"# {campaign_name}: report\n"]
+    if reproduction:
+        md.append(_reproduction_md(campaign, reproduction))
     for title, rows in (
         ("Orderings (Ewald energy per cell)", orderings),
         ("Relaxation", relax),
@@ -176,3 +194,68 @@ def write_report(
     (out_dir / "summary.md").write_text("\n".join(md))
     written.insert(0, out_dir / "summary.md")
     return written
+
+
+def _reproduction(
+    campaign: Campaign | None,
+    arrhenius: list,
+    diffusion: list,
+    hull: list,
+    rotation: list,
+    nmr: list,
+    study_d: list,
+) -> list[dict]:
+    """reproduction.csv's rows, when the campaign names the study it reproduces."""
+    if campaign is None or not campaign.spec.reproduces:
+        return []
+    from superionic.report.reproduction import load_study, reproduction_rows
+
+    spec = campaign.spec
+    md_stage = next((s for s in spec.stages if s.stage == "md"), None)
+    engine = (md_stage.engine if md_stage is not None and md_stage.engine else None) or spec.engine
+    model = {"mlip": "CHGNet (pretrained, in the chgnet wheel)", "vasp": "VASP PAW-PBE"}.get(engine, engine)
+    model += f"; preset {spec.preset}"
+    tables = {
+        "arrhenius": arrhenius,
+        "diffusion": diffusion,
+        "hull": hull,
+        "rotation": rotation,
+        "nmr": nmr,
+        "study_d": [{**r, "system": r["structure"]} for r in study_d],
+    }
+    return reproduction_rows(load_study(spec.reproduces), tables, campaign.scale, engine, model)
+
+
+def _reproduction_md(campaign: Campaign | None, rows: list[dict]) -> str:
+    """Return the summary.md section: the comparison, the verdict counts, what limits it."""
+    from collections import Counter
+
+    counts = Counter(r["verdict"] for r in rows)
+    shown = [
+        {
+            k: r[k]
+            for k in (
+                "quantity",
+                "systems",
+                "published",
+                "unit",
+                "published_kind",
+                "ours",
+                "ours_err",
+                "replicas",
+                "verdict",
+                "why",
+            )
+        }
+        for r in rows
+    ]
+    scale = campaign.scale if campaign is not None else None
+    head = (
+        f"## Reproduction of {campaign.spec.reproduces if campaign else ''} "
+        f"(scale: {scale or 'as written'})\n\n"
+        "Ours beside every published number the campaign can compute (configs/experiments/); "
+        "ours_err combines the fits' standard errors and the spread of the replicas (orderings). "
+        "Verdicts: " + ", ".join(f"{v} {n}" for v, n in counts.most_common()) + ". Code versions in "
+        "reproduction.csv are those installed where this report was written.\n\n"
+    )
+    return head + md_table(shown)

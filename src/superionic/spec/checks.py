@@ -45,6 +45,7 @@ def _check_stages(
                 )
             )
         seen.add(stage.stage)
+        problems += _check_system_names(stage, loc, data, {s.name for s in systems})
         engine = stage.engine or spec.engine
         offered = engines_for(stage.stage)
         if engine not in offered:
@@ -254,3 +255,26 @@ def _version() -> str:
     from superionic import __version__
 
     return __version__
+
+
+def _check_system_names(stage: Any, loc: tuple, data: Any, known: set[str]) -> list[Problem]:
+    """Problems for an md stage's ``systems`` (and ``frozen_runs.systems``) naming no system."""
+    lists = [(("systems",), getattr(stage, "systems", None) or [])]
+    frozen = getattr(stage, "frozen_runs", None)
+    if frozen is not None:
+        lists.append((("frozen_runs", "systems"), frozen.systems))
+    problems = []
+    for path, names in lists:
+        for k, name in enumerate(names):
+            if name not in known:
+                where = ".".join(str(p) for p in path)
+                problems.append(
+                    Problem(
+                        f"stages[{loc[1]}].{where}[{k}]",
+                        "no system of this name",
+                        name,
+                        ", ".join(sorted(known)),
+                        _line_of(data, (*loc, *path, k)),
+                    )
+                )
+    return problems

@@ -19,6 +19,7 @@ from superionic.spec.checks import _check_stages
 from superionic.spec.models import (
     CampaignSpec,
 )
+from superionic.spec.scales import apply_scale
 from superionic.spec.systems import SystemInstance, _build_system
 from superionic.spec.yaml_errors import _line_of, _problems_from_validation, _to_plain
 
@@ -32,6 +33,8 @@ class Campaign:
     systems: list[SystemInstance] = field(default_factory=list)
     #: engines the campaign needs that are missing on this machine (checked again where jobs run)
     notes: list[Problem] = field(default_factory=list)
+    #: the scale applied (``paper``, ``quick``, ``smoke``; None for a file without ``scales:``)
+    scale: str | None = None
 
     @property
     def directory(self) -> Path:
@@ -46,7 +49,10 @@ class Campaign:
 
 
 def load_campaign(
-    path: str | Path, check_engines: bool | str = True, machine_checks: bool = False
+    path: str | Path,
+    check_engines: bool | str = True,
+    machine_checks: bool = False,
+    scale: str | None = None,
 ) -> Campaign:
     """Read, validate and expand a campaign file.
 
@@ -62,6 +68,9 @@ def load_campaign(
     machine_checks : bool
         Also refuse what is known to fail with an engine on this machine (a cached CP2K EFG
         refusal): ``validate`` and ``run``; commands that read or clean up a campaign leave it.
+    scale : str, optional
+        ``paper``, ``quick`` or ``smoke`` for a file with a ``scales:`` block (default: its
+        ``default_scale``); see :mod:`superionic.spec.scales`.
 
     Returns
     -------
@@ -110,6 +119,9 @@ def load_campaign(
             ],
             shown,
         )
+    applied, scale_problems = apply_scale(data, scale)
+    if scale_problems:
+        raise SpecError(scale_problems, shown)
     plain = _to_plain(data)
     try:
         spec = CampaignSpec.model_validate(plain)
@@ -145,7 +157,7 @@ def load_campaign(
     problems.extend(_check_stages(spec, data, systems, mode, file.parent, notes, machine_checks))
     if problems:
         raise SpecError(problems, shown)
-    return Campaign(spec=spec, file=file.resolve(), systems=systems, notes=notes)
+    return Campaign(spec=spec, file=file.resolve(), systems=systems, notes=notes, scale=applied)
 
 
 __all__ = ["Campaign", "SystemInstance", "load_campaign"]

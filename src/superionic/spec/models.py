@@ -60,6 +60,7 @@ class NMRStage(_StageBase):
     """Chemical shielding and electric field gradients."""
 
     stage: Literal["nmr"]
+    systems: list[str] = Field(default_factory=list, description="Only these systems (default: all).")
     shielding: bool = True
     efg: bool = True
     isotopes: list[str] = Field(default_factory=list, description="e.g. [Li-6, B-11]; else defaults")
@@ -76,10 +77,25 @@ class NMRStage(_StageBase):
     environment_cutoff_A: PositiveFloat = 3.5
 
 
+class FrozenRuns(_Strict):
+    """Extra MD runs with some species held fixed (study B: freeze Na, NH2 or BH4 in turn)."""
+
+    species: list[list[str]] = Field(
+        ...,
+        min_length=1,
+        description="One run per list: elements, or polyanion units (BH4, NH2, PS4, ...) frozen whole.",
+    )
+    temperatures_K: list[PositiveFloat] = Field(..., min_length=1)
+    systems: list[str] = Field(default_factory=list, description="Only these systems (default: all).")
+
+
 class MDStage(_StageBase):
     """Molecular dynamics at several temperatures, then diffusion analysis and Arrhenius fit."""
 
     stage: Literal["md"]
+    systems: list[str] = Field(
+        default_factory=list, description="Run MD only for these systems (default: every system)."
+    )
     temperatures_K: list[PositiveFloat] = Field(..., min_length=1)
     species: str = "Li"
     timestep_fs: PositiveFloat = 2.0
@@ -96,7 +112,11 @@ class MDStage(_StageBase):
         default_factory=list, description="Polyanions whose orientation autocorrelation is analysed."
     )
     frozen_species: list[str] = Field(
-        default_factory=list, description="Elements held fixed during MD (study B's frozen-species runs)."
+        default_factory=list,
+        description="Elements (or polyanion units: BH4, NH2, ...) held fixed during every MD run.",
+    )
+    frozen_runs: FrozenRuns | None = Field(
+        None, description="Extra runs, one per frozen set, beside the normal ones (study B)."
     )
     target_rsd: float | None = Field(
         None,
@@ -119,6 +139,7 @@ class QuenchStage(_StageBase):
     """Melt-quench generation of amorphous structures."""
 
     stage: Literal["quench"]
+    systems: list[str] = Field(default_factory=list, description="Only these systems (default: all).")
     melt_temperatures_K: list[PositiveFloat] = Field(..., min_length=1)
     start_temperature_K: PositiveFloat = 100.0
     heat_ps: PositiveFloat = 2.0
@@ -248,3 +269,8 @@ class CampaignSpec(_Strict):
     stages: list[Stage] = Field(..., min_length=1)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     store: StoreSpec = Field(default_factory=StoreSpec)
+    reproduces: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_]+$",
+        description="configs/experiments/<name>.yaml: the published numbers `report` puts ours beside",
+    )

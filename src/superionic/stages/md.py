@@ -11,6 +11,7 @@ from pymatgen.core import Structure
 from pymatgen.core.trajectory import Trajectory
 
 from superionic.analysis.diffusion import arrhenius_fits, diffusion_from_frac_coords
+from superionic.analysis.md_health import md_health, trajectory_energies
 from superionic.analysis.rotation import UNITS, jump_rotation_correlation, orientation_acf
 from superionic.analysis.trajectory_io import from_pymatgen_trajectory
 from superionic.engines.base import get_engine
@@ -98,7 +99,17 @@ def analyze_diffusion(
         fit_start=fit_start,
         fit_end=fit_end,
     )
-    return result.as_dict()
+    out = result.as_dict()
+    energies = [trajectory_energies(t) for t in chunks]
+    joined = None
+    if all(e is not None for e in energies):
+        joined = np.concatenate([e[(skip_frames if k == 0 else 1) :] for k, e in enumerate(energies)])  # type: ignore[index]
+    from pymatgen.core import Composition
+
+    out["n_atoms"] = len(symbols)
+    out["formula"] = Composition("".join(symbols)).formula.replace(" ", "")
+    out["health"] = md_health(frac, lattice, list(symbols), frame_interval_fs, joined)
+    return out
 
 
 @job
@@ -131,23 +142,45 @@ def freeze_species(structure: Structure, species: list[str], engine: str = "mlip
     VASP POSCAR (honoured by IBRION 0 MD); for CP2K, ``fix`` ("XYZ") becomes
     ``MOTION/CONSTRAINT/FIXED_ATOMS`` through pymatgen's CP2K input set.
 
+    A polyanion name (``BH4``, ``NH2``, ... as in :data:`superionic.analysis.rotation.UNITS`)
+    freezes each centre with the ligands bonded to it, so ``[BH4]`` leaves the H of NH2 free.
+
     Raises
     ------
     ValueError
         When none of ``species`` is present.
     """
-    present = {site.specie.symbol for site in structure}
-    missing = [sp for sp in species if sp not in present]
-    if len(missing) == len(species):
+    frozen = frozen_indices(structure, species)
+    if not frozen:
         raise ValueError(
-            f"frozen_species {species}: none of these elements is in {structure.composition.formula}"
+            f"frozen_species {species}: none of these elements or units is in {structure.composition.formula}"
         )
     out = structure.copy()
-    out.add_site_property(
-        "selective_dynamics", [[site.specie.symbol not in species] * 3 for site in structure]
-    )
+    out.add_site_property("selective_dynamics", [[i not in frozen] * 3 for i in range(len(structure))])
     if engine == "cp2k":
-        out.add_site_property("fix", ["XYZ" if site.specie.symbol in species else "" for site in structure])
+        out.add_site_property("fix", ["XYZ" if i in frozen else "" for i in range(len(structure))])
+    return out
+
+
+#: centre-ligand distance (A) within which a ligand belongs to its polyanion, by ligand
+_UNIT_BOND_A = {"H": 1.5, "S": 2.6, "Cl": 3.0, "O": 2.2}
+
+
+def frozen_indices(structure: Structure, species: list[str]) -> set[int]:
+    """Return the indices of the atoms of ``species``: elements, or whole units (centre + ligands)."""
+    out: set[int] = set()
+    for name in species:
+        if name in UNITS:
+            centre, ligand, _n = UNITS[name]
+            cut = _UNIT_BOND_A.get(ligand, 2.5)
+            for i, site in enumerate(structure):
+                if site.specie.symbol == centre:
+                    out.add(i)
+                    out.update(
+                        n.index for n in structure.get_neighbors(site, cut) if n.specie.symbol == ligand
+                    )
+        else:
+            out.update(i for i, site in enumerate(structure) if site.specie.symbol == name)
     return out
 
 
