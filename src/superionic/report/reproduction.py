@@ -26,8 +26,11 @@ Ours is pooled over replicas (the orderings, or quench replicas, of a system): t
 fit's standard error ``sqrt(sum err_i^2) / n`` and the replicas' spread (standard deviation); the
 error used in a verdict combines both, ``sqrt(err^2 + spread^2 / n)``. Verdicts:
 
-- ``agrees``: within the stated tolerance, or within two combined standard errors;
-- ``differs``: outside both;
+- ``agrees``: within the stated tolerance (or factor), with an error bar smaller than what is
+  compared (two combined standard errors below the tolerance or the published value);
+- ``differs``: outside the tolerance by more than two combined standard errors;
+- ``not resolved at this scale``: the difference lies inside two combined standard errors, or the
+  error bar is wider than the tolerance and the published value (or reaches zero, for a factor);
 - ``trend holds`` / ``trend reversed``: every step of an order is in the stated direction (or
   one is against it) by more than two combined standard errors;
 - ``not resolved at this scale``: some step of a trend is inside two combined standard errors;
@@ -207,18 +210,32 @@ def _judge_value(ours: Pooled, q: dict[str, Any]) -> tuple[str, str]:
     if "factor" in judge:
         f = float(judge["factor"])
         mid = 0.5 * (low + high)
-        ok = mid > 0 and ours.value > 0 and 1 / f <= ours.value / mid <= f
         ratio = ours.value / mid if mid else float("nan")
+        if not 2 * ours.se < ours.value:  # the error bar reaches zero: no factor can be judged
+            return (
+                "not resolved at this scale",
+                f"ours / published = {ratio:.3g}, but 2 SE ({2 * ours.se:.3g}) >= ours",
+            )
+        ok = mid > 0 and ours.value > 0 and 1 / f <= ratio <= f
         return (
             "agrees" if ok else "differs"
         ), f"ours / published = {ratio:.3g} (within a factor {f:g} required)"
-    tol = float(judge.get("tolerance", 0.0))
-    rel = float(judge.get("rel_tolerance", 0.0)) * max(abs(low), abs(high))
-    if diff <= max(tol, rel):
-        return "agrees", f"|ours - published| = {diff:.3g} <= tolerance {max(tol, rel):.3g}"
+    tol = max(
+        float(judge.get("tolerance", 0.0)), float(judge.get("rel_tolerance", 0.0)) * max(abs(low), abs(high))
+    )
+    if 2 * se > max(tol, abs(0.5 * (low + high))):
+        return "not resolved at this scale", (
+            f"2 combined SE ({2 * se:.3g}) exceed the tolerance {tol:.3g} and the published value: "
+            f"|ours - published| = {diff:.3g} says nothing yet"
+        )
+    if diff <= tol:
+        return "agrees", f"|ours - published| = {diff:.3g} <= tolerance {tol:.3g} (2 SE {2 * se:.3g})"
     if diff <= 2 * se:
-        return "agrees", f"|ours - published| = {diff:.3g} within 2 combined SE ({2 * se:.3g})"
-    return "differs", f"|ours - published| = {diff:.3g} > tolerance {max(tol, rel):.3g} and 2 SE {2 * se:.3g}"
+        return (
+            "not resolved at this scale",
+            f"|ours - published| = {diff:.3g} > tolerance {tol:.3g} but within 2 combined SE ({2 * se:.3g})",
+        )
+    return "differs", f"|ours - published| = {diff:.3g} > tolerance {tol:.3g} and 2 SE {2 * se:.3g}"
 
 
 def _judge_order(pooled: list[tuple[str, Pooled]], direction: str) -> tuple[str, str]:

@@ -183,7 +183,7 @@ def _merge_named(data: Any, changes: Any, field: str, key: str, where: str, pare
             problems.append(
                 Problem(
                     f"{where}.{name}",
-                    f"no {key} of this name in '{field}'",
+                    f"no {field[:-1]} of this name",
                     name,
                     ", ".join(known),
                     _line(changes, name),
