@@ -5,15 +5,25 @@ read from the presets)."""
 from __future__ import annotations
 
 import csv
+import json
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pymatgen.core import Composition, Structure
+from pymatgen.io.vasp import Incar, Kpoints, Poscar
 from ruamel.yaml import YAML
 
 from conftest import RunCampaign, superionic
+from superionic.flows import build_flows
 from superionic.report.reproduction import Pooled, pool, reproduction_rows
+from superionic.spec.loader import load_campaign
+from superionic.stages.md import freeze_species
+from superionic.structures.polyanions import expand_polyanions
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / "workflows"
@@ -228,3 +238,246 @@ def test_md_systems_must_exist(tmp_path: Path) -> None:
     file = _campaign(tmp_path, BASE.replace("    production_steps: 5000\n", "    systems: [Cl, I]\n"))
     r = superionic("validate", str(file), cwd=tmp_path)
     assert r.returncode == 2 and "stages[1].systems[1]" in r.stderr and "no system of this name" in r.stderr
+
+
+# ---- paper scale: every VASP job's inputs, against protocols.md's numbers (written here) -------
+
+
+@dataclass
+class VaspJob:
+    """One VASP job of a paper-scale graph with the inputs it writes for a stand-in structure."""
+
+    name: str
+    system: str
+    stage: str
+    segment: str
+    incar: dict[str, Any]
+    kpoints: tuple[int, int, int]
+    species: list[str]
+    structure: Structure
+
+
+def _stand_in(system: Any) -> Structure:
+    """An ordered stand-in of a (disordered) system cell: each site's majority species, ligands added.
+
+    The graph's relax and MD jobs get their structures from the order stage at run time; the
+    inputs that depend on the structure (k-mesh from the lattice, one LANGEVIN_GAMMA and QUAD_EFG
+    per species) need only its lattice and its elements, which the stand-in shares.
+    """
+    s = system.structure
+    species = [max(site.species.items(), key=lambda kv: kv[1])[0].symbol for site in s]
+    ordered = Structure(s.lattice, species, s.frac_coords)
+    missing = {el.symbol for el in s.composition.elements} - set(species)
+    for el in missing:  # minority elements on mixed sites (e.g. Ta on the ccp NaTaCl6 cell)
+        i = next(i for i, site in enumerate(s) if el in {x.symbol for x in site.species})
+        ordered.replace(i, el)
+    return expand_polyanions(ordered, system.polyanions, seed=0) if system.polyanions else ordered
+
+
+@cache
+def _paper_vasp_jobs(study: str, out: Path) -> tuple[VaspJob, ...]:
+    """Write the inputs of every VASP job of ``study`` at the paper scale under ``out``.
+
+    Jobs whose input-set generator (settings, TEBEG/TEEND, NSW...) and structure equal an earlier
+    job's (the orderings of one system) share that job's written folder.
+    """
+    campaign = _paper_campaign(study)
+    stand_ins = {s.name: _stand_in(s) for s in campaign.systems}
+    jobs, frozen_by, written, given = [], {}, {}, {}
+    for flow in build_flows(campaign):
+        for job, _ in flow.iterflow():
+            md = job.metadata
+            if (
+                md.get("stage") == "md" and " freeze " in job.name
+            ):  # freeze_species(structure, species, engine)
+                frozen_by[md.get("system")] = job.function_args[1]
+            maker = getattr(job.function, "__self__", None)
+            generator = getattr(maker, "input_set_generator", None)
+            if generator is None:
+                continue
+            arg = job.function_args[0] if job.function_args else None
+            if isinstance(arg, Structure):  # a competing phase or an NMR reference: its own cell
+                structure = given[job.name.split(" relax")[0]] = arg
+            else:  # a reference's NMR run takes its relaxed cell; a system's jobs the stand-in
+                structure = given.get(job.name.split(" nmr")[0]) or stand_ins[md["system"].split(" (")[0]]
+            if md.get("system") in frozen_by:
+                structure = freeze_species.original(structure, frozen_by[md["system"]], "vasp")
+            key = (
+                json.dumps(generator.as_dict(), sort_keys=True, default=str),
+                md.get("system"),
+                structure.formula,
+                structure.lattice.abc,
+            )
+            if key not in written:
+                folder = out / f"{len(written):04d}"
+                generator.get_input_set(structure, potcar_spec=True).write_input(folder)
+                poscar = Poscar.from_file(folder / "POSCAR")
+                kpts = tuple(int(k) for k in Kpoints.from_file(folder / "KPOINTS").kpts[0])
+                written[key] = (
+                    dict(Incar.from_file(folder / "INCAR")),
+                    kpts,
+                    poscar.site_symbols,
+                    poscar.structure,
+                )
+            jobs.append(
+                VaspJob(
+                    job.name, md.get("system", ""), md.get("stage", ""), md.get("segment", ""), *written[key]
+                )
+            )
+    return tuple(jobs)
+
+
+@cache
+def _paper_campaign(study: str) -> Any:
+    campaign = load_campaign(WORKFLOWS / STUDIES[study], check_engines=False, scale="paper")
+    assert campaign.scale == "paper" and campaign.spec.engine == "vasp"
+    return campaign
+
+
+def _select(jobs: tuple[VaspJob, ...], stage: str, segment: str = "") -> list[VaspJob]:
+    return [j for j in jobs if j.stage == stage and (j.segment or "").startswith(segment)]
+
+
+def _temperature(job: VaspJob) -> float:
+    return float(job.name.split(" md ")[1].split(" K")[0])
+
+
+@pytest.fixture(scope="module")
+def paper_inputs(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[VaspJob, ...]]:
+    root = tmp_path_factory.mktemp("paper")
+    return lambda study: _paper_vasp_jobs(study, root / study)
+
+
+def test_study_a_paper_vasp_inputs(paper_inputs: Callable[[str], tuple[VaspJob, ...]]) -> None:
+    jobs = paper_inputs("a")
+    systems = ["Li5PS4(BH4)2", "Li4.75PS4(BH4)1.75 4a-vac", "Li4.75PS4(BH4)1.75 4d-vac"]
+    relax = [j for j in _select(jobs, "relax") if j.system in systems]
+    assert [sum(j.system == s for j in relax) for s in systems] == [25, 25, 25]  # 25 lowest-Ewald
+    for j in relax:  # PAW-PBE, ENCUT 520, ISIF 3, 1x2x2 on the 2x1x1 cell
+        assert (j.incar["ENCUT"], j.incar["ISIF"], j.kpoints) == (520, 3, (1, 2, 2)), j.name
+        assert j.structure.lattice.a == pytest.approx(2 * j.structure.lattice.b)
+    cs = [j for j in _select(jobs, "nmr_cs") if j.system in systems]
+    assert (
+        all(j.incar["LCHIMAG"] is True for j in cs)
+        and min(sum(j.system == s for j in cs) for s in systems) >= 10
+    )
+    ramps = _select(jobs, "md", "ramp")
+    assert ramps and {j.system for j in ramps} == {"Li5PS4(BH4)2", "Li4.75PS4(BH4)1.75 4a-vac"}
+    for j in ramps:  # NVT, 2 fs, 100 K -> T linearly over 100 ps
+        assert (j.incar["IBRION"], j.incar["ISIF"], j.incar["POTIM"]) == (0, 2, 2.0)
+        assert (j.incar["TEBEG"], j.incar["TEEND"], j.incar["NSW"]) == (100, _temperature(j), 100_000 / 2)
+        assert j.incar["MDALGO"] == 2 and j.kpoints == (1, 1, 1)
+    for j in _select(jobs, "md", "production"):
+        assert j.incar["TEBEG"] == j.incar["TEEND"] == _temperature(j) and j.incar["POTIM"] == 2.0
+
+
+def test_study_b_paper_vasp_inputs(paper_inputs: Callable[[str], tuple[VaspJob, ...]]) -> None:
+    jobs = paper_inputs("b")
+    relax = _select(jobs, "relax")
+    assert relax
+    for j in relax:  # PAW-PBE, ENCUT 550, EDIFF 1e-5, EDIFFG -0.01, ions and cell
+        assert (j.incar["ENCUT"], j.incar["EDIFF"], j.incar["EDIFFG"], j.incar["ISIF"]) == (
+            550,
+            1e-5,
+            -0.01,
+            3,
+        )
+    pbcm = next(j for j in relax if j.system == "Na2(NH2)(BH4) Pbcm")
+    assert pbcm.kpoints == (4, 4, 3)
+    assert pbcm.structure.lattice.abc == pytest.approx((6.5384, 6.4960, 9.8512), abs=1e-3)
+    (efg,) = _select(jobs, "nmr_efg")  # ENCUT 800, EDIFF 1e-8, 6x6x4 on the Pbcm cell, LEFG
+    assert (efg.incar["LEFG"], efg.incar["ENCUT"], efg.incar["EDIFF"], efg.kpoints) == (
+        True,
+        800,
+        1e-8,
+        (6, 6, 4),
+    )
+    counts = efg.structure.composition.get_el_amt_dict()
+    per_species = dict(
+        zip(efg.species, _runs(efg.incar["QUAD_EFG"], [int(counts[s]) for s in efg.species]), strict=True)
+    )
+    assert per_species["B"] == pytest.approx(40.59) and per_species["N"] == pytest.approx(20.44)
+    assert per_species["Na"] == pytest.approx(104, abs=0.5)
+    md = _select(jobs, "md")
+    assert {_temperature(j) for j in md} == {250, 300, 363, 500, 700}
+    for (
+        j
+    ) in md:  # NpT Parrinello-Rahman + Langevin, 10 /ps atoms and lattice, 1000 amu, 0.5 fs, Gamma, ENCUT 500
+        assert (j.incar["MDALGO"], j.incar["ISIF"], j.incar["POTIM"], j.incar["ENCUT"]) == (3, 3, 0.5, 500), (
+            j.name
+        )
+        assert j.incar["LANGEVIN_GAMMA"] == [10.0] * len(j.species)
+        assert (j.incar["LANGEVIN_GAMMA_L"], j.incar["PMASS"], j.kpoints) == (10.0, 1000.0, (1, 1, 1))
+    one_run = [j for j in md if j.system == "Na2(NH2)(BH4)" and _temperature(j) == 500]
+    ramp = [j.incar["NSW"] for j in one_run if j.segment == "ramp"]
+    production = sum(j.incar["NSW"] for j in one_run if j.segment.startswith("production"))
+    assert ramp == [3_000 / 0.5] and production >= 50_000 / 0.5  # 3 ps equilibration, >= 50 ps
+    frozen = {j.system: j for j in md if "frozen" in j.system and j.segment == "ramp"}
+    assert set(frozen) == {f"Na2(NH2)(BH4) (frozen {u})" for u in ("Na", "NH2", "BH4")}
+    flags = frozen["Na2(NH2)(BH4) (frozen BH4)"].structure.site_properties["selective_dynamics"]
+    sites = frozen["Na2(NH2)(BH4) (frozen BH4)"].structure
+    held = {sites[i].specie.symbol for i, f in enumerate(flags) if not any(f)}
+    moving = {sites[i].specie.symbol for i, f in enumerate(flags) if all(f)}
+    assert held == {"B", "H"} and moving == {"Na", "N", "H"}  # BH4's H held, NH2's H free
+
+
+def _runs(values: list[float], counts: list[int]) -> list[float]:
+    """The first value of each species' run in a per-atom INCAR list (QUAD_EFG: one per atom)."""
+    out, i = [], 0
+    for n in counts:
+        out.append(values[i])
+        assert set(values[i : i + n]) == {values[i]}
+        i += n
+    return out
+
+
+def test_study_c_paper_vasp_inputs(paper_inputs: Callable[[str], tuple[VaspJob, ...]]) -> None:
+    jobs = paper_inputs("c")
+    md = _select(jobs, "md")
+    assert {_temperature(j) for j in md} == {400, 600, 800, 1000}
+    for j in md:  # non-spin-polarised, Gamma point, 2 fs, NVT Nose-Hoover
+        assert (j.incar["ISPIN"], j.kpoints, j.incar["POTIM"], j.incar["MDALGO"], j.incar["ISIF"]) == (
+            1,
+            (1, 1, 1),
+            2.0,
+            2,
+            2,
+        )
+    for j in _select(jobs, "md", "ramp"):  # 100 K -> target over 2 ps
+        assert (j.incar["TEBEG"], j.incar["TEEND"], j.incar["NSW"]) == (100, _temperature(j), 2_000 / 2)
+    campaign = _paper_campaign("c")
+    atoms = {s.name: s.structure.composition.num_atoms for s in campaign.systems}  # occupancies summed
+    assert atoms == pytest.approx(
+        {"HCF-Sm Na0.75Sm1.75Cl6": 68, "HCF-La Na0.75La1.75Cl6": 68, "NaTaCl6": 128}
+    )
+    quench = _select(jobs, "quench")
+    for melt in (1200, 2000):  # 100 K -> melt over 2 ps, hold 20 ps, -> 100 K over 2 ps
+        segs = {j.segment: j.incar for j in quench if f"quench {melt} K" in j.name}
+        assert (segs["heat"]["TEBEG"], segs["heat"]["TEEND"], segs["heat"]["NSW"]) == (100, melt, 1_000)
+        assert (segs["hold"]["TEBEG"], segs["hold"]["TEEND"], segs["hold"]["NSW"]) == (melt, melt, 10_000)
+        assert (segs["cool"]["TEBEG"], segs["cool"]["TEEND"], segs["cool"]["NSW"]) == (melt, 100, 1_000)
+        assert {s["ISPIN"] for s in segs.values()} == {1} and {s["POTIM"] for s in segs.values()} == {2.0}
+
+
+def test_study_d_paper_vasp_inputs(paper_inputs: Callable[[str], tuple[VaspJob, ...]]) -> None:
+    """The paper has no DFT: the campaign's melt-quench and MD sweep on VASP, Gamma point, NVT."""
+    jobs = paper_inputs("d")
+    assert {j.system.split(" (")[0] for j in _select(jobs, "quench")} == {"Li3ZrCl4O1.5", "Li2ZrCl6"}
+    assert {j.segment for j in _select(jobs, "quench")} >= {"heat", "hold", "cool"}
+    for j in _select(jobs, "md"):
+        assert j.kpoints == (1, 1, 1) and j.incar["IBRION"] == 0 and j.incar["TEBEG"] > 0
+
+
+def test_study_e_paper_vasp_inputs(paper_inputs: Callable[[str], tuple[VaspJob, ...]]) -> None:
+    """x = 0.7 exactly: five formula cells (5x1x1 of the conventional cell, 20 formula units)."""
+    jobs = paper_inputs("e")
+    campaign = _paper_campaign("e")
+    formulas = {s.name: s.structure.composition for s in campaign.systems}
+    assert formulas["Li5.3PS4.3Cl1.7"].almost_equals(Composition("Li106P20S86Cl34"))
+    assert formulas["Li5.3PS4.3Br1.7"].almost_equals(Composition("Li106P20S86Br34"))
+    assert formulas["Li5.3PS4.3ClBr0.7"].almost_equals(Composition("Li106P20S86Cl20Br14"))
+    relax = _select(jobs, "relax")
+    assert relax and all(j.structure.lattice.a == pytest.approx(5 * j.structure.lattice.b) for j in relax)
+    assert {j.kpoints for j in relax} == {(1, 2, 2)}
+    for j in _select(jobs, "md"):
+        assert j.kpoints == (1, 1, 1) and j.incar["MDALGO"] == 2 and j.incar["POTIM"] == 2.0

@@ -205,9 +205,15 @@ def analyze_rotation(
     frac = frac[skip_frames:]
     if lattice.ndim == 3:
         lattice = lattice[skip_frames:]
+    # A sweep's end member may lack a unit (Na3O(BH4) has no NH2): that unit is listed as absent
+    # rather than failing the analysis of the units that are there.
+    present = set(symbols)
     out: dict[str, Any] = {"temperature_K": temperature_K, "units": {}}
+    out["absent_units"] = [name for name in units if UNITS[name][0] not in present]
     for name in units:
         centre, ligand, n = UNITS[name]
+        if name in out["absent_units"]:
+            continue
         res = orientation_acf(frac, lattice, symbols, centre, ligand, n, frame_interval_fs).as_dict()
         if cation:
             res["jump_rotation"] = jump_rotation_correlation(
