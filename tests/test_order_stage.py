@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pymatgen.analysis.structure_matcher import StructureMatcher
-from pymatgen.core import Composition, Structure
+from pymatgen.core import Composition, Lattice, Structure
 from pymatgen.transformations.standard_transformations import (
     OrderDisorderedStructureTransformation,
 )
@@ -231,3 +231,26 @@ def test_missing_oxidation_state_is_named(tmp_path: Path) -> None:
     result = runner.invoke(app, ["order", str(cif), "--out", str(tmp_path / "o"), "--oxidation", "Li=1"])
     assert result.exit_code == 2
     assert "Xe" in result.output and "oxidation state" in result.output
+
+
+def test_ordered_end_member_gets_orientation_replicas() -> None:
+    """Na3O(BH4) has one site ordering: a second replica turns its BH4 units, nothing else moves."""
+    from superionic.stages.order import OrderMaker
+
+    proto = load_prototype("antiperovskite_amide")
+    s = build_disordered("antiperovskite_amide", {"x": 0.0})
+    maker = OrderMaker(n_structures=2, oxidation_states=proto.oxidation_states, polyanions=proto.polyanions)
+    out = maker.make.original(maker, s)
+    a, b = out["structures"]
+    assert out["orientation_replicas"] == [1] and out["ewald_energies_ev"][0] == out["ewald_energies_ev"][1]
+    heavy = [i for i, site in enumerate(a) if site.specie.symbol != "H"]
+    assert np.allclose(a.frac_coords[heavy], b.frac_coords[heavy])
+    h = [i for i, site in enumerate(a) if site.specie.symbol == "H"]
+    assert len(h) == 4 and np.abs(a.cart_coords[h] - b.cart_coords[h]).max() > 0.3
+    check_polyanions(b, proto.polyanions)
+    rock_salt = Structure.from_spacegroup(
+        "Fm-3m", Lattice.cubic(5.1), ["Li", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]
+    )
+    plain = OrderMaker(n_structures=2, oxidation_states={"Li": 1, "Cl": -1})  # no polyanions to turn
+    with pytest.raises(ValueError, match="only 1 distinct orderings exist"):
+        plain.make.original(plain, rock_salt)

@@ -42,6 +42,8 @@ app = typer.Typer(
         "  superionic run workflows/demo.yaml             # run locally; report in workflows/report/\n\n"
         "  superionic status workflows/demo.yaml          # done / running / failed / lost per stage\n\n"
         "  superionic report workflows/demo.yaml --out my_report/\n\n"
+        "  superionic run workflows/study_e_argyrodite_disorder.yaml --scale quick   # reproduce a paper\n\n"
+        "  superionic report workflows/study_e_argyrodite_disorder.yaml --scale quick  # + reproduction.csv\n\n"
         "  superionic order argyrodite --param x=0.5 --supercell 2 1 1 --n 25 --out orderings/\n\n"
         "  superionic inputs argyrodite_bh4 --engine vasp --stage md --preset argyrodite_bh4 --out A/\n\n"
         "  superionic analyze diffusion vasprun.xml --species Li --timestep-fs 2 --temperature-K 800\n\n"

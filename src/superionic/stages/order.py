@@ -109,21 +109,41 @@ class OrderMaker(Maker):
         dict
             ``structures`` (list of Structure, oxidation states removed),
             ``ewald_energies_ev``, ``vacated`` (per ordering: sublattice -> site indices),
-            ``n_configurations`` (before symmetry), ``formula``.
+            ``n_configurations`` (before symmetry), ``formula``, ``orientation_replicas`` (indices
+            that repeat a site ordering with other polyanion orientations, when fewer distinct
+            orderings than ``n_structures`` exist).
 
         """
         subs, _ = find_sublattices(structure, round_counts=self.round_counts, group_by=self.group_by)
         orderings, structures = self.run(structure)
-        if len(orderings) < self.n_structures:
-            raise ValueError(
-                f"only {len(orderings)} distinct orderings exist for {structure.composition.formula} "
-                f"in this cell, {self.n_structures} requested: lower n_structures or use a larger "
-                "supercell"
-            )
+        distinct = len(orderings)
+        if distinct < self.n_structures:
+            if not (self.polyanions and self.orientation == "random" and distinct):
+                raise ValueError(
+                    f"only {distinct} distinct orderings exist for {structure.composition.formula} "
+                    f"in this cell, {self.n_structures} requested: lower n_structures or use a larger "
+                    "supercell"
+                )
+            # Too few site orderings (e.g. the fully ordered Na3O(BH4) end member of a sweep): the
+            # remaining replicas are the lowest orderings again with their polyanions turned to
+            # other random orientations (seed + k), so a sweep keeps its replica count per system.
+            for k in range(distinct, self.n_structures):
+                again = orderings[k % distinct]
+                s = expand_polyanions(
+                    again.structure,
+                    self.polyanions,
+                    seed=self.seed + k,
+                    orientation="random",
+                    clash_A=self.clash_A,
+                )
+                s.remove_oxidation_states()
+                orderings.append(again)
+                structures.append(s)
         return {
             "structures": structures,
             "ewald_energies_ev": [o.ewald_energy_ev for o in orderings],
             "vacated": [o.vacated for o in orderings],
+            "orientation_replicas": list(range(distinct, len(orderings))),
             "n_configurations": str(count_orderings(subs)),
             "formula": structures[0].composition.formula if structures else "",
         }
