@@ -26,11 +26,12 @@ Ours is pooled over replicas (the orderings, or quench replicas, of a system): t
 fit's standard error ``sqrt(sum err_i^2) / n`` and the replicas' spread (standard deviation); the
 error used in a verdict combines both, ``sqrt(err^2 + spread^2 / n)``. Verdicts:
 
-- ``agrees``: within the stated tolerance (or factor), with an error bar smaller than what is
-  compared (two combined standard errors below the tolerance or the published value);
-- ``differs``: outside the tolerance by more than two combined standard errors;
-- ``not resolved at this scale``: the difference lies inside two combined standard errors, or the
-  error bar is wider than the tolerance and the published value (or reaches zero, for a factor);
+- ``agrees``: within the stated tolerance, and our two standard errors fit inside it (for a
+  factor: the whole ratio interval, ours +- 2 SE over published +- 2 errors, inside [1/f, f]);
+- ``differs``: further from the published value than the tolerance plus two combined standard
+  errors (for a factor: the whole ratio interval outside [1/f, f]);
+- ``not resolved at this scale``: neither (our error bar is wider than the tolerance, or the
+  difference is inside it), or no error estimate (one replica without a fit error);
 - ``trend holds`` / ``trend reversed``: every step of an order is in the stated direction (or
   one is against it) by more than two combined standard errors;
 - ``not resolved at this scale``: some step of a trend is inside two combined standard errors;
@@ -44,6 +45,7 @@ from __future__ import annotations
 import fnmatch
 import itertools
 import math
+import re
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -65,6 +67,12 @@ OBSERVABLES: dict[str, tuple[str, str, str | None]] = {
     "local_structure": ("study_d", "model", None),
     "none": ("", "", None),
 }
+
+#: observables that carry sampling noise: one replica without a fit error has no error estimate
+#: (its verdict is "not resolved"); the others (hull, NMR) are deterministic given the model
+STATISTICAL = frozenset(
+    {"ea_D_eV", "ea_sigmaT_eV", "sigma_300K_mS_cm", "D_300K_cm2_s", "rotation_time_ps", "local_structure"}
+)
 
 COLUMNS = (
     "study",
@@ -100,13 +108,26 @@ class Pooled:
     spread: float
     n: int
     rows: list[dict[str, Any]] = field(default_factory=list)
+    statistical: bool = True
 
     @property
     def se(self) -> float:
-        """Combined standard error: the fit's and the replicas' spread over sqrt(n)."""
-        spread = self.spread if math.isfinite(self.spread) else 0.0
-        err = self.err if math.isfinite(self.err) else 0.0
-        return math.sqrt(err**2 + spread**2 / self.n)
+        """Combined standard error: the fit's and the replicas' spread over sqrt(n).
+
+        NaN when nothing estimates it (a statistical observable from one replica without a fit
+        error); 0 for a deterministic one (a hull energy); inf for a value beyond the run (a
+        rotation that did not decay).
+        """
+        if math.isinf(self.value):
+            return float("nan")
+        parts = []
+        if math.isfinite(self.err):
+            parts.append(self.err**2)
+        if self.n > 1 and math.isfinite(self.spread):
+            parts.append(self.spread**2 / self.n)
+        if not parts:
+            return float("nan") if self.statistical else 0.0
+        return math.sqrt(sum(parts))
 
 
 def _number(v: Any) -> float:
@@ -124,6 +145,47 @@ def load_study(name: str) -> dict[str, Any]:
     from superionic.paths import configs_dir
 
     return YAML(typ="safe").load((configs_dir() / "experiments" / f"{name}.yaml").read_text())
+
+
+def study_problems(name: str) -> list[tuple[str, str]]:
+    """Return what is wrong with ``configs/experiments/<name>.yaml``: ``(what, valid)`` pairs.
+
+    Checked when a campaign that ``reproduces`` it is loaded, so that a bad entry stops
+    ``validate``/``run`` with one clear message rather than ``report`` with a traceback.
+    """
+    from ruamel.yaml.error import YAMLError
+
+    from superionic.paths import configs_dir
+
+    path = configs_dir() / "experiments" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        return [(f"{path} not found", ", ".join(known))]
+    try:
+        study = load_study(name)
+    except YAMLError as exc:
+        return [(f"{path} is not valid YAML ({str(exc).splitlines()[0]})", "a YAML mapping")]
+    quantities = study.get("quantities") if isinstance(study, dict) else None
+    if not isinstance(quantities, list):
+        return [(f"{path} has no 'quantities' list", "quantities: [{name, observable, ...}]")]
+    out = []
+    for i, q in enumerate(quantities):
+        where = f"{path}: quantities[{i}]"
+        if not isinstance(q, dict) or "name" not in q:
+            out.append((f"{where} is not a mapping with a 'name'", "{name, observable, systems, ...}"))
+            continue
+        if q.get("observable") not in OBSERVABLES:
+            out.append((f"{where}.observable is {q.get('observable')!r}", ", ".join(OBSERVABLES)))
+        for e in q.get("systems", []) or []:
+            if isinstance(e, dict) and "system" not in e:
+                out.append((f"{where}.systems entry {e!r} has no 'system'", "a system name or pattern"))
+        v = q.get("value")
+        values = v if isinstance(v, list) else [v]
+        if v is not None and (
+            len(values) not in (1, 2) or not all(isinstance(x, int | float) for x in values)
+        ):
+            out.append((f"{where}.value is {v!r}", "a number, [low, high], or omitted for a trend"))
+    return out
 
 
 def _entry(entry: Any, q: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
@@ -154,22 +216,48 @@ def _select(rows: list[dict[str, Any]], pattern: str, q: dict[str, Any]) -> list
     return out
 
 
-def pool(rows: list[dict[str, Any]], column: str, err_column: str | None, how: str = "mean") -> Pooled | None:
-    """Pool one observable over replica rows (``how``: mean, or min for a ground state)."""
+def pool(
+    rows: list[dict[str, Any]],
+    column: str,
+    err_column: str | None,
+    how: str = "mean",
+    statistical: bool = True,
+) -> Pooled | None:
+    """Pool one observable over replica rows.
+
+    Parameters
+    ----------
+    rows : list of dict
+        The replicas' rows (orderings or quench replicas of one system).
+    column, err_column : str
+        The value's column and its standard error's (None: no error column).
+    how : str
+        ``mean``, or ``min`` (a ground state: the lowest replica).
+    statistical : bool
+        Whether the value carries sampling noise (see :data:`STATISTICAL`).
+
+    Returns
+    -------
+    Pooled or None
+        None when no row has a value. A replica at +inf (a rotation that did not decay within its
+        run) makes the pooled value +inf: a lower bound, judged only against finite values.
+    """
     vals = np.array([_number(r.get(column)) for r in rows])
     errs = np.array([_number(r.get(err_column)) if err_column else float("nan") for r in rows])
-    ok = np.isfinite(vals)
+    ok = ~np.isnan(vals)
     if not ok.any():
         return None
     vals, errs = vals[ok], errs[ok]
     kept = [r for r, k in zip(rows, ok, strict=True) if k]
     if how == "min":
         i = int(np.argmin(vals))
-        return Pooled(float(vals[i]), float(errs[i]), float("nan"), 1, [kept[i]])
+        return Pooled(float(vals[i]), float(errs[i]), float("nan"), 1, [kept[i]], statistical)
     n = len(vals)
+    if np.isposinf(vals).any():
+        return Pooled(float("inf"), float("nan"), float("nan"), n, kept, statistical)
     err = float(np.sqrt(np.sum(errs**2)) / n) if np.all(np.isfinite(errs)) else float("nan")
     spread = float(np.std(vals, ddof=1)) if n > 1 else float("nan")
-    return Pooled(float(np.mean(vals)), err, spread, n, kept)
+    return Pooled(float(np.mean(vals)), err, spread, n, kept, statistical)
 
 
 def _published(q: dict[str, Any]) -> tuple[float, float, float]:
@@ -193,7 +281,10 @@ def _published_text(q: dict[str, Any]) -> str:
 
 
 def _judge_value(ours: Pooled, q: dict[str, Any]) -> tuple[str, str]:
+    """Verdict of one pooled value against a published number, range or bound (see the module doc)."""
     judge = q.get("judge") or {}
+    if not math.isfinite(ours.se):
+        return "not resolved at this scale", "no error estimate: one replica and no fit error"
     if "below" in judge or "above" in judge:
         bound = float(judge.get("below", judge.get("above")))
         below = "below" in judge
@@ -205,47 +296,64 @@ def _judge_value(ours: Pooled, q: dict[str, Any]) -> tuple[str, str]:
     low, high, perr = _published(q)
     if not math.isfinite(low):
         return "not judged", "no published number"
+    if "factor" in judge:
+        return _judge_factor(ours, low, high, perr, float(judge["factor"]))
     diff = 0.0 if low <= ours.value <= high else min(abs(ours.value - low), abs(ours.value - high))
     se = math.sqrt(ours.se**2 + perr**2)
-    if "factor" in judge:
-        f = float(judge["factor"])
-        mid = 0.5 * (low + high)
-        ratio = ours.value / mid if mid else float("nan")
-        if not 2 * ours.se < ours.value:  # the error bar reaches zero: no factor can be judged
-            return (
-                "not resolved at this scale",
-                f"ours / published = {ratio:.3g}, but 2 SE ({2 * ours.se:.3g}) >= ours",
-            )
-        ok = mid > 0 and ours.value > 0 and 1 / f <= ratio <= f
-        return (
-            "agrees" if ok else "differs"
-        ), f"ours / published = {ratio:.3g} (within a factor {f:g} required)"
     tol = max(
         float(judge.get("tolerance", 0.0)), float(judge.get("rel_tolerance", 0.0)) * max(abs(low), abs(high))
     )
-    if 2 * se > max(tol, abs(0.5 * (low + high))):
-        return "not resolved at this scale", (
-            f"2 combined SE ({2 * se:.3g}) exceed the tolerance {tol:.3g} and the published value: "
-            f"|ours - published| = {diff:.3g} says nothing yet"
+    tol = tol or 2 * perr  # no stated tolerance: the published error bar is the window
+    if diff > tol + 2 * se:
+        return (
+            "differs",
+            f"|ours - published| = {diff:.3g} > tolerance {tol:.3g} + 2 combined SE {2 * se:.3g}",
         )
-    if diff <= tol:
-        return "agrees", f"|ours - published| = {diff:.3g} <= tolerance {tol:.3g} (2 SE {2 * se:.3g})"
-    if diff <= 2 * se:
+    if diff <= tol and 2 * ours.se <= tol:
+        return "agrees", f"|ours - published| = {diff:.3g} <= tolerance {tol:.3g}, 2 SE {2 * ours.se:.3g}"
+    return "not resolved at this scale", (
+        f"|ours - published| = {diff:.3g}, tolerance {tol:.3g}, but 2 SE = {2 * ours.se:.3g} "
+        "(ours) does not resolve it"
+    )
+
+
+def _judge_factor(ours: Pooled, low: float, high: float, perr: float, f: float) -> tuple[str, str]:
+    """Within a factor ``f``: the whole ratio interval (ours +- 2 SE over published +- 2 err)."""
+    mid = 0.5 * (low + high)
+    ratio = ours.value / mid if mid else float("nan")
+    lo_o, hi_o = ours.value - 2 * ours.se, ours.value + 2 * ours.se
+    lo_p, hi_p = min(low, mid - 2 * perr), max(high, mid + 2 * perr)
+    if mid <= 0 or lo_o <= 0 or lo_p <= 0:
         return (
             "not resolved at this scale",
-            f"|ours - published| = {diff:.3g} > tolerance {tol:.3g} but within 2 combined SE ({2 * se:.3g})",
+            f"ours / published = {ratio:.3g}, but 2 SE ({2 * ours.se:.3g}) >= ours",
         )
-    return "differs", f"|ours - published| = {diff:.3g} > tolerance {tol:.3g} and 2 SE {2 * se:.3g}"
+    r_lo, r_hi = lo_o / hi_p, hi_o / lo_p
+    text = f"ours / published = {ratio:.3g} ({r_lo:.3g}-{r_hi:.3g} at 2 SE), within a factor {f:g} required"
+    if 1 / f <= r_lo and r_hi <= f:
+        return "agrees", text
+    if r_hi < 1 / f or r_lo > f:
+        return "differs", text
+    return "not resolved at this scale", text
 
 
 def _judge_order(pooled: list[tuple[str, Pooled]], direction: str) -> tuple[str, str]:
     """Verdict of ``increasing`` / ``decreasing`` along the systems as listed."""
     sign = 1.0 if direction == "increasing" else -1.0
     steps, unresolved, against = [], False, False
+    if len(pooled) < 2:
+        return "not resolved at this scale", "an order needs two systems"
     for (a, pa), (b, pb) in itertools.pairwise(pooled):
+        if math.isinf(pa.value) or math.isinf(pb.value):  # beyond the run: a lower bound
+            if math.isinf(pa.value) and math.isinf(pb.value):
+                unresolved = True
+            else:
+                against |= sign * (pb.value - pa.value) < 0
+            steps.append(f"{b}: {pb.value:.3g}, {a}: {pa.value:.3g} (inf: no decay within the run)")
+            continue
         d = sign * (pb.value - pa.value)
         se = math.sqrt(pa.se**2 + pb.se**2)
-        if abs(d) <= 2 * se:
+        if not math.isfinite(se) or abs(d) <= 2 * se:
             unresolved = True
         elif d < 0:
             against = True
@@ -260,11 +368,21 @@ def _judge_order(pooled: list[tuple[str, Pooled]], direction: str) -> tuple[str,
 def _judge_similar(pooled: list[tuple[str, Pooled]], factor: float) -> tuple[str, str]:
     """Verdict of "barely depends on": the largest over the smallest value within ``factor``."""
     vals = [p.value for _, p in pooled]
-    if min(vals) <= 0:
-        return "not resolved at this scale", "a value is not positive"
-    ratio = max(vals) / min(vals)
+    ses = [p.se for _, p in pooled]
+    if not all(math.isfinite(v) and math.isfinite(e) for v, e in zip(vals, ses, strict=True)):
+        return "not resolved at this scale", "a value or its error is not finite"
+    hi, lo = int(np.argmax(vals)), int(np.argmin(vals))
+    ratio = vals[hi] / vals[lo] if vals[lo] > 0 else float("nan")
     text = "; ".join(f"{s}: {p.value:.3g}" for s, p in pooled) + f"; max/min = {ratio:.2g}"
-    return ("trend holds" if ratio <= factor else "differs"), text + f" (<= {factor:g} required)"
+    worst_lo = vals[lo] - 2 * ses[lo]
+    worst = (vals[hi] + 2 * ses[hi]) / worst_lo if worst_lo > 0 else float("inf")
+    best = max(vals[hi] - 2 * ses[hi], 0.0) / (vals[lo] + 2 * ses[lo])
+    text += f" ({best:.2g}-{worst:.2g} at 2 SE; <= {factor:g} required)"
+    if worst <= factor:
+        return "trend holds", text
+    if best > factor:
+        return "differs", text
+    return "not resolved at this scale", text
 
 
 def _missing(q: dict[str, Any], scale: str | None) -> str:
@@ -357,8 +475,9 @@ def reproduction_rows(
             rows.append(row)
             continue
         how = "min" if q["observable"] == "e_hull_meV_atom" else "mean"
+        noisy = q["observable"] in STATISTICAL
         pooled = [
-            (label, pool(_select(tables.get(table, []), pattern, f), column, err_column, how))
+            (label, pool(_select(tables.get(table, []), pattern, f), column, err_column, how, noisy))
             for label, pattern, f in entries
         ]
         have = [(s, p) for s, p in pooled if p is not None]
@@ -377,7 +496,8 @@ def reproduction_rows(
         row["replicas"] = "; ".join(str(p.n) for p in ps)
         if len(ps) == 1:
             p = ps[0]
-            row.update(ours=p.value, ours_err=p.se if p.se > 0 else "", replica_spread=_blank(p.spread))
+            err = p.se if math.isfinite(p.se) and p.se > 0 else ""
+            row.update(ours=p.value, ours_err=err, replica_spread=_blank(p.spread))
         else:
             row["ours"] = "; ".join(f"{s}: {p.value:.4g}" for s, p in have)
             row["ours_err"] = "; ".join(f"{p.se:.2g}" for p in ps)
@@ -393,7 +513,19 @@ def reproduction_rows(
         elif q.get("value") is None and not judge:
             row.update(verdict="computed (no published value)", why=str(q.get("note", "")))
         else:
-            row["verdict"], row["why"] = _judge_value(ps[0], q)
+            verdicts = [(s, *_judge_value(p, q)) for s, p in have]
+            if len(verdicts) == 1:
+                row["verdict"], row["why"] = verdicts[0][1:]
+            else:  # one number for several systems: each must agree
+                kinds = {v for _, v, _ in verdicts}
+                row["verdict"] = (
+                    "differs"
+                    if "differs" in kinds
+                    else kinds.pop()
+                    if len(kinds) == 1
+                    else ("not resolved at this scale")
+                )
+                row["why"] = "; ".join(f"{s}: {v} ({w})" for s, v, w in verdicts)
         rows.append(row)
     return rows
 
@@ -411,6 +543,8 @@ def plot_reproduction(rows: list[dict[str, Any]], path: Path) -> Path | None:
 
     points = []
     for r in rows:
+        if r["verdict"] not in ("agrees", "differs", "not resolved at this scale"):
+            continue  # a different observable (an Ea beside a rotation time) is not a ratio
         ours, low, high = _number(r["ours"]), *_published_range(r["published"])
         if not (math.isfinite(ours) and math.isfinite(low)) or low == 0 or ours <= 0 or low < 0:
             continue
@@ -443,10 +577,13 @@ def plot_reproduction(rows: list[dict[str, Any]], path: Path) -> Path | None:
     return path
 
 
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+
+
 def _published_range(text: str) -> tuple[float, float]:
-    t = str(text).split("+-")[0].strip()
-    if "-" in t[1:]:
-        i = t.index("-", 1)
-        return _number(t[:i]), _number(t[i + 1 :])
-    x = _number(t)
-    return x, x
+    """``(low, high)`` of a published cell: ``0.14``, ``1e-08``, ``0.3-1.3``, ``2.7 +- 0.1``."""
+    m = re.fullmatch(rf"\s*({_NUMBER})(?:\s*-\s*({_NUMBER}))?\s*", str(text).split("+-")[0])
+    if not m:
+        return float("nan"), float("nan")
+    low = float(m.group(1))
+    return low, float(m.group(2)) if m.group(2) else low

@@ -155,6 +155,14 @@ def load_campaign(
         raise ValueError(f"check_engines must be True, False, 'require', 'note' or 'off', not {mode!r}")
     notes: list[Problem] = []
     problems.extend(_check_stages(spec, data, systems, mode, file.parent, notes, machine_checks))
+    if spec.reproduces:
+        from superionic.report.reproduction import study_problems
+
+        line = _line_of(data, ("reproduces",))
+        problems.extend(
+            Problem("reproduces", why, spec.reproduces, valid, line)
+            for why, valid in study_problems(spec.reproduces)
+        )
     if problems:
         raise SpecError(problems, shown)
     return Campaign(spec=spec, file=file.resolve(), systems=systems, notes=notes, scale=applied)

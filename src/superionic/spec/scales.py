@@ -27,6 +27,7 @@ makers are configured in Python): this is ours.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from superionic.errors import Problem
@@ -48,6 +49,8 @@ def _merge(base: Any, override: Any) -> None:
     """Merge mapping ``override`` into mapping ``base`` in place, keeping the override's lines."""
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
+            # a copy first: YAML anchors (`params: *p`) share one node between systems
+            base[key] = copy.deepcopy(base[key])
             _merge(base[key], value)
             continue
         base[key] = value
