@@ -421,7 +421,29 @@ def versions(engine: str) -> str:
             out.append(f"{n} {metadata.version(n)}")
         except metadata.PackageNotFoundError:
             continue
+    if engine == "vasp":  # the VASP build is in each run's vasprun.xml; the POTCARs follow MP's set
+        from pymatgen.io.vasp.sets import MPRelaxSet
+
+        out.append(f"VASP PAW POTCAR {MPRelaxSet.CONFIG.get('POTCAR_FUNCTIONAL', 'PBE')} (MP choice)")
+    elif engine == "cp2k":
+        out.append(f"{_cp2k_version()}; BASIS_MOLOPT + GTH_POTENTIALS (GTH-PBE)")
     return "; ".join(out)
+
+
+def _cp2k_version() -> str:
+    """``cp2k <version>`` of the executable on PATH (its first --version line), or ``cp2k``."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("cp2k") or shutil.which("cp2k.psmp") or shutil.which("cp2k.ssmp")
+    if not exe:
+        return "cp2k (not on PATH here)"
+    try:
+        first = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "cp2k"
+    line = next((ln.strip() for ln in first.splitlines() if ln.strip()), "")
+    return line or "cp2k"
 
 
 def reproduction_rows(
