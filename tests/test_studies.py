@@ -14,6 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from pymatgen.core import Composition, Structure
 from pymatgen.io.vasp import Incar, Kpoints, Poscar
@@ -565,4 +566,30 @@ def test_unknown_study_stops_validate_not_report(tmp_path: Path) -> None:
     file = _campaign(tmp_path, BASE.replace("name: s\n", "name: s\nreproduces: study_zz\n"))
     r = superionic("validate", str(file), cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "c.yaml:2: reproduces:" in r.stderr and "study_zz.yaml not found" in r.stderr and "study_a" in r.stderr
+    assert (
+        "c.yaml:2: reproduces:" in r.stderr
+        and "study_zz.yaml not found" in r.stderr
+        and "study_a" in r.stderr
+    )
+
+
+def test_md_health_on_a_hand_made_run() -> None:
+    """One PS4 in a 20 A box: S at 2.05 A; in frame 2 one S leaves to 3.5 A -> 1 of 1 P broken.
+    A unit already broken in frame 0 (3 S within 2.6 A) counts too. Energy per atom rising
+    0.5 meV per frame, 1000 fs apart: a drift of 0.5 meV/atom/ps."""
+    from superionic.analysis.md_health import md_health
+
+    lattice = np.eye(3) * 20.0
+    tet = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]]) / np.sqrt(3) * 2.05
+    cart = np.vstack([[10.0, 10.0, 10.0], 10.0 + tet])
+    frames = np.repeat(cart[None] / 20.0, 3, axis=0)
+    frames[2, 1] = (np.array([10.0, 10.0, 10.0]) + tet[0] / 2.05 * 3.5) / 20.0
+    symbols = ["P", "S", "S", "S", "S"]
+    energies = np.array([0.0, 0.5e-3, 1.0e-3]) * 5  # eV for 5 atoms: 0.5 meV/atom per frame
+    out = md_health(frames, lattice, symbols, 1000.0, energies)
+    assert out["broken_bonds"]["P-S"] == 1.0
+    assert out["energy_drift_meV_atom_ps"] == pytest.approx(0.5)
+    intact = md_health(frames[:2], lattice, symbols, 1000.0)
+    assert intact["broken_bonds"]["P-S"] == 0.0 and intact["energy_drift_meV_atom_ps"] is None
+    broken_from_start = md_health(frames[2:], lattice, symbols, 1000.0)
+    assert broken_from_start["broken_bonds"]["P-S"] == 1.0

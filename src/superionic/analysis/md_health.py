@@ -20,6 +20,10 @@ BOND_CUTOFFS_A: dict[tuple[str, str], float] = {
     ("N", "H"): 1.3,
 }
 
+#: ligands of an intact unit (PS4, BH4, NH2): a centre with fewer is broken, even in frame 0
+#: (a bond broken during the heating ramp, before the production frames, still counts)
+NOMINAL_LIGANDS: dict[tuple[str, str], int] = {("P", "S"): 4, ("B", "H"): 4, ("N", "H"): 2}
+
 
 def _neighbour_counts(
     frac: np.ndarray, lattice: np.ndarray, centres: np.ndarray, ligands: np.ndarray, cutoff: float
@@ -61,8 +65,9 @@ def md_health(
     dict
         ``energy_drift_meV_atom_ps`` (slope of a straight line through the potential energy per
         atom; ``None`` without energies), ``broken_bonds`` per bond kind (``"P-S"``: the largest
-        fraction of centres, over the checked frames, with fewer ligands within the cutoff than in
-        the first frame) and ``bond_cutoffs_A``.
+        fraction of centres, over the checked frames, with fewer ligands within the cutoff than an
+        intact unit has, :data:`NOMINAL_LIGANDS`, or than in the first frame for other pairs) and
+        ``bond_cutoffs_A``.
     """
     symbols_arr = np.array(symbols)
     n_frames = len(frac)
@@ -79,6 +84,8 @@ def md_health(
             continue
         lat0 = lattice if lattice.ndim == 2 else lattice[0]
         first = _neighbour_counts(frac[0], lat0, centres, ligands, cutoff)
+        if (centre, ligand) in NOMINAL_LIGANDS:
+            first = np.full_like(first, NOMINAL_LIGANDS[(centre, ligand)])
         worst = 0.0
         for f in frames:
             lat = lattice if lattice.ndim == 2 else lattice[f]

@@ -216,6 +216,16 @@ def _select(rows: list[dict[str, Any]], pattern: str, q: dict[str, Any]) -> list
     return out
 
 
+def _rows_of(
+    table: list[dict[str, Any]], pattern: str, filters: dict[str, Any], q: dict[str, Any], column: str
+) -> list[dict[str, Any]]:
+    """Return the rows behind one system of a quantity; C_Q as a magnitude (papers quote |C_Q|)."""
+    rows = _select(table, pattern, filters)
+    if q["observable"] == "cq_MHz":
+        rows = [{**r, column: abs(_number(r.get(column)))} for r in rows]
+    return rows
+
+
 def pool(
     rows: list[dict[str, Any]],
     column: str,
@@ -499,7 +509,10 @@ def reproduction_rows(
         how = "min" if q["observable"] == "e_hull_meV_atom" else "mean"
         noisy = q["observable"] in STATISTICAL
         pooled = [
-            (label, pool(_select(tables.get(table, []), pattern, f), column, err_column, how, noisy))
+            (
+                label,
+                pool(_rows_of(tables.get(table, []), pattern, f, q, column), column, err_column, how, noisy),
+            )
             for label, pattern, f in entries
         ]
         have = [(s, p) for s, p in pooled if p is not None]

@@ -107,7 +107,8 @@ def write_report(
         The report folder (created).
     campaign : Campaign, optional
         The loaded campaign: with ``reproduces:`` the report also holds ``reproduction.csv``,
-        ``reproduction.png`` and its section of summary.md, and ``md_health.csv`` per MD run.
+        ``reproduction.png`` and its section of summary.md (MD health, energy drift and broken
+        bonds, is in diffusion.csv).
 
     Returns
     -------
