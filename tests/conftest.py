@@ -61,7 +61,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 #: the longest tests' modules, started first so that no long test is left for the end of a run
-LONG_FIRST = ("test_hull", "test_fireworks", "test_cp2k_engine", "test_mongodb", "test_nmr", "test_demo_flow")
+LONG_FIRST = (
+    "test_hull",
+    "test_fireworks",
+    "test_cp2k_engine",
+    "test_mongodb",
+    "test_studies",
+    "test_nmr",
+    "test_demo_flow",
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -421,10 +421,11 @@ def _temperature(job: VaspJob) -> float:
     return float(job.name.split(" md ")[1].split(" K")[0])
 
 
-@pytest.fixture(scope="module")
-def paper_inputs(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[VaspJob, ...]]:
-    root = tmp_path_factory.mktemp("paper")
-    return lambda study: _paper_vasp_jobs(study, root / study)
+@pytest.fixture
+def paper_inputs(tmp_path: Path) -> Callable[[str], tuple[VaspJob, ...]]:
+    """Write a study's paper-scale VASP inputs under this test's folder (function scope, so the
+    five studies' tests spread over the test processes)."""
+    return lambda study: _paper_vasp_jobs(study, tmp_path / study)
 
 
 def test_study_a_paper_vasp_inputs(paper_inputs: Callable[[str], tuple[VaspJob, ...]]) -> None:
