@@ -79,7 +79,8 @@ def comparison_rows(items: StageItems, exp: dict[str, Any]) -> list[dict[str, An
                 model = conn.get("ligand_environment", {}).get(lig, {}).get("terminal", 0.0)
                 quantities.append((f"{lig} terminal", model, environment["terminal"]))
         rows += [
-            {"structure": o["label"], "quantity": q, "model": m, "experiment": e} for q, m, e in quantities
+            {"system": _p.system, "structure": o["label"], "quantity": q, "model": m, "experiment": e}
+            for q, m, e in quantities
         ]
     return rows
 

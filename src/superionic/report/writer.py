@@ -222,7 +222,15 @@ def _reproduction(
         "hull": hull,
         "rotation": rotation,
         "nmr": nmr,
-        "study_d": [{**r, "system": r["structure"]} for r in study_d],
+        # the as-made structure is "<system>"; its MD snapshots average "<system> snapshots"
+        "study_d": [
+            {
+                **r,
+                "system": (r.get("system") or r["structure"])
+                + (" snapshots" if "snapshots" in r["structure"] else ""),
+            }
+            for r in study_d
+        ],
     }
     return reproduction_rows(load_study(spec.reproduces), tables, campaign.scale, engine, model)
 
