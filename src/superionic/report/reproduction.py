@@ -53,6 +53,8 @@ from typing import Any
 
 import numpy as np
 
+from superionic.spec.studies import OBSERVABLE_NAMES
+
 #: observable -> (table, column, column of its error) in the report's tables
 OBSERVABLES: dict[str, tuple[str, str, str | None]] = {
     "ea_D_eV": ("arrhenius", "ea_D_ev", "ea_D_err_ev"),
@@ -67,6 +69,7 @@ OBSERVABLES: dict[str, tuple[str, str, str | None]] = {
     "local_structure": ("study_d", "model", None),
     "none": ("", "", None),
 }
+assert set(OBSERVABLES) == set(OBSERVABLE_NAMES), "superionic.spec.studies.OBSERVABLE_NAMES is out of date"
 
 #: observables that carry sampling noise: one replica without a fit error has no error estimate
 #: (its verdict is "not resolved"); the others (hull, NMR) are deterministic given the model
@@ -136,56 +139,6 @@ def _number(v: Any) -> float:
     except (TypeError, ValueError):
         return float("nan")
     return x
-
-
-def load_study(name: str) -> dict[str, Any]:
-    """Return ``configs/experiments/<name>.yaml`` as a dict."""
-    from ruamel.yaml import YAML
-
-    from superionic.paths import configs_dir
-
-    return YAML(typ="safe").load((configs_dir() / "experiments" / f"{name}.yaml").read_text())
-
-
-def study_problems(name: str) -> list[tuple[str, str]]:
-    """Return what is wrong with ``configs/experiments/<name>.yaml``: ``(what, valid)`` pairs.
-
-    Checked when a campaign that ``reproduces`` it is loaded, so that a bad entry stops
-    ``validate``/``run`` with one clear message rather than ``report`` with a traceback.
-    """
-    from ruamel.yaml.error import YAMLError
-
-    from superionic.paths import configs_dir
-
-    path = configs_dir() / "experiments" / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        return [(f"{path} not found", ", ".join(known))]
-    try:
-        study = load_study(name)
-    except YAMLError as exc:
-        return [(f"{path} is not valid YAML ({str(exc).splitlines()[0]})", "a YAML mapping")]
-    quantities = study.get("quantities") if isinstance(study, dict) else None
-    if not isinstance(quantities, list):
-        return [(f"{path} has no 'quantities' list", "quantities: [{name, observable, ...}]")]
-    out = []
-    for i, q in enumerate(quantities):
-        where = f"{path}: quantities[{i}]"
-        if not isinstance(q, dict) or "name" not in q:
-            out.append((f"{where} is not a mapping with a 'name'", "{name, observable, systems, ...}"))
-            continue
-        if q.get("observable") not in OBSERVABLES:
-            out.append((f"{where}.observable is {q.get('observable')!r}", ", ".join(OBSERVABLES)))
-        for e in q.get("systems", []) or []:
-            if isinstance(e, dict) and "system" not in e:
-                out.append((f"{where}.systems entry {e!r} has no 'system'", "a system name or pattern"))
-        v = q.get("value")
-        values = v if isinstance(v, list) else [v]
-        if v is not None and (
-            len(values) not in (1, 2) or not all(isinstance(x, int | float) for x in values)
-        ):
-            out.append((f"{where}.value is {v!r}", "a number, [low, high], or omitted for a trend"))
-    return out
 
 
 def _entry(entry: Any, q: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:

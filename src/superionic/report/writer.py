@@ -209,7 +209,8 @@ def _reproduction(
     """reproduction.csv's rows, when the campaign names the study it reproduces."""
     if campaign is None or not campaign.spec.reproduces:
         return []
-    from superionic.report.reproduction import load_study, reproduction_rows
+    from superionic.report.reproduction import reproduction_rows
+    from superionic.spec.studies import load_study
 
     spec = campaign.spec
     md_stage = next((s for s in spec.stages if s.stage == "md"), None)

@@ -156,7 +156,7 @@ def load_campaign(
     notes: list[Problem] = []
     problems.extend(_check_stages(spec, data, systems, mode, file.parent, notes, machine_checks))
     if spec.reproduces:
-        from superionic.report.reproduction import study_problems
+        from superionic.spec.studies import study_problems
 
         line = _line_of(data, ("reproduces",))
         problems.extend(
