@@ -286,8 +286,9 @@ def test_study_b_npt_langevin_md_inputs(tmp_path: Path) -> None:
 
 def test_custodian_corrects_a_failed_vasp_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A VASP run that dies with ZBRENT goes through custodian's VaspErrorHandler (the production
-    RelaxMaker, a stand-in executable): the INCAR is corrected (EDIFF 1e-6, NELMIN 8) and the
-    rerun's outputs are parsed into the relax result."""
+    RelaxMaker, a stand-in executable): the INCAR is corrected (EDIFF 1e-6, NELMIN 8), the
+    rerun's outputs are parsed into the relax result and the corrections are kept in the job's
+    document in the store."""
     import gzip
     import json
 
@@ -320,6 +321,10 @@ def test_custodian_corrects_a_failed_vasp_run(tmp_path: Path, monkeypatch: pytes
     (doc,) = list(store.job_store.query({}))
     vasprun = Vasprun(str(ref / "outputs" / "vasprun.xml.relax2.gz"), parse_dos=False, parse_eigen=False)
     assert doc["output"]["output"]["energy"] == pytest.approx(vasprun.final_energy, abs=1e-6)
+    # the corrections live in the job's document too (atomate2's TaskDoc.custodian), not only on the
+    # node's scratch: a cluster user reads them with `superionic status`/the store, not by ssh
+    (kept,) = [c for run in doc["output"]["custodian"] for c in run["corrections"]]
+    assert kept["errors"] == ["zbrent"] and kept["actions"] == actions
 
 
 def _replay_si_multi_md(
