@@ -255,3 +255,88 @@ def test_embedded_store_on_a_network_filesystem_takes_workers_from_one_host(tmp_
 
     unregister_worker_host(store, host="node1", pid=os.getpid())
     register_worker_host(store, fs_type="nfs4", host="node2")
+
+
+def test_server_stop_and_a_killed_worker_lose_nothing_and_run_nothing_twice(tmp_path: Path) -> None:
+    """Faults on the server path. (1) The server stops for 10 s while four workers drain 40
+    fireworks: the workers say so, wait, and carry on; every firework completes once. (2) A worker
+    SIGKILLed mid-job leaves its firework RUNNING; `rerun` finds it lost and a worker runs it."""
+    import signal
+    import time
+    from collections import Counter
+
+    import pymongo
+
+    from conftest import start_mongo_server
+
+    server = start_mongo_server(tmp_path / "mongo")  # its own server: this test stops it
+    try:
+        run = tmp_path / "run"
+        run.mkdir()
+        (run / "c.yaml").write_text(ORDER_ONLY.format(name="fault", uri=server.uri, db="f"))
+        assert "added 40 workflow(s)" in superionic("submit", "c.yaml", cwd=run).stdout
+        workers = [
+            subprocess.Popen(
+                [EXE, "worker", "c.yaml", "--idle-exit", "20"],
+                cwd=run,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for _ in range(4)
+        ]
+        db = pymongo.MongoClient(server.uri, serverSelectionTimeoutMS=60000)["f"]
+        deadline = time.time() + 300
+        while db.fireworks.count_documents({"state": "COMPLETED"}) < 8:
+            assert time.time() < deadline and all(w.poll() is None for w in workers), "workers stalled"
+            time.sleep(0.3)
+        server.stop()
+        time.sleep(10)
+        server.start()
+        outs = [w.communicate(timeout=600)[0] for w in workers]
+        assert [w.returncode for w in workers] == [0] * 4, outs
+        ran = [int(o.rsplit("worker ran ", 1)[1].split()[0]) for o in outs]
+        fws = list(db.fireworks.find({"spec.campaign": "fault"}))
+        counts = (
+            Counter(f["state"] for f in fws),
+            Counter(len(f["launches"]) for f in fws),
+            db["fault.outputs"].count_documents({}),
+        )
+        assert counts == (Counter(COMPLETED=40), Counter({1: 40}), 40), counts
+        assert sum(ran) == 40  # none run twice
+        said = "\n".join(outs)
+        assert f"MongoDB server 127.0.0.1:{server.port} is not answering" in said, said[-3000:]
+        assert f"MongoDB server 127.0.0.1:{server.port} answers again" in said, said[-3000:]
+
+        # (2) a worker killed mid-job: its firework is lost, `rerun` puts it back, it runs once more
+        slow = tmp_path / "slow"
+        slow.mkdir()
+        (slow / "c.yaml").write_text(
+            "name: slow\nengine: mlip\nsystems:\n  - prototype: argyrodite\n"
+            "    params: {x: 0.5, site_mixing: 0.5}\n    supercell: [2, 1, 1]\n"
+            "stages:\n  - stage: order\n    n_structures: 1\n    n_restarts: 16\n"
+            f'store: {{uri: "{server.uri}", database: f}}\n'
+        )
+        assert superionic("submit", "c.yaml", cwd=slow).returncode == 0
+        w = subprocess.Popen(
+            [EXE, "worker", "c.yaml", "--ping", "1"],
+            cwd=slow,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 120
+        while db.fireworks.count_documents({"spec.campaign": "slow", "state": "RUNNING"}) == 0:
+            assert time.time() < deadline and w.poll() is None, "the firework never started"
+            time.sleep(0.3)
+        os.kill(w.pid, signal.SIGKILL)
+        w.wait()
+        time.sleep(3)  # > 2 missed pings
+        r = superionic("rerun", "c.yaml", "--lost-after", "2", cwd=slow)
+        assert "lost: 1" in r.stdout, r.stdout + r.stderr
+        r = superionic("worker", "c.yaml", "--idle-exit", "0", cwd=slow)
+        assert "worker ran 1 firework(s)" in r.stdout, r.stdout + r.stderr
+        (fw,) = db.fireworks.find({"spec.campaign": "slow"})
+        assert fw["state"] == "COMPLETED" and len(fw["launches"]) == 1 and len(fw["archived_launches"]) == 1
+        assert db["slow.outputs"].count_documents({}) == 1  # the killed run wrote no output
+    finally:
+        server.stop()

@@ -94,6 +94,16 @@ def worker(
             "the cores, divided by --jobs).",
         ),
     ] = None,
+    server_wait_s: Annotated[
+        float,
+        typer.Option(
+            "--server-wait",
+            min=0,
+            help="MongoDB store: how long (s) an operation waits for a server that stopped answering "
+            "(a restart, a network blip) before the worker gives up; it says when it waits and when "
+            "the server is back.",
+        ),
+    ] = 600.0,
 ) -> None:
     """Run the campaign's READY fireworks (rlaunch rapidfire; job packing).
 
@@ -106,8 +116,10 @@ def worker(
     """
     quiet()
     from superionic.dispatch.fireworks import run_worker
+    from superionic.dispatch.mongo import ride_out_outages
     from superionic.dispatch.threads import configure_process, plan_threads
 
+    ride_out_outages(server_wait_s)  # before any client opens (no effect on the embedded store)
     campaign, lp = _campaign_and_pad(file, create=False, scale=scale)
     if jobs > 1:
         if threads is not None:
@@ -115,7 +127,9 @@ def worker(
         else:
             plan = plan_threads(campaign.spec.resources.threads, jobs)
         console.print(f"worker: {jobs} processes at once; {plan.describe()}")
-        _run_worker_processes(file, jobs, plan.threads_per_job, max_fireworks, idle_exit_s, ping_s, scale)
+        _run_worker_processes(
+            file, jobs, plan.threads_per_job, max_fireworks, idle_exit_s, ping_s, scale, server_wait_s
+        )
         return
     if campaign.spec.store.uri:
         import jobflow
@@ -181,13 +195,15 @@ def _run_worker_processes(
     idle_exit_s: float,
     ping_s: float,
     scale: str | None = None,
+    server_wait_s: float = 600.0,
 ) -> None:
     """Start ``jobs`` single-job worker processes with ``threads`` threads each and wait for them."""
     import subprocess
 
     exe = Path(sys.executable).parent / "superionic"
     cmd = [str(exe), "worker", str(file), "--threads", str(threads), "--idle-exit", str(idle_exit_s)]
-    cmd += ["--ping", str(ping_s)] + (["--scale", scale] if scale else [])
+    cmd += ["--ping", str(ping_s), "--server-wait", str(server_wait_s)]
+    cmd += ["--scale", scale] if scale else []
     # --max M is shared out: M // jobs each, the remainder to the first ones (0: no limit)
     shares = [max_fireworks // jobs + (1 if k < max_fireworks % jobs else 0) for k in range(jobs)]
     if max_fireworks:

@@ -29,15 +29,16 @@ def open_campaign_store(campaign: Campaign, create: bool = True) -> CampaignStor
     if spec.uri:
         from maggma.stores import GridFSStore, MongoStore
 
-        from superionic.dispatch.mongo import check_reachable, connection_uri
+        from superionic.dispatch.mongo import check_reachable, client_kwargs, connection_uri
 
         # one database may hold several campaigns: each has its own collections, named after it
         uri, prefix = connection_uri(spec), collection_prefix(campaign)
         check_reachable(uri)
-        docs = MongoStore.from_uri(uri, f"{prefix}outputs", database=spec.database)
+        kw = {"mongoclient_kwargs": client_kwargs()}  # a worker waits out a server restart
+        docs = MongoStore.from_uri(uri, f"{prefix}outputs", database=spec.database, **kw)
         # GridFS: a trajectory larger than MongoDB's 16 MB document limit is stored in chunks
-        blobs = GridFSStore(database=spec.database, collection_name=f"{prefix}blobs", uri=uri)
-        state = MongoStore.from_uri(uri, f"{prefix}state", database=spec.database, key="uuid")
+        blobs = GridFSStore(database=spec.database, collection_name=f"{prefix}blobs", uri=uri, **kw)
+        state = MongoStore.from_uri(uri, f"{prefix}state", database=spec.database, key="uuid", **kw)
         store = CampaignStore(JobStore(docs, additional_stores={"data": blobs}), state, None)
         store.connect()  # maggma's Mongo stores, unlike the journal stores, do not connect on use
         return store

@@ -37,11 +37,17 @@ def open_launchpad(campaign: Campaign, create: bool = True) -> LaunchPad | None:
     """Return the campaign's LaunchPad (embedded folder, or MongoDB when the store has a URI)."""
     spec = campaign.spec.store
     if spec.uri:
-        from superionic.dispatch.mongo import check_reachable, connection_uri
+        from superionic.dispatch.mongo import check_reachable, client_kwargs, connection_uri
 
         uri = connection_uri(spec)
         check_reachable(uri)  # one line naming host and port, not FireWorks' traceback after 30 s
-        lp = LaunchPad(host=uri, uri_mode=True, name=spec.database or "superionic", strm_lvl="ERROR")
+        lp = LaunchPad(
+            host=uri,
+            uri_mode=True,
+            name=spec.database or "superionic",
+            strm_lvl="ERROR",
+            mongoclient_kwargs=client_kwargs(),
+        )
         if create:
             _create_counters(lp)
         return lp

@@ -10,14 +10,104 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
 
+from pymongo.monitoring import ServerListener
+
 from superionic.errors import SuperionicError, mask_uri
 
-__all__ = ["check_reachable", "connection_uri", "host_port", "mask_uri", "password_of"]
+__all__ = [
+    "check_reachable",
+    "client_kwargs",
+    "connection_uri",
+    "host_port",
+    "mask_uri",
+    "password_of",
+    "ride_out_outages",
+]
 REACH_TIMEOUT_MS = 5000
+WORKER_SERVER_WAIT_S = 600.0  # a worker waits this long for a server that stopped answering
+
+#: keyword arguments of every MongoClient this process opens for the campaign (LaunchPad, job
+#: store, blobs, states); :func:`ride_out_outages` sets them in a worker
+_CLIENT_KWARGS: dict[str, Any] = {}
+
+
+def client_kwargs() -> dict[str, Any]:
+    """Return the MongoClient keyword arguments of this process (empty: pymongo's defaults)."""
+    return dict(_CLIENT_KWARGS)
+
+
+def ride_out_outages(wait_s: float = WORKER_SERVER_WAIT_S) -> None:
+    """Make this process's clients wait out a server that stops answering, and say so.
+
+    pymongo already retries: an operation waits ``serverSelectionTimeoutMS`` (30 s by default)
+    for a server to come back, and a write interrupted by a dropped connection is retried once.
+    A worker mid-campaign should not die because the server restarted (a 10 s stop loses nothing
+    and runs nothing twice; see tests/test_mongodb.py), so here every client of the worker waits
+    up to ``wait_s`` per operation, and one line goes to stdout when the server stops answering
+    and one when it answers again (pymongo's monitoring events; silent otherwise: the worker
+    would look hung).
+    """
+    from pymongo import monitoring
+
+    global _REPORTER
+    _CLIENT_KWARGS["serverSelectionTimeoutMS"] = int(1000 * wait_s)
+    if _REPORTER is None:  # pymongo keeps registered listeners for the process: register once
+        _REPORTER = _OutageReporter(wait_s)
+        monitoring.register(_REPORTER)
+    _REPORTER.wait_s = wait_s
+
+
+class _OutageReporter(ServerListener):
+    """A pymongo server listener: one line per server when it goes down and when it is back.
+
+    Every client of the process (LaunchPad, job store, blobs, states) monitors the server on its
+    own; the lines are de-duplicated per address across them.
+    """
+
+    def __init__(self, wait_s: float) -> None:
+        self.wait_s = wait_s
+        self.down_since: dict[str, float] = {}
+        self.lock = threading.Lock()
+
+    def opened(self, event: Any) -> None:
+        """Nothing to say when a client starts monitoring a server."""
+
+    def closed(self, event: Any) -> None:
+        """Nothing to say when a client stops monitoring a server."""
+
+    def description_changed(self, event: Any) -> None:
+        """Report a server that became unknown (down) or known (back) since the last line."""
+        from pymongo.server_type import SERVER_TYPE
+
+        address = "{}:{}".format(*event.server_address)
+        unknown = event.new_description.server_type == SERVER_TYPE.Unknown
+        with self.lock:
+            if unknown and event.previous_description.server_type != SERVER_TYPE.Unknown:
+                if address in self.down_since:
+                    return
+                self.down_since[address] = time.time()
+                error = str(event.new_description.error or "no answer").split(",")[0]
+                _say(
+                    f"MongoDB server {address} is not answering ({mask_uri(error)}); waiting up to "
+                    f"{self.wait_s:.0f} s per operation (worker --server-wait)"
+                )
+            elif not unknown and address in self.down_since:
+                down_s = time.time() - self.down_since.pop(address)
+                _say(f"MongoDB server {address} answers again after {down_s:.0f} s")
+
+
+_REPORTER: _OutageReporter | None = None
+
+
+def _say(text: str) -> None:
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} worker: {text}", file=sys.stdout, flush=True)
 
 
 def password_of(store: Any) -> str | None:
