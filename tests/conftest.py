@@ -236,6 +236,19 @@ def _job_process_settings_restored():  # type: ignore[no-untyped-def]
         yield
 
 
+def require_slurm() -> None:
+    """Skip unless a local SLURM answers ``sinfo`` with a usable node (fail under ``CI=true``)."""
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        out = ""
+    if any(s in out for s in ("idle", "mix", "alloc")):
+        return
+    if IN_CI:
+        pytest.fail("CI=true but no SLURM answers sinfo (.ci/run starts slurm/start_local_slurm.sh)")
+    pytest.skip("no local SLURM (start it with: sudo slurm/start_local_slurm.sh)")
+
+
 # -- a MongoDB-compatible server (secantusdb) for the `mongodb` tests -------------------------
 class MongoServer:
     """A ``secantusd-py`` process on a free loopback port, stopped and restarted by PID."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from bson import json_util
 
-from conftest import IN_CI, CliRun, run_workers, superionic
+from conftest import CliRun, require_slurm, run_workers, superionic
 
 EXE = str(Path(sys.executable).parent / "superionic")
 
@@ -133,20 +133,9 @@ def test_killed_worker_is_detected_as_lost_and_rerun(tmp_path: Path) -> None:
     assert lp.fireworks.find_one({})["state"] == "COMPLETED"
 
 
-def _slurm_up() -> bool:
-    try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return any(s in out for s in ("idle", "mix", "alloc"))
-
-
 @pytest.mark.slurm
 def test_campaign_through_real_slurm(tmp_path: Path) -> None:
-    if not _slurm_up():
-        if IN_CI:
-            pytest.fail("CI=true but no SLURM answers sinfo (.ci/run starts slurm/start_local_slurm.sh)")
-        pytest.skip("no local SLURM (start it with: sudo slurm/start_local_slurm.sh)")
+    require_slurm()
     (tmp_path / "c.yaml").write_text(
         "name: slurmdemo\nengine: mlip\nsystems:\n  - prototype: argyrodite\nstages:\n  - stage: order\n"
         "    n_structures: 2\n  - stage: relax\n    max_steps: 5\n"

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import MongoServer, run_workers, superionic
+from conftest import MongoServer, require_slurm, run_workers, superionic
 
 pytestmark = pytest.mark.mongodb
 
@@ -340,3 +340,50 @@ def test_server_stop_and_a_killed_worker_lose_nothing_and_run_nothing_twice(tmp_
         assert db["slow.outputs"].count_documents({}) == 1  # the killed run wrote no output
     finally:
         server.stop()
+
+
+@pytest.mark.slurm
+def test_campaign_on_the_server_through_real_slurm_with_status_rerun_cancel(
+    tmp_path: Path, mongo_server: MongoServer, mongo_db: str
+) -> None:
+    """The LaunchPad and job store in the server, the workers in SLURM jobs: `cancel` defuses the
+    queued fireworks, `submit` revives them, `launch --slurm` runs them, `status` and `rerun` read
+    the server."""
+    import time
+
+    import pymongo
+
+    require_slurm()
+    (tmp_path / "c.yaml").write_text(
+        "name: slurmsrv\nengine: mlip\nsystems:\n  - prototype: argyrodite\nstages:\n  - stage: order\n"
+        "    n_structures: 2\n  - stage: relax\n    max_steps: 5\n"
+        f'store: {{uri: "{mongo_server.uri}", database: {mongo_db}}}\n'
+    )
+    db = pymongo.MongoClient(mongo_server.uri)[mongo_db]
+    assert "added 1 workflow(s), 3 firework(s)" in superionic("submit", "c.yaml", cwd=tmp_path).stdout
+    r = superionic("cancel", "c.yaml", cwd=tmp_path)
+    assert "defused 3 firework(s)" in r.stdout, r.stdout + r.stderr
+    assert {f["state"] for f in db.fireworks.find({"spec.campaign": "slurmsrv"})} == {"DEFUSED"}
+    r = superionic("submit", "c.yaml", cwd=tmp_path)
+    assert "added 0 workflow(s), 0 firework(s); 3 already on the LaunchPad; revived 3 cancelled" in (
+        " ".join(r.stdout.split())
+    ), r.stdout + r.stderr
+    r = superionic("init-site", "--out", "site", "--campaign", "c.yaml", "--partition", "debug", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = _process(
+        "launch", "c.yaml", "--slurm", "--jobs", "2", "--qadapter", "site/my_qadapter.yaml", cwd=tmp_path
+    )
+    assert r.returncode == 0 and "queued SLURM job(s):" in r.stdout, r.stdout + r.stderr
+    job_ids = [j.strip() for j in r.stdout.rsplit(":", 1)[1].split(",")]
+    deadline = time.time() + 900
+    while db.fireworks.count_documents({"spec.campaign": "slurmsrv", "state": {"$ne": "COMPLETED"}}):
+        assert time.time() < deadline, list(db.fireworks.find({}, {"state": 1, "name": 1}))
+        time.sleep(2)
+    launches = list(db.launches.find({}))
+    assert {x["fworker"]["name"] for x in launches} <= {f"slurm-{j}" for j in job_ids}  # ran in SLURM
+    assert db["slurmsrv.outputs"].count_documents({}) == 3
+    status = _process("status", "c.yaml", cwd=tmp_path, env={"COLUMNS": "200"})
+    assert status.returncode == 0 and _done(status.stdout) == 3, status.stdout + status.stderr
+    r = superionic("rerun", "c.yaml", "--lost-after", "2", cwd=tmp_path)
+    assert "lost: 0 []; failed: 0 []" in r.stdout, r.stdout + r.stderr
+    assert not (tmp_path / ".superionic" / "launchpad").exists()  # the LaunchPad is the server's

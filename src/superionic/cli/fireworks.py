@@ -60,6 +60,11 @@ def submit(
         f"{verb} {s.workflows_added} workflow(s), {s.fireworks_added} firework(s); "
         f"{s.fireworks_present} already on the LaunchPad"
         + (f"; {s.fireworks_done} already done in the store" if s.fireworks_done else "")
+        + (
+            f"; {'would revive' if dry_run else 'revived'} {s.fireworks_revived} cancelled"
+            if s.fireworks_revived
+            else ""
+        )
     )
     for name in s.names:
         console.print(f"  {name}")

@@ -89,6 +89,7 @@ class SubmitSummary:
     fireworks_added: int = 0
     fireworks_present: int = 0
     fireworks_done: int = 0
+    fireworks_revived: int = 0
     names: list[str] = field(default_factory=list)
 
 
@@ -166,6 +167,12 @@ def submit(campaign: Campaign, dry_run: bool = False) -> SubmitSummary:
             wfs.append(wf)
     if wfs and lp is not None:
         lp.bulk_add_wfs(wfs)
+    if lp is not None:  # fireworks `cancel` defused come back (FireWorks' reignite: WAITING or READY)
+        defused = lp.fireworks.find({"spec.campaign": campaign.spec.name, "state": "DEFUSED"}, {"fw_id": 1})
+        for d in defused:
+            if not dry_run:
+                lp.reignite_fw(d["fw_id"])
+            summary.fireworks_revived += 1
     return summary
 
 
