@@ -68,12 +68,16 @@ class _OutageReporter(ServerListener):
     """A pymongo server listener: one line per server when it goes down and when it is back.
 
     Every client of the process (LaunchPad, job store, blobs, states) monitors the server on its
-    own; the lines are de-duplicated per address across them.
+    own; the lines are de-duplicated per address across them, and a server back within
+    ``QUIET_S`` (one client saw a connection reset while another still had an answer) is not
+    reported at all.
     """
+
+    QUIET_S = 2.0
 
     def __init__(self, wait_s: float) -> None:
         self.wait_s = wait_s
-        self.down_since: dict[str, float] = {}
+        self.down: dict[str, tuple[float, threading.Timer | None]] = {}  # since, pending report
         self.lock = threading.Lock()
 
     def opened(self, event: Any) -> None:
@@ -83,24 +87,34 @@ class _OutageReporter(ServerListener):
         """Nothing to say when a client stops monitoring a server."""
 
     def description_changed(self, event: Any) -> None:
-        """Report a server that became unknown (down) or known (back) since the last line."""
+        """Note a server that became unknown (down) or known (back)."""
         from pymongo.server_type import SERVER_TYPE
 
         address = "{}:{}".format(*event.server_address)
         unknown = event.new_description.server_type == SERVER_TYPE.Unknown
         with self.lock:
-            if unknown and event.previous_description.server_type != SERVER_TYPE.Unknown:
-                if address in self.down_since:
-                    return
-                self.down_since[address] = time.time()
-                error = str(event.new_description.error or "no answer").split(",")[0]
-                _say(
-                    f"MongoDB server {address} is not answering ({mask_uri(error)}); waiting up to "
-                    f"{self.wait_s:.0f} s per operation (worker --server-wait)"
-                )
-            elif not unknown and address in self.down_since:
-                down_s = time.time() - self.down_since.pop(address)
-                _say(f"MongoDB server {address} answers again after {down_s:.0f} s")
+            if unknown and address not in self.down:
+                error = str(event.new_description.error or "no answer").split(" (configured timeouts")[0]
+                timer = threading.Timer(self.QUIET_S, self._report_down, (address, error))
+                timer.daemon = True
+                self.down[address] = (time.time(), timer)
+                timer.start()
+            elif not unknown and address in self.down:
+                since, pending = self.down.pop(address)
+                if pending is not None:  # back before anything was said: say nothing
+                    pending.cancel()
+                else:
+                    _say(f"MongoDB server {address} answers again after {time.time() - since:.0f} s")
+
+    def _report_down(self, address: str, error: str) -> None:
+        with self.lock:
+            if address not in self.down:
+                return
+            self.down[address] = (self.down[address][0], None)
+        _say(
+            f"MongoDB server {address} is not answering ({mask_uri(error)}); waiting up to "
+            f"{self.wait_s:.0f} s per operation (worker --server-wait)"
+        )
 
 
 _REPORTER: _OutageReporter | None = None
