@@ -6,12 +6,20 @@ batch (``bulk_add_wfs``, what ``superionic submit`` uses) and, for the stock mod
 stock mode at 1,000 and, unless ``--quick``, 10,000 fireworks (about 100 s). Prints seconds,
 the 10k/1k growth (10 = linear) and the stock/ours ratio.
 
-    .venv/bin/python benchmarks/submit.py [--quick]
+With a MongoDB-protocol server (the cluster path): FireWorks' own LaunchPad on the server, the
+same workflows in one ``bulk_add_wfs``; ``--server-uri mongodb://...`` uses a running server (a
+real ``mongod``), otherwise the test extra's ``secantusd-py`` is started on a free loopback port
+in a temporary folder and stopped at the end (skipped, with a line, when it is not installed).
+
+    .venv/bin/python benchmarks/submit.py [--quick] [--server-uri URI]
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -62,6 +70,70 @@ def time_stock(n: int, bulk: bool) -> float:
     return dt
 
 
+def time_server(uri: str, n: int) -> float:
+    """Seconds to add ``n`` fireworks (bulk) to FireWorks' LaunchPad in a fresh database on ``uri``."""
+    lp = LaunchPad(host=uri, uri_mode=True, name=f"bench_submit_{n}", strm_lvl="ERROR")
+    lp.reset("", require_password=False)
+    wfs = workflows(n)
+    t = time.perf_counter()
+    lp.bulk_add_wfs(wfs)
+    dt = time.perf_counter() - t
+    assert lp.fireworks.count_documents({}) == n
+    lp.connection.drop_database(f"bench_submit_{n}")
+    return dt
+
+
+def start_server() -> tuple[str, subprocess.Popen] | None:
+    """Start ``secantusd-py`` on a free loopback port; None when it is not installed."""
+    import pymongo
+
+    exe = shutil.which("secantusd-py") or str(Path(sys.executable).parent / "secantusd-py")
+    if not Path(exe).is_file():
+        return None
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    folder = Path(tempfile.mkdtemp(prefix="bench-server-"))
+    proc = subprocess.Popen(
+        [exe, "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(folder)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    uri = f"mongodb://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            pymongo.MongoClient(uri, serverSelectionTimeoutMS=500).admin.command("ping")
+            return uri, proc
+        except pymongo.errors.PyMongoError:
+            time.sleep(0.2)
+    proc.kill()
+    return None
+
+
+def server_rows(ours: dict[int, float]) -> None:
+    """Time the server LaunchPad and print its rows beside ours."""
+    uri, proc = None, None
+    if "--server-uri" in sys.argv:
+        uri = sys.argv[sys.argv.index("--server-uri") + 1]
+        label = "MongoDB server (bulk)"
+    else:
+        started = start_server()
+        if started is None:
+            print("server: secantusd-py not installed (pip install -e .[test]); server rows skipped")
+            return
+        uri, proc = started
+        label = "secantusdb server (bulk)"
+    try:
+        server = {n: time_server(uri, n) for n in (1000, 10000)}
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=30)
+    print(f"{label:28s}{server[1000]:11.2f}s{server[10000]:11.2f}s{server[10000] / server[1000]:8.1f}")
+    for n in (1000, 10000):
+        print(f"  ratio server/embedded at {n:>6,d} fireworks (bulk): {server[n] / ours[n]:.1f}x")
+
+
 def main() -> None:
     """Run and print the table."""
     quick = "--quick" in sys.argv
@@ -81,6 +153,7 @@ def main() -> None:
         for n in sizes:
             mode = "bulk" if bulk else "add_wf"
             print(f"  ratio stock/ours at {n:>6,d} fireworks ({mode}): {stock[n] / ours[n]:.1f}x")
+    server_rows(ours)
     print(f"target: 10,000 fireworks in under 10 s -> {'met' if ours[10000] < 10 else 'NOT met'}")
 
 
