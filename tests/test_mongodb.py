@@ -196,6 +196,8 @@ def test_laptop_to_cluster_and_back_gives_the_same_report(
     body = (
         "name: trip\nengine: mlip\nsystems:\n  - prototype: argyrodite\nstages:\n"
         "  - stage: order\n    n_structures: 2\n  - stage: relax\n    max_steps: 2\n"
+        "  - stage: md\n    temperatures_K: [900]\n    ramp_steps: 0\n    production_steps: 20\n"
+        "    trajectory_interval: 2\n    fit_start: 0.0\n    fit_end: 1.0\n"
     )
     laptop, cluster, back = tmp_path / "laptop", tmp_path / "cluster", tmp_path / "back"
     for folder in (laptop, cluster, back):
@@ -206,19 +208,25 @@ def test_laptop_to_cluster_and_back_gives_the_same_report(
     assert superionic("run", "c.yaml", cwd=laptop).returncode == 0
     r = superionic("store", "copy", str(laptop / "c.yaml"), str(cluster / "c.yaml"), cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "copied 3 output(s)" in r.stdout and "3 job state(s)" in r.stdout, r.stdout
+    assert "copied 7 output(s)" in r.stdout and "7 job state(s)" in r.stdout, r.stdout
+    assert "2 trajectory(ies)" in r.stdout, r.stdout  # the two MD runs' binary trajectories
     r = superionic("submit", "c.yaml", "--dry-run", cwd=cluster)  # nor queued for the workers
     assert "would add 0 workflow(s), 0 firework(s)" in r.stdout, r.stdout + r.stderr
     r = superionic("submit", "c.yaml", cwd=cluster, env={"COLUMNS": "200"})
-    assert "added 0 workflow(s), 0 firework(s); 0 already on the LaunchPad; 3 already done in the store" in (
+    assert "added 0 workflow(s), 0 firework(s); 0 already on the LaunchPad; 7 already done in the store" in (
         " ".join(r.stdout.split())  # rich may wrap the line at the terminal width
     ), r.stdout + r.stderr
     r = superionic("run", "c.yaml", cwd=cluster)
-    assert "0 run, 3 already done" in r.stdout, r.stdout + r.stderr  # nothing recomputed
+    assert "0 run, 7 already done" in r.stdout, r.stdout + r.stderr  # nothing recomputed
+    import pymongo
+
+    bucket = pymongo.MongoClient(mongo_server.uri)[mongo_db]["trip.trajectories.files"]
+    assert bucket.count_documents({}) == 2  # in GridFS on the server
     r = superionic("store", "copy", str(cluster / "c.yaml"), str(back / "c.yaml"), cwd=tmp_path)
-    assert r.returncode == 0 and "copied 3 output(s)" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "copied 7 output(s)" in r.stdout, r.stdout + r.stderr
+    assert len(list((back / ".superionic" / "trajectories").glob("*.sitraj"))) == 2
     assert superionic("report", "c.yaml", cwd=back).returncode == 0
-    for name in ("orderings.csv", "relax.csv"):
+    for name in ("orderings.csv", "relax.csv", "diffusion.csv"):
         original = (laptop / "report" / "trip" / name).read_text()
         assert (cluster / "report" / "trip" / name).read_text() == original, name
         assert (back / "report" / "trip" / name).read_text() == original, name

@@ -21,6 +21,7 @@ Conventions
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -354,7 +355,10 @@ def diffusion_from_displacements(
         tb = lags_fs[j0 : j1 + 1]
         for b in range(n_blocks):
             seg = sel[b * block_len : (b + 1) * block_len]
-            seg_msd = msd_fft(seg).mean(axis=1)
+            step = max(1, int(2e7 // (block_len * 3)))  # atoms per FFT, as above
+            seg_msd = (
+                sum(msd_fft(seg[:, k : k + step]).sum(axis=1) for k in range(0, n_mobile, step)) / n_mobile
+            )
             blocks.append(_fit_slope(tb, seg_msd[j0 : j1 + 1], weighting) / 6 * A2_PER_FS_TO_CM2_PER_S)
             seg_charge = msd_fft(seg.sum(axis=1)) / n_mobile
             charge_blocks.append(
@@ -453,36 +457,110 @@ def diffusion_from_frac_coords(
         Passed to :func:`diffusion_from_displacements`.
 
     """
-    frac = np.asarray(frac_coords, dtype=float)
+    frac = np.asarray(frac_coords)
     if frac.ndim != 3 or frac.shape[0] < 2:
         raise DiffusionInputError(
             f"a trajectory needs at least 2 frames of shape (atoms, 3); got shape {frac.shape}"
         )
+    lat = np.asarray(lattices, dtype=float)
+    if lat.ndim == 3 and len(lat) != len(frac):
+        raise DiffusionInputError(f"{len(lat)} lattices for {len(frac)} frames: give one per frame, or one")
+    return diffusion_from_chunks(
+        [(frac, lat)],
+        len(frac),
+        species,
+        mobile_species,
+        time_step_fs,
+        temperature_K,
+        charge,
+        jump_distance_A,
+        **kwargs,
+    )
+
+
+def diffusion_from_chunks(
+    chunks: Iterable[tuple[np.ndarray, np.ndarray]],
+    n_frames: int,
+    species: list[str],
+    mobile_species: str,
+    time_step_fs: float,
+    temperature_K: float,
+    charge: float = 1.0,
+    jump_distance_A: float | None = None,
+    **kwargs: float,
+) -> DiffusionResult:
+    """:func:`diffusion_from_frac_coords` on a trajectory read in consecutive chunks of frames.
+
+    Only the mobile atoms' unwrapped, drift-corrected displacements are kept (float64:
+    ``24 x n_frames x n_mobile`` bytes) plus one chunk; the framework enters through its mean
+    displacement per frame. A trajectory larger than memory (a binary trajectory blob read chunk
+    by chunk, :mod:`superionic.trajectory_store`) is analysed within that bound.
+
+    Parameters
+    ----------
+    chunks : iterable of (frac_coords, lattices)
+        Consecutive frames: ``(k, n_atoms, 3)`` fractional coordinates and their lattices,
+        ``(3, 3)`` (constant) or ``(k, 3, 3)``.
+    n_frames : int
+        Frames in all chunks together.
+    species, mobile_species, time_step_fs, temperature_K, charge, jump_distance_A, **kwargs
+        As :func:`diffusion_from_frac_coords`.
+    """
     symbols = np.asarray(species)
     mobile = symbols == mobile_species
     if not mobile.any():
         raise DiffusionInputError(
             f"species {mobile_species!r} is not in the trajectory; present: {sorted(set(species))}"
         )
-    lat = np.asarray(lattices, dtype=float)
-    if lat.ndim == 3 and len(lat) != len(frac):
-        raise DiffusionInputError(f"{len(lat)} lattices for {len(frac)} frames: give one per frame, or one")
-    disp = unwrap_displacements(frac, lat)
     framework = ~mobile
-    if framework.any():
-        disp = remove_drift(disp, framework)
-    lat0 = lat if lat.ndim == 2 else lat[0]
-    if lat.ndim == 2:
-        volume, volume_note = float(abs(np.linalg.det(lat))), "constant cell"
+    disp = np.empty((n_frames, int(mobile.sum()), 3))
+    carry_mobile, carry_framework = np.zeros((int(mobile.sum()), 3)), np.zeros(3)
+    previous: np.ndarray | None = None
+    first_frac, first_lat, volumes, constant = None, None, [], True
+    at = 0
+    for frac_chunk, lat_chunk in chunks:
+        frac = np.asarray(frac_chunk, dtype=float)
+        lat = np.asarray(lat_chunk, dtype=float)
+        if frac.ndim != 3 or frac.shape[1:] != (len(symbols), 3):
+            raise DiffusionInputError(f"frames of shape {frac.shape[1:]} for {len(symbols)} atoms")
+        if len(frac) == 0:
+            continue
+        per_frame = lat if lat.ndim == 3 else np.broadcast_to(lat, (len(frac), 3, 3))
+        constant = constant and lat.ndim == 2
+        volumes.append(np.abs(np.linalg.det(per_frame if lat.ndim == 3 else lat[None])))
+        if previous is None:
+            first_frac, first_lat = frac[0], per_frame[0]
+            disp[0] = 0.0
+            at, steps, step_lat = 1, np.diff(frac, axis=0), per_frame[1:]
+        else:
+            steps, step_lat = np.diff(np.concatenate([previous[None], frac]), axis=0), per_frame
+        previous = frac[-1]
+        steps -= np.round(steps)
+        dcart = np.einsum("fai,fij->faj", steps, step_lat) if lat.ndim == 3 else steps @ lat
+        moved = np.cumsum(dcart[:, mobile], axis=0) + carry_mobile
+        drift = (
+            np.cumsum(dcart[:, framework].mean(axis=1), axis=0) + carry_framework if framework.any() else None
+        )
+        if len(moved):
+            carry_mobile = moved[-1].copy()  # before the drift comes off: the carry is undrifted
+            if drift is not None:
+                carry_framework = drift[-1].copy()
+                moved -= drift[:, None, :]
+            disp[at : at + len(moved)] = moved
+            at += len(moved)
+    if at != n_frames or first_frac is None or n_frames < 2:
+        raise DiffusionInputError(f"the chunks held {at} frames, {n_frames} announced (at least 2 needed)")
+    vols = np.concatenate(volumes)
+    if constant:
+        volume, volume_note = float(vols[0]), "constant cell"
     else:
-        vols = np.abs(np.linalg.det(lat))
         volume = float(vols.mean())
-        volume_note = f"mean over analysed frames ({len(vols)} frames, {vols.min():.2f}-{vols.max():.2f} A3)"
+        volume_note = f"mean over analysed frames ({n_frames} frames, {vols.min():.2f}-{vols.max():.2f} A3)"
     if jump_distance_A is None:
-        jump_distance_A = _nearest_neighbour(frac[0][mobile], lat0)
+        jump_distance_A = _nearest_neighbour(first_frac[mobile], first_lat)
     result = diffusion_from_displacements(
         disp,
-        mobile,
+        slice(None),
         time_step_fs,
         temperature_K,
         volume,

@@ -58,8 +58,8 @@ def copy(
     assert to_store is not None
     counts = copy_store(from_store, to_store)
     console.print(
-        f"copied {counts['outputs']} output(s), {counts['blobs']} blob(s) and {counts['states']} job "
-        f"state(s) from {_where(src)} to {_where(dst)}",
+        f"copied {counts['outputs']} output(s), {counts['blobs']} blob(s), {counts['trajectories']} "
+        f"trajectory(ies) and {counts['states']} job state(s) from {_where(src)} to {_where(dst)}",
         highlight=False,
     )
 

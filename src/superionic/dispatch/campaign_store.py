@@ -59,7 +59,7 @@ def collection_prefix(campaign: Campaign) -> str:
 
 
 def copy_store(source: CampaignStore, target: CampaignStore) -> dict[str, int]:
-    """Copy every job output, blob and job state of ``source`` into ``target`` (upserts).
+    """Copy every job output, blob, binary trajectory and job state of ``source`` into ``target``.
 
     jobflow has no store-to-store copy; this is one, in the keys jobflow's ``JobStore`` uses
     (outputs by ``uuid`` and ``index``, blobs by ``blob_uuid``, states by ``uuid``), so a campaign
@@ -69,7 +69,8 @@ def copy_store(source: CampaignStore, target: CampaignStore) -> dict[str, int]:
     Returns
     -------
     dict
-        How many outputs, blobs and states were copied.
+        How many outputs, blobs, trajectories and states were copied (upserts; trajectories
+        the target already holds are skipped).
     """
     source.connect()
     target.connect()
@@ -85,11 +86,31 @@ def copy_store(source: CampaignStore, target: CampaignStore) -> dict[str, int]:
             if blob is not None:
                 to.update([_plain(blob, drop=("file",))], key="blob_uuid")
                 counts["blobs"] += 1
+    counts["trajectories"] = copy_trajectories(source, target)
     states = [_plain(d) for d in source.state.query({})]
     if states:
         target.state.update(states, key="uuid")
     counts["states"] = len(states)
     return counts
+
+
+def copy_trajectories(source: CampaignStore, target: CampaignStore, block_bytes: int = 8 << 20) -> int:
+    """Copy the binary MD trajectories the target lacks, ``block_bytes`` at a time; return how many."""
+    from superionic.trajectory_store import backend_for
+
+    src, dst = backend_for(source.job_store), backend_for(target.job_store)
+    present = set(dst.names())
+    n = 0
+    for name in src.names():
+        if name in present:
+            continue
+        with src.open(name) as fin:
+            out, token = dst.create(name)
+            while block := fin.read(block_bytes):
+                out.write(block)
+            dst.commit(out, token, name)
+        n += 1
+    return n
 
 
 def _plain(doc: dict, drop: tuple[str, ...] = ()) -> dict:

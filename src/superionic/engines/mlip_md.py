@@ -51,6 +51,7 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from atomate2.ase.md import DynamicsPresets, MDEnsemble, _valid_dynamics
 from atomate2.ase.schemas import AseResult
 from atomate2.ase.utils import TrajectoryObserver
+from atomate2.forcefields.jobs import forcefield_job
 from atomate2.forcefields.md import ForceFieldMDMaker
 from monty.json import jsanitize
 from pymatgen.core import Molecule, Structure
@@ -178,14 +179,54 @@ class ResumableMDMaker(ForceFieldMDMaker):
     ----------
     checkpoint_every_steps : int
         Write a checkpoint every this many steps (0: never). See the module docstring.
+    binary_trajectory : bool
+        Store the trajectory as a binary trajectory in the campaign's store (float32 positions,
+        read in chunks: :mod:`superionic.trajectory_store`); the task document's
+        ``objects["trajectory"]`` is then its reference. False keeps atomate2's pymatgen
+        Trajectory blob.
     """
 
     checkpoint_every_steps: int = 500
+    binary_trajectory: bool = True
+
+    @forcefield_job
+    def make(self, structure: Structure | Molecule, prev_dir: str | Path | None = None) -> Any:
+        """Run the MD (atomate2's ``make``); then move its trajectory into a binary trajectory.
+
+        atomate2 builds the task document from the in-memory trajectory (ionic steps, final
+        energy); the frames are then written to the store's binary trajectories and the
+        document keeps their reference, so the analyses read them a chunk at a time.
+        """
+        doc = ForceFieldMDMaker.make.original(self, structure, prev_dir)
+        from jobflow import CURRENT_JOB
+
+        if not self.binary_trajectory or CURRENT_JOB.store is None or not doc.objects:
+            return doc
+        key = next((k for k in doc.objects if getattr(k, "value", k) == "trajectory"), None)
+        if key is None or doc.objects[key] is None:
+            return doc
+        from superionic.analysis.md_health import trajectory_energies
+        from superionic.analysis.trajectory_io import from_pymatgen_trajectory
+        from superionic.trajectory_store import store_arrays
+
+        traj = doc.objects[key]
+        arrays = from_pymatgen_trajectory(traj)
+        time_step = float(self.time_step or 1.0) * self.traj_interval  # the observer's stride
+        doc.objects[key] = store_arrays(
+            CURRENT_JOB.store,
+            arrays.frac_coords,
+            arrays.lattices,
+            arrays.species,
+            float(time_step),
+            trajectory_energies(traj),
+            {"engine": "mlip", "job": str(getattr(CURRENT_JOB.job, "uuid", ""))},
+        )
+        return doc
 
     def _fingerprint(self, mol_or_struct: Structure | Molecule) -> str:
         """Hash of the settings and the input that determine the trajectory."""
         maker = self.as_dict()
-        for key in ("name", "checkpoint_every_steps", "tags", "verbose", "@version"):
+        for key in ("name", "checkpoint_every_steps", "binary_trajectory", "tags", "verbose", "@version"):
             maker.pop(key, None)
         text = json.dumps(
             jsanitize(

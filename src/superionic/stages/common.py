@@ -67,4 +67,7 @@ def staged(flow: F, stage: str, **metadata: Any) -> F:
         metadata = {**metadata, "system": f"{metadata['system']} ({metadata['variant']})"}
     for j in jobs_of(flow):
         j.metadata = {"stage": stage, **metadata, **(j.metadata or {})}
+        # MD jobs write, and analyses read, binary trajectories in the campaign's store
+        # (superionic.trajectory_store) through CURRENT_JOB.store, which jobflow sets only then
+        j.config.expose_store = True
     return flow

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -10,13 +11,14 @@ from jobflow import job
 from pymatgen.core import Structure
 from pymatgen.core.trajectory import Trajectory
 
-from superionic.analysis.diffusion import arrhenius_fits, diffusion_from_frac_coords
+from superionic.analysis.diffusion import arrhenius_fits, diffusion_from_chunks, diffusion_from_frac_coords
 from superionic.analysis.md_health import md_health, trajectory_energies
 from superionic.analysis.rotation import UNITS, jump_rotation_correlation, orientation_acf
 from superionic.analysis.trajectory_io import from_pymatgen_trajectory
 from superionic.engines.base import get_engine
 from superionic.engines.settings import MDSettings
 from superionic.stages.common import engine_for, jobs_of, staged
+from superionic.trajectory_store import is_reference, open_trajectory
 
 if TYPE_CHECKING:
     from jobflow import Flow
@@ -25,33 +27,84 @@ if TYPE_CHECKING:
 
 
 def trajectory_arrays(traj: Trajectory | dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Return ``(frac_coords, lattices, species)`` of a pymatgen Trajectory (or its dict).
+    """Return ``(frac_coords, lattices, species)`` of an MD trajectory, all frames in memory.
+
+    A pymatgen Trajectory (or its dict), or a binary trajectory in the store (its reference,
+    :mod:`superionic.trajectory_store`).
 
     ``lattices`` has shape (3, 3) for a constant lattice, else (n_frames, 3, 3).
     """
+    if is_reference(traj):
+        with open_trajectory(traj) as reader:  # type: ignore[arg-type]
+            return reader.arrays()
     arrays = from_pymatgen_trajectory(traj)
     return arrays.frac_coords, arrays.lattices, arrays.species
 
 
+def frame_energies(traj: Any) -> np.ndarray | None:
+    """Energy per frame of a trajectory (pymatgen or a stored binary one), if it carries them."""
+    if is_reference(traj):
+        with open_trajectory(traj) as reader:
+            return reader.energies()
+    return trajectory_energies(traj)
+
+
+def _frame_chunks(
+    chunks: list[Any], skip_frames: int
+) -> tuple[int, list[str], Iterator[tuple[np.ndarray, np.ndarray]]]:
+    """``(n_frames, species, chunks of frames)`` of joined MD parts, read a chunk at a time.
+
+    As :func:`concatenate_chunks` (``skip_frames`` off the first part, each later part's first
+    frame dropped), but a stored binary part is read in chunks of frames, never whole.
+    """
+    sizes, species, in_memory = [], None, {}
+    for k, part in enumerate(chunks):
+        if is_reference(part):
+            n, names = int(part["n_frames"]), list(part["species"])
+        else:
+            in_memory[k] = trajectory_arrays(part)
+            n, names = len(in_memory[k][0]), in_memory[k][2]
+        sizes.append(n - (skip_frames if k == 0 else 1))
+        species = species or names
+
+    def frames() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for k, part in enumerate(chunks):
+            start = skip_frames if k == 0 else 1
+            if k in in_memory:
+                frac, lat, _names = in_memory.pop(k)
+                yield frac[start:], (lat[start:] if lat.ndim == 3 else lat)
+            else:
+                with open_trajectory(part) as reader:
+                    yield from reader.chunks(start)
+
+    return sum(max(0, n) for n in sizes), list(species or []), frames()
+
+
 def concatenate_chunks(
-    trajectories: list[Trajectory | dict], skip_frames: int = 0
+    trajectories: list[Trajectory | dict], skip_frames: int = 0, every: int = 1
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Join MD chunks into one run (each later chunk's first frame repeats the previous last one).
 
-    ``skip_frames`` are dropped from the start of the first chunk only.
+    ``skip_frames`` are dropped from the start of the first chunk only; ``every`` keeps every
+    N-th frame of the joined run (a stored binary part is read a chunk at a time).
     """
-    parts = [trajectory_arrays(t) for t in trajectories]
+    _n, species, frames = _frame_chunks(trajectories, skip_frames)
     fracs, lats = [], []
-    for k, (frac, lattice, _symbols) in enumerate(parts):
-        start = skip_frames if k == 0 else 1
-        fracs.append(frac[start:])
+    at = 0
+    for frac, lattice in frames:
+        pick = slice((-at) % every, None, every)
+        kept = np.asarray(frac[pick], dtype=float)
+        fracs.append(kept)
         lats.append(
-            lattice[start:] if lattice.ndim == 3 else np.repeat(lattice[None], len(frac) - start, axis=0)
+            np.asarray(lattice[pick], dtype=float)
+            if lattice.ndim == 3
+            else np.repeat(np.asarray(lattice, dtype=float)[None], len(kept), axis=0)
         )
+        at += len(frac)
     lattice_all = np.concatenate(lats)
     if np.allclose(lattice_all, lattice_all[0]):
         lattice_all = lattice_all[0]
-    return np.concatenate(fracs), lattice_all, parts[0][2]
+    return np.concatenate(fracs), lattice_all, species
 
 
 @job
@@ -88,19 +141,37 @@ def analyze_diffusion(
 
     """
     chunks = trajectory if isinstance(trajectory, list) else [trajectory]
-    frac, lattice, symbols = concatenate_chunks(chunks, skip_frames)
-    result = diffusion_from_frac_coords(
-        frac,
-        lattice,
-        symbols,
-        species,
-        frame_interval_fs,
-        temperature_K,
-        fit_start=fit_start,
-        fit_end=fit_end,
-    )
+    if any(is_reference(c) for c in chunks):  # binary trajectories: streamed, memory bounded
+        n_frames, symbols, frames = _frame_chunks(chunks, skip_frames)
+        result = diffusion_from_chunks(
+            frames,
+            n_frames,
+            symbols,
+            species,
+            frame_interval_fs,
+            temperature_K,
+            fit_start=fit_start,
+            fit_end=fit_end,
+        )
+        # the health check looks at (at most) 2,000 evenly spread frames and every energy
+        stride = max(1, n_frames // 2000)
+        frac, lattice, _ = concatenate_chunks(chunks, skip_frames, every=stride)
+        frame_fs = frame_interval_fs * stride
+    else:
+        frac, lattice, symbols = concatenate_chunks(chunks, skip_frames)
+        result = diffusion_from_frac_coords(
+            frac,
+            lattice,
+            symbols,
+            species,
+            frame_interval_fs,
+            temperature_K,
+            fit_start=fit_start,
+            fit_end=fit_end,
+        )
+        stride, frame_fs = 1, frame_interval_fs
     out = result.as_dict()
-    energies = [trajectory_energies(t) for t in chunks]
+    energies = [frame_energies(t) for t in chunks]
     joined = None
     if all(e is not None for e in energies):
         joined = np.concatenate([e[(skip_frames if k == 0 else 1) :] for k, e in enumerate(energies)])  # type: ignore[index]
@@ -108,7 +179,9 @@ def analyze_diffusion(
 
     out["n_atoms"] = len(symbols)
     out["formula"] = Composition("".join(symbols)).formula.replace(" ", "")
-    out["health"] = md_health(frac, lattice, list(symbols), frame_interval_fs, joined)
+    out["health"] = md_health(
+        frac, lattice, list(symbols), frame_fs, None if joined is None else joined[::stride]
+    )
     return out
 
 
@@ -300,12 +373,14 @@ def converge_diffusion(
     trajectory, new_last = extension.output["trajectory"], extension.output["last"]
     for j in jobs_of(extension):
         j.metadata = {**meta, **j.metadata, "stage": "md", "chunk": chunk + 1}
+        j.config.expose_store = True  # binary trajectories: see stages.common.staged
     chunks = [*trajectories, trajectory]
     ana = analyze_diffusion(
         chunks, temperature_K, species, frame_interval_fs, skip_frames, fit_start, fit_end
     )
     ana.name = f"{base.replace(' md ', ' diffusion ')} chunk {chunk + 1}"
     ana.metadata = {**meta, "stage": "diffusion_chunk", "chunk": chunk + 1}
+    ana.config.expose_store = True
     check = converge_diffusion(
         ana.output,
         chunks,
@@ -324,6 +399,7 @@ def converge_diffusion(
     )
     check.name = str(CURRENT_JOB.job.name) if CURRENT_JOB.job is not None else "converge"
     check.metadata = dict(meta)
+    check.config.expose_store = True
     return Response(replace=Flow([extension, ana, check], output=check.output))
 
 
