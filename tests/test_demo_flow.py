@@ -155,7 +155,7 @@ def test_frozen_framework_and_bh4_rotation_through_the_flow(tmp_path: Path) -> N
     store.connect()
     md_job = next(p for p in planned_jobs(build_flows(campaign)) if p.name.endswith("md 900 K"))
     doc = store.job_store.get_output(md_job.uuid, load=True)
-    frac, _lattice, species = trajectory_arrays(doc["objects"]["trajectory"])
+    frac, _lattice, species = trajectory_arrays(doc["objects"]["trajectory"], store.job_store)
     moved = np.abs(frac[-1] - frac[0]).max(axis=1)
     sym = np.array(species)
     assert moved[(sym == "P") | (sym == "S")].max() < 1e-6

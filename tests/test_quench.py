@@ -194,7 +194,7 @@ def test_mlip_density_step_and_snapshot_averaged_local_structure(
     )  # ... and the NVT quench kept it
 
     md = store.job_store.get_output(by_name["LiCl #0 md 600 K"], load=True)
-    frac, lattice, symbols = trajectory_arrays(md["objects"]["trajectory"])
+    frac, lattice, symbols = trajectory_arrays(md["objects"]["trajectory"], store.job_store)
     cns = []
     for k in range(0, len(frac), 2):
         frame = Structure(lattice if lattice.ndim == 2 else lattice[k], symbols, frac[k] % 1.0)

@@ -36,6 +36,9 @@ MIN_JUMPS = 10  # fewer jumps than this: the diffusivity is not converged
 SIGMA_METHOD = "Nernst-Einstein from tracer D"  # i.e. Haven ratio taken as 1
 
 
+FFT_ELEMENTS = 2e6  # values per batch of MSD FFTs (atoms x 3 x frames): bounds their work memory
+
+
 class DiffusionInputError(ValueError):
     """The trajectory or the analysis settings cannot give a diffusivity."""
 
@@ -315,9 +318,10 @@ def diffusion_from_displacements(
     n_mobile = sel.shape[1]
     if n_mobile == 0:
         raise DiffusionInputError(f"no {species} atoms in the trajectory")
-    # per-atom, per-direction MSD, in chunks of atoms to bound the FFT work arrays
+    # per-atom, per-direction MSD, in chunks of atoms to bound the FFT work arrays (about ten
+    # float64 arrays of FFT_ELEMENTS each: ~160 MB, whatever the run's length)
     msd_xyz = np.zeros((n_frames, 3))
-    chunk = max(1, int(2e7 // (n_frames * 3)))
+    chunk = max(1, int(FFT_ELEMENTS // (n_frames * 3)))
     for start in range(0, n_mobile, chunk):
         msd_xyz += msd_fft(sel[:, start : start + chunk, :, None]).sum(axis=1)
     msd_xyz /= n_mobile  # (frames, 3)
@@ -355,7 +359,7 @@ def diffusion_from_displacements(
         tb = lags_fs[j0 : j1 + 1]
         for b in range(n_blocks):
             seg = sel[b * block_len : (b + 1) * block_len]
-            step = max(1, int(2e7 // (block_len * 3)))  # atoms per FFT, as above
+            step = max(1, int(FFT_ELEMENTS // (block_len * 3)))  # atoms per FFT, as above
             seg_msd = (
                 sum(msd_fft(seg[:, k : k + step]).sum(axis=1) for k in range(0, n_mobile, step)) / n_mobile
             )

@@ -26,16 +26,17 @@ if TYPE_CHECKING:
     from superionic.spec.models import CampaignSpec, MDStage, QuenchStage
 
 
-def trajectory_arrays(traj: Trajectory | dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def trajectory_arrays(traj: Trajectory | dict, store: Any = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Return ``(frac_coords, lattices, species)`` of an MD trajectory, all frames in memory.
 
     A pymatgen Trajectory (or its dict), or a binary trajectory in the store (its reference,
     :mod:`superionic.trajectory_store`).
 
-    ``lattices`` has shape (3, 3) for a constant lattice, else (n_frames, 3, 3).
+    ``lattices`` has shape (3, 3) for a constant lattice, else (n_frames, 3, 3). ``store`` (a
+    JobStore) is where a binary trajectory is read from outside a job (inside one: its store).
     """
     if is_reference(traj):
-        with open_trajectory(traj) as reader:  # type: ignore[arg-type]
+        with open_trajectory(traj, store) as reader:  # type: ignore[arg-type]
             return reader.arrays()
     arrays = from_pymatgen_trajectory(traj)
     return arrays.frac_coords, arrays.lattices, arrays.species
