@@ -499,6 +499,10 @@ def test_study_b_paper_vasp_inputs(paper_inputs: Callable[[str], tuple[VaspJob, 
         )
         assert j.incar["LANGEVIN_GAMMA"] == [10.0] * len(j.species)
         assert (j.incar["LANGEVIN_GAMMA_L"], j.incar["PMASS"], j.kpoints) == (10.0, 1000.0, (1, 1, 1))
+        # a long run writes no wavefunction or density and a terse OUTCAR; XDATCAR at the file's
+        # trajectory_interval (1: the rotation ACFs want every step)
+        incar = j.incar
+        assert (incar["LWAVE"], incar["LCHARG"], incar["NWRITE"], incar["NBLOCK"]) == (False, False, 1, 1)
     one_run = [j for j in md if j.system == "Na2(NH2)(BH4)" and _temperature(j) == 500]
     ramp = [j.incar["NSW"] for j in one_run if j.segment == "ramp"]
     production = sum(j.incar["NSW"] for j in one_run if j.segment.startswith("production"))

@@ -119,6 +119,12 @@ def md_input_set(settings: dict[str, Any], start_K: float, end_K: float, nsteps:
     """
     s = VaspMDSettings.of(settings)
     incar = dict(s.incar)
+    # what a long MD run should not write (the VASP wiki's advice for runs of many 1000 steps):
+    # no WAVECAR/CHGCAR, OUTCAR at NWRITE 1 (energy, stress, forces each step; no eigenvalues),
+    # positions to XDATCAR every trajectory_interval steps (NBLOCK). vasprun.xml keeps every
+    # step (VASP has no switch to thin it; atomate2 parses the trajectory from it).
+    for key, value in (("LWAVE", False), ("LCHARG", False), ("NWRITE", 1), ("NBLOCK", s.trajectory_interval)):
+        incar.setdefault(key, value)
     kpts = Kpoints.gamma_automatic((1, 1, 1))  # AIMD supercells: Gamma point
     if s.ensemble == "npt":
         incar.setdefault("LANGEVIN_GAMMA_L", s.lattice_friction_per_ps)
