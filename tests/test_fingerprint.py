@@ -41,3 +41,39 @@ def test_changed_order_seed_rekeys_everything(tmp_path: Path) -> None:
     a = plan(tmp_path, TEXT)
     b = plan(tmp_path, TEXT.replace("- stage: order", "- stage: order\n    seed: 5"))
     assert all(a[k] != b[k] for k in a)
+
+
+def test_how_md_frames_are_stored_is_not_part_of_the_identity(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Binary trajectories came with a `make` override and a `binary_trajectory` field: a store
+    made before them recomputes nothing (the same uuid with either setting, and the override
+    fingerprinted as atomate2's ForceFieldMDMaker.make it wraps), while a physics setting still
+    re-keys (test above)."""
+    from superionic.engines import mlip
+
+    a = plan(tmp_path, TEXT)
+    made = mlip.md_maker
+
+    def pymatgen_frames(*args, **kwargs):  # type: ignore[no-untyped-def]
+        maker = made(*args, **kwargs)
+        maker.binary_trajectory = False
+        return maker
+
+    monkeypatch.setattr(mlip, "md_maker", pymatgen_frames)
+    b = plan(tmp_path, TEXT)
+    job = next(
+        j for j, _ in build_flows(load_campaign(tmp_path / "c.yaml"))[0].iterflow() if " md " in j.name
+    )
+    assert job.function.__self__.binary_trajectory is False  # the patch took
+    assert b == a
+    monkeypatch.undo()
+    from superionic.fingerprint import _identity
+
+    job = next(
+        j for j, _ in build_flows(load_campaign(tmp_path / "c.yaml"))[0].iterflow() if " md " in j.name
+    )
+    function = _identity(job.as_dict()["function"])
+    assert (function["@module"], function["@callable"]) == (
+        "atomate2.forcefields.md",
+        "ForceFieldMDMaker.make",
+    )
+    assert "binary_trajectory" not in function["@bound"]

@@ -36,12 +36,39 @@ MOVED_JOBS = {
 }
 
 
+#: Maker fields that change how a result is stored, not what it is: left out of the identity, so
+#: a store made before the field existed recomputes nothing (binary_trajectory: the MD frames as
+#: a binary trajectory or a Trajectory blob; the analyses read both)
+STORAGE_ONLY_FIELDS = ("binary_trajectory",)
+
+#: ``make`` methods overridden only to store their output differently keep the identity of the
+#: method they wrap: (module, callable) -> (module, callable) fingerprinted
+STORAGE_ONLY_OVERRIDES = {
+    ("superionic.engines.mlip_md", "ResumableMDMaker.make"): (
+        "atomate2.forcefields.md",
+        "ForceFieldMDMaker.make",
+    ),
+}
+
+
 def _identity(function: object) -> object:
-    """Return a job's serialised function as fingerprinted: moved jobs under their old module."""
+    """Return a job's serialised function as fingerprinted.
+
+    Moved jobs under their old module; a bound Maker without its storage-only fields.
+    """
     if isinstance(function, dict):
         old = MOVED_JOBS.get((function.get("@module"), function.get("@callable")))
         if old is not None:
-            return {**function, "@module": old}
+            function = {**function, "@module": old}
+        wrapped = STORAGE_ONLY_OVERRIDES.get((function.get("@module"), function.get("@callable")))
+        if wrapped is not None:
+            function = {**function, "@module": wrapped[0], "@callable": wrapped[1]}
+        bound = function.get("@bound")
+        if isinstance(bound, dict) and any(k in bound for k in STORAGE_ONLY_FIELDS):
+            function = {
+                **function,
+                "@bound": {k: v for k, v in bound.items() if k not in STORAGE_ONLY_FIELDS},
+            }
     return function
 
 
