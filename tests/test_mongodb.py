@@ -186,6 +186,16 @@ def test_password_is_never_printed_and_comes_from_env_or_file(
     )
     r = superionic("status", "c.yaml", cwd=tmp_path)
     assert r.returncode == 2 and "store.password_env" in r.stdout + r.stderr, r.stdout + r.stderr
+    # a relative password_file is relative to the campaign file, wherever the process starts
+    from superionic.spec import load_campaign
+
+    (tmp_path / "c.yaml").write_text(
+        "name: pw\nengine: mlip\nsystems:\n  - prototype: argyrodite\nstages:\n  - stage: order\n"
+        f'store: {{uri: "mongodb://alice@{closed}/db", password_file: pw.txt}}\n'
+    )
+    assert Path.cwd() != tmp_path
+    campaign = load_campaign(tmp_path / "c.yaml", check_engines="off")
+    assert connection_uri(campaign.spec.store) == f"mongodb://alice:s3cr%23t-Pa55@{closed}/db"
 
 
 def test_laptop_to_cluster_and_back_gives_the_same_report(

@@ -165,6 +165,10 @@ def load_campaign(
         )
     if problems:
         raise SpecError(problems, shown)
+    password_file = spec.store.password_file
+    if password_file is not None and not password_file.expanduser().is_absolute():
+        # like every path in a campaign file: relative to the file, not to where a worker starts
+        spec.store.password_file = (file.parent / password_file).resolve()
     return Campaign(spec=spec, file=file.resolve(), systems=systems, notes=notes, scale=applied)
 
 
