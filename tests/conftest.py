@@ -253,8 +253,8 @@ def require_slurm() -> None:
 class MongoServer:
     """A ``secantusd-py`` process on a free loopback port, stopped and restarted by PID."""
 
-    def __init__(self, exe: str, storage: Path) -> None:
-        self.exe, self.storage = exe, storage
+    def __init__(self, exe: str, storage: Path, extra: tuple[str, ...] = ()) -> None:
+        self.exe, self.storage, self.extra = exe, storage, extra
         self.port = _free_port()
         self.proc: subprocess.Popen | None = None
 
@@ -268,7 +268,16 @@ class MongoServer:
 
         log = open(self.storage.parent / f"server-{self.port}.log", "ab")
         self.proc = subprocess.Popen(
-            [self.exe, "--host", "127.0.0.1", "--port", str(self.port), "--storage-path", str(self.storage)],
+            [
+                self.exe,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--storage-path",
+                str(self.storage),
+                *self.extra,
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -302,15 +311,16 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_mongo_server(folder: Path) -> MongoServer:
-    """Start a server storing into ``folder``; skip (fail under CI) when secantusdb is missing."""
+def start_mongo_server(folder: Path, *extra: str) -> MongoServer:
+    """Start a server storing into ``folder`` (``extra``: more server options, e.g. ``--auth``);
+    skip (fail under CI) when secantusdb is missing."""
     exe = shutil.which("secantusd-py") or str(Path(sys.executable).parent / "secantusd-py")
     if not Path(exe).is_file():
         if IN_CI:
             pytest.fail("CI=true but secantusd-py is missing (pip install -e .[test] installs secantusdb)")
         pytest.skip("no MongoDB-compatible server: pip install -e .[test] installs secantusdb")
     folder.mkdir(parents=True, exist_ok=True)
-    server = MongoServer(exe, folder / "data")
+    server = MongoServer(exe, folder / "data", extra)
     server.storage.mkdir(exist_ok=True)
     server.start()
     return server

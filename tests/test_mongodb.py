@@ -405,3 +405,31 @@ def test_campaign_on_the_server_through_real_slurm_with_status_rerun_cancel(
     r = superionic("rerun", "c.yaml", "--lost-after", "2", cwd=tmp_path)
     assert "lost: 0 []; failed: 0 []" in r.stdout, r.stdout + r.stderr
     assert not (tmp_path / ".superionic" / "launchpad").exists()  # the LaunchPad is the server's
+
+
+def test_a_server_with_authentication_refuses_in_one_line(tmp_path: Path) -> None:
+    """A server started with --auth: wrong credentials, and no user at all, are each one line
+    naming the server and what to fix (exit 2), the password masked, before any work."""
+    from conftest import start_mongo_server
+
+    server = start_mongo_server(tmp_path / "mongo", "--auth")
+    try:
+        host = f"127.0.0.1:{server.port}"
+        for uri, said in (
+            (
+                f"mongodb://alice:Wr0ngPw@{host}/db",
+                f"the MongoDB server at {host} refused the credentials of user alice",
+            ),
+            (f"mongodb://{host}/db", f"the MongoDB server at {host} does not let a client without a user"),
+        ):
+            (tmp_path / "c.yaml").write_text(
+                "name: auth\nengine: mlip\nsystems:\n  - prototype: argyrodite\nstages:\n  - stage: order\n"
+                f'store: {{uri: "{uri}"}}\n'
+            )
+            for command in ("status", "worker", "submit"):
+                r = superionic(command, "c.yaml", cwd=tmp_path)
+                text = r.stdout + r.stderr
+                assert r.returncode == 2 and said in " ".join(text.split()), (command, text)
+                assert "Wr0ngPw" not in text and "Traceback" not in text, text
+    finally:
+        server.stop()

@@ -33,7 +33,7 @@ def open_campaign_store(campaign: Campaign, create: bool = True) -> CampaignStor
 
         # one database may hold several campaigns: each has its own collections, named after it
         uri, prefix = connection_uri(spec), collection_prefix(campaign)
-        check_reachable(uri)
+        check_reachable(uri, database=spec.database)
         kw = {"mongoclient_kwargs": client_kwargs()}  # a worker waits out a server restart
         docs = MongoStore.from_uri(uri, f"{prefix}outputs", database=spec.database, **kw)
         # GridFS: a trajectory larger than MongoDB's 16 MB document limit is stored in chunks

@@ -40,7 +40,7 @@ def open_launchpad(campaign: Campaign, create: bool = True) -> LaunchPad | None:
         from superionic.dispatch.mongo import check_reachable, client_kwargs, connection_uri
 
         uri = connection_uri(spec)
-        check_reachable(uri)  # one line naming host and port, not FireWorks' traceback after 30 s
+        check_reachable(uri, database=spec.database)  # one line, not FireWorks' traceback after 30 s
         lp = LaunchPad(
             host=uri,
             uri_mode=True,

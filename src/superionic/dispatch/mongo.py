@@ -186,18 +186,22 @@ def host_port(uri: str) -> str:
     return ", ".join(h if ":" in h or not default else h + default for h in hosts.split(","))
 
 
-def check_reachable(uri: str, timeout_ms: int = REACH_TIMEOUT_MS) -> None:
-    """Ping the server; raise one clear error naming host and port when it does not answer.
+def check_reachable(uri: str, timeout_ms: int = REACH_TIMEOUT_MS, database: str | None = None) -> None:
+    """Ping the server and read the campaign's database; one clear error if either fails.
 
-    ``SUPERIONIC_MONGO_TIMEOUT_S`` overrides how long to wait for an answer (default 5 s).
+    ``SUPERIONIC_MONGO_TIMEOUT_S`` overrides how long to wait for an answer (default 5 s). The
+    read (``listCollections`` on ``database``, else the URI's database, else ``superionic``)
+    needs the user's rights, so wrong credentials or a missing user are told here, not as a
+    traceback from the first write.
 
     Raises
     ------
     SuperionicError
-        ``cannot reach the MongoDB server at HOST:PORT`` with what to check.
+        ``cannot reach the MongoDB server at HOST:PORT``, or that the server refused the
+        credentials or requires them, with what to check.
     """
     import pymongo
-    from pymongo.errors import PyMongoError
+    from pymongo.errors import OperationFailure, PyMongoError
 
     if os.environ.get("SUPERIONIC_MONGO_TIMEOUT_S"):  # a slow network, or a test's closed port
         try:
@@ -210,9 +214,15 @@ def check_reachable(uri: str, timeout_ms: int = REACH_TIMEOUT_MS) -> None:
                 "seconds, e.g. 5",
             ) from None
     client: pymongo.MongoClient | None = None
+    name = database or "superionic"
     try:
         client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=timeout_ms)
         client.admin.command("ping")
+        db = client[database] if database else client.get_default_database(default="superionic")
+        name = db.name
+        db.list_collection_names()
+    except OperationFailure as exc:
+        raise _refused(uri, name, exc) from None
     except (PyMongoError, ValueError) as exc:
         reason = str(exc).split(",")[0].split(" (configured timeouts")[0]
         raise SuperionicError.single(
@@ -225,3 +235,21 @@ def check_reachable(uri: str, timeout_ms: int = REACH_TIMEOUT_MS) -> None:
     finally:
         if client is not None:
             client.close()
+
+
+def _refused(uri: str, database: str, exc: Any) -> SuperionicError:
+    """Return the one-line error of a server that answered but refused (credentials, rights)."""
+    match = re.match(r"mongodb(?:\+srv)?://([^:@/]+)(?::[^@/]*)?@", uri)
+    user = match.group(1) if match else None
+    where = f"the MongoDB server at {host_port(uri)}"
+    if exc.code == 18:  # AuthenticationFailed
+        why = f"{where} refused the credentials of user {user}"
+        valid = "the user's password (store.password_env or store.password_file) and authSource in the URI"
+    elif exc.code == 13:  # Unauthorized
+        who = f"user {user}" if user else "a client without a user (none in the URI)"
+        why = f"{where} does not let {who} read database {database}"
+        valid = "mongodb://USER@HOST:PORT/DATABASE, the password from store.password_env, readWrite on it"
+    else:
+        why = f"{where} answered: {mask_uri(str(exc).split(', full error')[0])}"
+        valid = "a user and database this server accepts"
+    return SuperionicError.single("store.uri", why, mask_uri(uri), valid)
