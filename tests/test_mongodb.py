@@ -220,6 +220,7 @@ def test_laptop_to_cluster_and_back_gives_the_same_report(
     assert r.returncode == 0, r.stdout + r.stderr
     assert "copied 7 output(s)" in r.stdout and "7 job state(s)" in r.stdout, r.stdout
     assert "2 trajectory(ies)" in r.stdout, r.stdout  # the two MD runs' binary trajectories
+    blobs_there = r.stdout.split(" blob(s)")[0].rsplit(" ", 1)[1]
     r = superionic("submit", "c.yaml", "--dry-run", cwd=cluster)  # nor queued for the workers
     assert "would add 0 workflow(s), 0 firework(s)" in r.stdout, r.stdout + r.stderr
     r = superionic("submit", "c.yaml", cwd=cluster, env={"COLUMNS": "200"})
@@ -235,6 +236,7 @@ def test_laptop_to_cluster_and_back_gives_the_same_report(
     r = superionic("store", "copy", str(cluster / "c.yaml"), str(back / "c.yaml"), cwd=tmp_path)
     assert r.returncode == 0 and "copied 7 output(s)" in r.stdout, r.stdout + r.stderr
     assert len(list((back / ".superionic" / "trajectories").glob("*.sitraj"))) == 2
+    assert f"copied 7 output(s), {blobs_there} blob(s), 2 trajectory(ies)" in " ".join(r.stdout.split())
     assert superionic("report", "c.yaml", cwd=back).returncode == 0
     for name in ("orderings.csv", "relax.csv", "diffusion.csv"):
         original = (laptop / "report" / "trip" / name).read_text()

@@ -75,10 +75,6 @@ def copy_store(source: CampaignStore, target: CampaignStore) -> dict[str, int]:
     source.connect()
     target.connect()
     counts = {"outputs": 0, "blobs": 0, "states": 0}
-    docs = [_plain(d) for d in source.job_store.docs_store.query({})]
-    if docs:
-        target.job_store.docs_store.update(docs, key=["uuid", "index"])
-    counts["outputs"] = len(docs)
     for name, blobs in source.job_store.additional_stores.items():
         to = target.job_store.additional_stores[name]
         for meta in blobs.query({}, properties=["blob_uuid"]):
@@ -87,6 +83,12 @@ def copy_store(source: CampaignStore, target: CampaignStore) -> dict[str, int]:
                 to.update([_plain(blob, drop=("file",))], key="blob_uuid")
                 counts["blobs"] += 1
     counts["trajectories"] = copy_trajectories(source, target)
+    # outputs after the blobs and trajectories they reference, states last: a copy cut short
+    # leaves no job that looks finished without its data
+    docs = [_plain(d) for d in source.job_store.docs_store.query({})]
+    if docs:
+        target.job_store.docs_store.update(docs, key=["uuid", "index"])
+    counts["outputs"] = len(docs)
     states = [_plain(d) for d in source.state.query({})]
     if states:
         target.state.update(states, key="uuid")
