@@ -411,6 +411,38 @@ def test_cp2k_trajectory_reads_the_npt_cell(tmp_path: Path) -> None:
     assert result["volume_A3"] != pytest.approx(s.volume, rel=1e-3)
 
 
+def test_cp2k_trajectory_streams_into_a_binary_trajectory_in_a_campaign(tmp_path: Path) -> None:
+    """In a job with a store, the CP2K frames go a chunk at a time (here 4 frames, so chunks
+    split an NpT run of 10) into a binary trajectory whose frames and cells are the ones the
+    pymatgen route reads."""
+    from jobflow import CURRENT_JOB, JobStore
+    from maggma.stores import MemoryStore
+
+    from superionic.engines.cp2k import Cp2kFrames, cp2k_trajectory
+    from superionic.trajectory_store import open_trajectory
+
+    rng = np.random.default_rng(1)
+    s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.13), ["Li", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    n_frames = 10
+    frac = s.frac_coords[None] + rng.normal(0, 0.01, (n_frames, len(s), 3))
+    cells = np.array([s.lattice.matrix * (1 + 0.005 * k) for k in range(n_frames)])
+    _write_cp2k_md(tmp_path, [sp.symbol for sp in s.species], np.einsum("fai,fij->faj", frac, cells), cells)
+    chunks = list(Cp2kFrames(str(tmp_path), s, chunk_frames=4).chunks())
+    assert [len(f) for f, _ in chunks] == [4, 4, 2]
+    reference = cp2k_trajectory.original(str(tmp_path), s, 2.0)  # no store: a pymatgen Trajectory
+    store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
+    CURRENT_JOB.store = store
+    try:
+        ref = cp2k_trajectory.original(str(tmp_path), s, 2.0)
+    finally:
+        CURRENT_JOB.reset()
+    assert ref["n_frames"] == n_frames and ref["species"] == [sp.symbol for sp in s.species]
+    with open_trajectory(ref, store) as reader:
+        got_frac, got_cells, _ = reader.arrays()
+    assert np.allclose(got_cells, cells, atol=1e-12)  # cells kept in float64
+    assert np.allclose(got_frac, reference.coords, atol=1e-6)  # positions in float32
+
+
 def test_cp2k_trajectory_nvt_cell_is_constant(tmp_path: Path) -> None:
     from superionic.engines.cp2k import cp2k_trajectory
 

@@ -559,52 +559,119 @@ def quench_jobs(
 
 
 @job
-def cp2k_trajectory(dir_name: str, structure: Structure | dict, timestep_fs: float) -> Trajectory:
-    """Read the positions CP2K wrote (``*-pos-1.xyz``, every step) into a pymatgen Trajectory.
+def cp2k_trajectory(dir_name: str, structure: Structure | dict, timestep_fs: float) -> Trajectory | dict:
+    """Read the positions CP2K wrote (``*-pos-1.xyz``, every step) into a trajectory.
 
     Each frame's cell is read from CP2K's ``*-1.cell`` (one row per MD step, matched to the
     frame by its step number ``i =``), so an NpT run keeps its varying cell and volumes; a
     constant cell (NVT) gives a constant-lattice trajectory. Without a ``.cell`` file the input
     cell is used. Frame 0 is the initial configuration.
+
+    Inside a campaign (a store exposed to the job) the frames are streamed, a chunk at a time,
+    into a binary trajectory (:mod:`superionic.trajectory_store`) and its reference is returned;
+    otherwise a pymatgen Trajectory.
     """
-    import gzip
-    import re
-    from pathlib import Path
+    from jobflow import CURRENT_JOB
 
-    s = structure if isinstance(structure, Structure) else Structure.from_dict(structure)
-    from atomate2.utils.path import strip_hostname
+    from superionic.trajectory_store import TrajectoryWriter, backend_for
 
-    folder = Path(strip_hostname(str(dir_name)))
-    path = next(iter(sorted(folder.glob("*-pos-1.xyz*"))), None)
-    if path is None:
-        raise FileNotFoundError(f"no CP2K *-pos-1.xyz trajectory in {folder}")
-    text = gzip.open(path, "rt").read() if path.suffix == ".gz" else path.read_text()
-    lines = text.splitlines()
-    n = len(s)
-    frames, steps = [], []
-    k = 0
-    while k + n + 2 <= len(lines) and lines[k].strip():
-        block = lines[k + 2 : k + 2 + n]
-        frames.append([[float(x) for x in ln.split()[1:4]] for ln in block])
-        step = re.search(r"\bi\s*=\s*(\d+)", lines[k + 1])
-        steps.append(int(step.group(1)) if step else len(steps))
-        k += n + 2
-    symbols = [ln.split()[0] for ln in lines[2 : 2 + n]]
-    cart = np.array(frames)
-    lattices = np.repeat(s.lattice.matrix[None], len(frames), axis=0)
-    cell_path = next(iter(sorted(folder.glob("*-1.cell*"))), None)
-    if cell_path is not None:
-        # columns: step, time (fs), Ax Ay Az Bx By Bz Cx Cy Cz (A), volume (A^3); loadtxt reads .gz
-        rows = np.atleast_2d(np.loadtxt(cell_path, comments="#"))
-        by_step = {int(r[0]): r[2:11].reshape(3, 3) for r in rows}
-        missing = [st for st in steps if st not in by_step]
-        if missing:
-            raise ValueError(f"{cell_path} has no cell for MD step(s) {missing[:5]} of {path.name}")
-        lattices = np.array([by_step[st] for st in steps])
-    frac = np.einsum("fai,fij->faj", cart, np.linalg.inv(lattices))
-    if np.allclose(lattices, lattices[0]):
-        return Trajectory(symbols, frac, lattice=lattices[0], constant_lattice=True, time_step=timestep_fs)
-    return Trajectory(symbols, frac, lattice=lattices, constant_lattice=False, time_step=timestep_fs)
+    frames = Cp2kFrames(dir_name, structure)
+    if CURRENT_JOB.store is None:
+        parts = list(frames.chunks())
+        frac = np.concatenate([f for f, _ in parts])
+        if frames.constant:
+            return Trajectory(
+                frames.symbols, frac, lattice=frames.lattice0, constant_lattice=True, time_step=timestep_fs
+            )
+        lattices = np.concatenate([lat for _, lat in parts])
+        return Trajectory(
+            frames.symbols, frac, lattice=lattices, constant_lattice=False, time_step=timestep_fs
+        )
+    writer = TrajectoryWriter(
+        backend_for(CURRENT_JOB.store),
+        frames.symbols,
+        frames.lattice0 if frames.constant else None,
+        timestep_fs,
+        meta={"engine": "cp2k", "job": str(getattr(CURRENT_JOB.job, "uuid", ""))},
+    )
+    for frac, lattices in frames.chunks():
+        writer.append(frac, None if frames.constant else lattices)
+    return writer.close()
+
+
+class Cp2kFrames:
+    """CP2K's ``*-pos-1.xyz`` (and ``*-1.cell``) of one run, read a chunk of frames at a time."""
+
+    def __init__(self, dir_name: str, structure: Structure | dict, chunk_frames: int = 2000) -> None:
+        from pathlib import Path
+
+        from atomate2.utils.path import strip_hostname
+
+        s = structure if isinstance(structure, Structure) else Structure.from_dict(structure)
+        self.n_atoms, self.chunk_frames = len(s), chunk_frames
+        folder = Path(strip_hostname(str(dir_name)))
+        path = next(iter(sorted(folder.glob("*-pos-1.xyz*"))), None)
+        if path is None:
+            raise FileNotFoundError(f"no CP2K *-pos-1.xyz trajectory in {folder}")
+        self.path = path
+        with self._open() as fh:
+            head = [next(fh, "") for _ in range(2 + self.n_atoms)]
+        self.symbols = [ln.split()[0] for ln in head[2:] if ln.strip()]
+        self.lattice0 = s.lattice.matrix
+        self.by_step: dict[int, np.ndarray] | None = None
+        self.cell_path = next(iter(sorted(folder.glob("*-1.cell*"))), None)
+        self.constant = True
+        if self.cell_path is not None:
+            # columns: step, time (fs), Ax Ay Az Bx By Bz Cx Cy Cz (A), volume (A^3); loadtxt reads .gz
+            rows = np.atleast_2d(np.loadtxt(self.cell_path, comments="#"))
+            self.by_step = {int(r[0]): r[2:11].reshape(3, 3) for r in rows}
+            cells = rows[:, 2:11]
+            self.constant = bool(np.allclose(cells, cells[0]))
+            self.lattice0 = cells[0].reshape(3, 3)
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        import gzip
+
+        return gzip.open(self.path, "rt") if self.path.suffix == ".gz" else open(self.path)
+
+    def chunks(self):  # type: ignore[no-untyped-def]
+        """Yield ``(frac (k, n, 3), lattices (k, 3, 3))`` of consecutive frames."""
+        import re
+
+        n = self.n_atoms
+        with self._open() as fh:
+            cart: list = []
+            steps: list[int] = []
+            index = 0  # the frame's number when CP2K wrote no "i =" (frame k is step k)
+            while True:
+                count = fh.readline()
+                if not count.strip():
+                    break
+                comment = fh.readline()
+                block = [fh.readline() for _ in range(n)]
+                if len(block[-1].split()) < 4:  # a frame cut off mid-write: stop before it
+                    break
+                cart.append([[float(x) for x in ln.split()[1:4]] for ln in block])
+                step = re.search(r"\bi\s*=\s*(\d+)", comment)
+                steps.append(int(step.group(1)) if step else index)
+                index += 1
+                if len(cart) == self.chunk_frames:
+                    yield self._fractional(np.array(cart), steps)
+                    cart, steps = [], []
+            if cart:
+                yield self._fractional(np.array(cart), steps)
+
+    def _fractional(self, cart: np.ndarray, steps: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        if self.by_step is None:
+            lattices = np.repeat(self.lattice0[None], len(cart), axis=0)
+        else:
+            missing = [st for st in steps if st not in self.by_step]
+            if missing:
+                raise ValueError(
+                    f"{self.cell_path} has no cell for MD step(s) {missing[:5]} of {self.path.name}"
+                )
+            lattices = np.array([self.by_step[st] for st in steps])
+        return np.einsum("fai,fij->faj", cart, np.linalg.inv(lattices)), lattices
 
 
 class Cp2kEngine(Engine):
