@@ -430,7 +430,9 @@ def test_cp2k_trajectory_streams_into_a_binary_trajectory_in_a_campaign(tmp_path
     chunks = list(Cp2kFrames(str(tmp_path), s, chunk_frames=4).chunks())
     assert [len(f) for f, _ in chunks] == [4, 4, 2]
     reference = cp2k_trajectory.original(str(tmp_path), s, 2.0)  # no store: a pymatgen Trajectory
-    store = JobStore(MemoryStore(), additional_stores={"data": MemoryStore()})
+    from superionic.dispatch.stores import BlobDirStore
+
+    store = JobStore(MemoryStore(), additional_stores={"data": BlobDirStore(tmp_path / "blobs")})
     CURRENT_JOB.store = store
     try:
         ref = cp2k_trajectory.original(str(tmp_path), s, 2.0)

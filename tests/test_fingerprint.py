@@ -23,7 +23,7 @@ stages:
 def plan(tmp_path: Path, text: str) -> dict[str, str]:
     path = tmp_path / "c.yaml"
     path.write_text(text)
-    return {p.name: p.uuid for p in planned_jobs(build_flows(load_campaign(path)))}
+    return {p.name: p.uuid for p in planned_jobs(build_flows(load_campaign(path, check_engines="note")))}
 
 
 def test_rebuilding_gives_identical_uuids(tmp_path: Path) -> None:
@@ -77,3 +77,20 @@ def test_how_md_frames_are_stored_is_not_part_of_the_identity(tmp_path: Path, mo
         "ForceFieldMDMaker.make",
     )
     assert "binary_trajectory" not in function["@bound"]
+
+
+def test_md_job_identities_are_those_of_the_stores_made_before_binary_trajectories(tmp_path: Path) -> None:
+    """Pinned: the uuids below were computed with the code of commit b9db548 (before binary
+    trajectories, the MLIP make override and the VASP MD output tags). Today's code gives the same,
+    so stores made then recompute nothing. (A dependency upgrade that changes a Maker's
+    serialisation re-keys every store too; this test is where that shows.)"""
+    mlip = plan(tmp_path, TEXT)
+    assert mlip["argyrodite #0 md 600 K"] == "65fa46a8-d338-e47b-a08e-1f38dfb574e7"
+    assert mlip["argyrodite #0 arrhenius"] == "dd7d5161-5c85-88bf-35ed-a65b1f5132b5"
+    vasp = plan(
+        tmp_path,
+        "name: fpv\nengine: vasp\nsystems:\n  - prototype: argyrodite\nstages:\n  - stage: order\n"
+        "  - stage: relax\n  - stage: md\n    temperatures_K: [600]\n    production_steps: 100\n",
+    )
+    assert vasp["argyrodite #0 md 600 K"] == "576d2300-639b-3c05-6e3d-1d2b4d0a7067"
+    assert vasp["argyrodite #0 diffusion 600 K"] == "1132dabf-3247-8dbd-4fc5-b0ef40cfaa9a"

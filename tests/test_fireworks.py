@@ -169,3 +169,26 @@ def test_campaign_through_real_slurm(tmp_path: Path) -> None:
     assert len(energies) == 2 and all(e < 0 for e in energies)
     assert _process("report", "c.yaml", cwd=tmp_path).returncode == 0
     assert (tmp_path / "report" / "slurmdemo" / "relax.csv").is_file()
+
+
+def test_cancel_then_submit_revives_only_what_cancel_defused(tmp_path: Path) -> None:
+    """`cancel` defuses the unfinished fireworks and `submit` revives them; a firework defused
+    otherwise (jobflow's stop_children does that) and one of a job no longer in the campaign stay
+    defused."""
+    (tmp_path / "c.yaml").write_text(SWEEP.replace("9.95]", "9.95, 10.0]"))
+    assert "added 50 workflow(s)" in _cli("submit", "c.yaml", cwd=tmp_path).stdout
+    _, lp = _pad(tmp_path)
+    other = lp.fireworks.find_one({"name": {"$regex": "a=9.8 "}})["fw_id"]
+    lp.defuse_fw(other)  # not by `cancel`
+    r = _cli("cancel", "c.yaml", cwd=tmp_path)
+    assert "defused 49 firework(s)" in r.stdout, r.stdout + r.stderr
+    (tmp_path / "c.yaml").write_text(SWEEP)  # the a = 10.0 jobs leave the campaign
+    r = _cli("submit", "c.yaml", cwd=tmp_path)
+    assert "revived 39 cancelled" in " ".join(r.stdout.split()), r.stdout + r.stderr
+    states = {d["fw_id"]: d["state"] for d in lp.fireworks.find({}, {"fw_id": 1, "state": 1})}
+    assert states[other] == "DEFUSED"
+    assert (
+        sum(s == "READY" for s in states.values()) == 39
+        and sum(s == "DEFUSED" for s in states.values()) == 11
+    )
+    assert "revived" not in _cli("submit", "c.yaml", cwd=tmp_path).stdout  # once

@@ -316,6 +316,15 @@ def test_server_stop_and_a_killed_worker_lose_nothing_and_run_nothing_twice(tmp_
         outs = [w.communicate(timeout=600)[0] for w in workers]
         assert [w.returncode for w in workers] == [0] * 4, outs
         ran = [int(o.rsplit("worker ran ", 1)[1].split()[0]) for o in outs]
+        # a reservation whose answer was lost in the stop leaves its firework RESERVED without a
+        # launch (seen in 1 of 4 runs here: secantusdb does not deduplicate pymongo's retried
+        # findAndModify as MongoDB does); `rerun` finds it stuck and a worker runs it once
+        stuck = db.fireworks.count_documents({"spec.campaign": "fault", "state": "RESERVED", "launches": []})
+        time.sleep(2)
+        r = superionic("rerun", "c.yaml", "--lost-after", "1", cwd=run)
+        assert "lost: 0" in r.stdout and (f"stuck reservations: {stuck}" in r.stdout or not stuck), r.stdout
+        if stuck:
+            ran += run_workers(run, 1)
         fws = list(db.fireworks.find({"spec.campaign": "fault"}))
         counts = (
             Counter(f["state"] for f in fws),
@@ -350,6 +359,10 @@ def test_server_stop_and_a_killed_worker_lose_nothing_and_run_nothing_twice(tmp_
             time.sleep(0.3)
         os.kill(w.pid, signal.SIGKILL)
         w.wait()
+        # killed while it held its workflow's lock (it happens: FireWorks' WFLock is a flag on the
+        # workflow document): `rerun` must not wait 5 minutes and fail on the dead worker's lock
+        (running,) = db.fireworks.find({"spec.campaign": "slow"}, {"fw_id": 1})
+        db.workflows.update_one({"nodes": running["fw_id"]}, {"$set": {"locked": True}})
         time.sleep(3)  # > 2 missed pings
         r = superionic("rerun", "c.yaml", "--lost-after", "2", cwd=slow)
         assert "lost: 1" in r.stdout, r.stdout + r.stderr

@@ -41,6 +41,10 @@ MOVED_JOBS = {
 #: a binary trajectory or a Trajectory blob; the analyses read both)
 STORAGE_ONLY_FIELDS = ("binary_trajectory",)
 
+#: INCAR tags that only say what VASP writes (wavefunction, density, OUTCAR verbosity, XDATCAR
+#: stride), set by the MD inputs since the binary-trajectory change: not part of the identity
+OUTPUT_ONLY_INCAR = ("LWAVE", "LCHARG", "NWRITE", "NBLOCK")
+
 #: ``make`` methods overridden only to store their output differently keep the identity of the
 #: method they wrap: (module, callable) -> (module, callable) fingerprinted
 STORAGE_ONLY_OVERRIDES = {
@@ -54,7 +58,8 @@ STORAGE_ONLY_OVERRIDES = {
 def _identity(function: object) -> object:
     """Return a job's serialised function as fingerprinted.
 
-    Moved jobs under their old module; a bound Maker without its storage-only fields.
+    Moved jobs under their old module; a bound Maker without its storage-only fields and
+    output-only INCAR tags.
     """
     if isinstance(function, dict):
         old = MOVED_JOBS.get((function.get("@module"), function.get("@callable")))
@@ -64,11 +69,15 @@ def _identity(function: object) -> object:
         if wrapped is not None:
             function = {**function, "@module": wrapped[0], "@callable": wrapped[1]}
         bound = function.get("@bound")
-        if isinstance(bound, dict) and any(k in bound for k in STORAGE_ONLY_FIELDS):
-            function = {
-                **function,
-                "@bound": {k: v for k, v in bound.items() if k not in STORAGE_ONLY_FIELDS},
-            }
+        if isinstance(bound, dict):
+            bound = {k: v for k, v in bound.items() if k not in STORAGE_ONLY_FIELDS}
+            generator = bound.get("input_set_generator")
+            if isinstance(generator, dict) and isinstance(generator.get("user_incar_settings"), dict):
+                incar = {
+                    k: v for k, v in generator["user_incar_settings"].items() if k not in OUTPUT_ONLY_INCAR
+                }
+                bound["input_set_generator"] = {**generator, "user_incar_settings": incar}
+            function = {**function, "@bound": bound}
     return function
 
 

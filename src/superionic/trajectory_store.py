@@ -40,7 +40,22 @@ DEFAULT_CHUNK_FRAMES = 2000
 
 
 def record_dtype(n_atoms: int, variable_cell: bool, energies: bool) -> np.dtype:
-    """Return the numpy dtype of one frame's record."""
+    """Return the numpy dtype of one frame's record.
+
+    Parameters
+    ----------
+    n_atoms : int
+        Atoms per frame.
+    variable_cell : bool
+        Whether each frame carries its lattice (float64, 3 x 3).
+    energies : bool
+        Whether each frame carries an energy (float64).
+
+    Returns
+    -------
+    numpy.dtype
+        Structured: ``lattice``, ``energy`` (when present), ``frac`` (float32, n_atoms x 3).
+    """
     fields: list[tuple] = []
     if variable_cell:
         fields.append(("lattice", "<f8", (3, 3)))
@@ -115,33 +130,43 @@ class GridFSBackend:
         return sorted(self.files.distinct("filename"))
 
 
-def backend_for(job_store: Any) -> FileBackend | GridFSBackend:
+def backend_for(job_store: Any) -> FileBackend | GridFSBackend | None:
     """Return the trajectory backend beside a campaign's JobStore (its ``data`` blob store).
 
-    The embedded store's blobs are a folder: trajectories go to ``trajectories/`` beside it. A
-    MongoDB store's blobs are a GridFS store: trajectories go to a bucket named after it, in the
-    same database, through a client with the same settings.
+    Parameters
+    ----------
+    job_store : jobflow.JobStore
+        The campaign's store.
+
+    Returns
+    -------
+    FileBackend, GridFSBackend or None
+        The embedded store's blobs are a folder: trajectories go to ``trajectories/`` beside it.
+        A MongoDB store's blobs are a GridFS store: trajectories go to a bucket named after it,
+        in the same database, through one client per server and settings (shared by every
+        trajectory of the process). Any other store (a MemoryStore in a script): None, and the
+        MD jobs keep atomate2's pymatgen Trajectory blob.
     """
-    blobs = job_store.additional_stores["data"]
+    blobs = (getattr(job_store, "additional_stores", None) or {}).get("data")
     if type(blobs).__name__ == "BlobDirStore":  # by name: dispatch imports engines, which import this
         return FileBackend(Path(blobs.directory).parent / "trajectories")
     from maggma.stores import GridFSStore
 
-    if isinstance(blobs, GridFSStore):
-        import pymongo
+    if isinstance(blobs, GridFSStore) and blobs.uri:
+        kwargs = dict(blobs.mongoclient_kwargs or {})
+        key = (blobs.uri, json.dumps(kwargs, sort_keys=True, default=str))
+        if key not in _CLIENTS:
+            import pymongo
 
-        client = pymongo.MongoClient(blobs.uri, **(blobs.mongoclient_kwargs or {}))
+            _CLIENTS[key] = pymongo.MongoClient(blobs.uri, **kwargs)
         bucket = blobs.collection_name.removesuffix("blobs") + "trajectories"
-        return GridFSBackend(client[blobs.database], bucket)
-    # any other blob store (a MemoryStore in a script or test): a temporary folder of this process
-    if id(blobs) not in _SCRATCH:
-        import tempfile
-
-        _SCRATCH[id(blobs)] = FileBackend(tempfile.mkdtemp(prefix="superionic-trajectories-"))
-    return _SCRATCH[id(blobs)]
+        return GridFSBackend(_CLIENTS[key][blobs.database], bucket)
+    return None
 
 
-_SCRATCH: dict[int, FileBackend] = {}
+#: MongoClients of this process by (URI, client settings): each opens threads and sockets, so
+#: one per server is kept for the process (pymongo's advice), not one per trajectory
+_CLIENTS: dict[tuple[str, str], Any] = {}
 
 
 # -- writing and reading -----------------------------------------------------------------------
@@ -208,6 +233,21 @@ class TrajectoryWriter:
             records["energy"] = energies
         self.stream.write(records.tobytes())
         self.n_frames += len(frac)
+
+    def abort(self) -> None:
+        """Drop what was written (a failed run leaves no partial trajectory and no open handle)."""
+        if hasattr(self.stream, "abort"):  # GridIn: removes the chunks written so far
+            self.stream.abort()
+        else:
+            self.stream.close()
+            Path(self.token).unlink(missing_ok=True)
+
+    def __enter__(self) -> TrajectoryWriter:
+        return self
+
+    def __exit__(self, kind: object, *exc: object) -> None:
+        if kind is not None:  # an error mid-write; close() is called by the writer's user
+            self.abort()
 
     def close(self) -> dict[str, Any]:
         """Publish the trajectory and return its reference (what an MD job outputs)."""
@@ -280,18 +320,34 @@ class TrajectoryReader:
 
 
 def open_trajectory(reference: dict[str, Any], job_store: Any = None) -> TrajectoryReader:
-    """Open the trajectory a reference names, in ``job_store`` or the running job's store."""
+    """Open the trajectory a reference names.
+
+    Parameters
+    ----------
+    reference : dict
+        What :meth:`TrajectoryWriter.close` returned (an MD job's ``objects["trajectory"]``).
+    job_store : jobflow.JobStore, optional
+        The campaign's store; by default the running job's (jobflow's ``CURRENT_JOB.store``).
+
+    Returns
+    -------
+    TrajectoryReader
+        Close it (or use it in a ``with`` block).
+    """
     if job_store is None:
         from jobflow import CURRENT_JOB
 
         job_store = CURRENT_JOB.store
         if job_store is None:
             raise ValueError("no store to read the trajectory from: give job_store")
-    return TrajectoryReader(backend_for(job_store).open(reference[REFERENCE_KEY]))
+    backend = backend_for(job_store)
+    if backend is None:
+        raise ValueError(f"the store {type(job_store).__name__} holds no binary trajectories")
+    return TrajectoryReader(backend.open(reference[REFERENCE_KEY]))
 
 
 def store_arrays(
-    job_store: Any,
+    backend: FileBackend | GridFSBackend,
     frac_coords: np.ndarray,
     lattices: np.ndarray,
     species: list[str],
@@ -300,27 +356,43 @@ def store_arrays(
     meta: dict[str, Any] | None = None,
     chunk_frames: int = DEFAULT_CHUNK_FRAMES,
 ) -> dict[str, Any]:
-    """Write a trajectory held in arrays into ``job_store``'s backend; return its reference.
+    """Write a trajectory held in arrays as a binary trajectory; return its reference.
 
-    ``lattices`` is ``(3, 3)`` for a constant cell (or ``(n, 3, 3)`` all equal, kept once), else
-    ``(n, 3, 3)``.
+    Parameters
+    ----------
+    backend : FileBackend or GridFSBackend
+        Where it goes (:func:`backend_for` the campaign's store).
+    frac_coords : ndarray, shape (n, n_atoms, 3)
+        Fractional coordinates.
+    lattices : ndarray, shape (3, 3) or (n, 3, 3)
+        The cell, constant or per frame (per-frame cells that are all equal are kept once).
+    species : list of str
+        Element per atom.
+    time_step_fs : float
+        Time between frames.
+    energies : ndarray, shape (n,), optional
+        Energy per frame (eV).
+    meta : dict, optional
+        Kept in the header.
+    chunk_frames : int
+        Frames per write.
+
+    Returns
+    -------
+    dict
+        The reference (:func:`is_reference`).
     """
     lat = np.asarray(lattices, dtype=float)
     if lat.ndim == 3 and np.allclose(lat, lat[0]):
         lat = lat[0]
-    writer = TrajectoryWriter(
-        backend_for(job_store),
-        species,
-        lat if lat.ndim == 2 else None,
-        time_step_fs,
-        energies is not None,
-        meta,
-    )
-    for a in range(0, len(frac_coords), chunk_frames):
-        b = a + chunk_frames
-        writer.append(
-            frac_coords[a:b],
-            lat[a:b] if lat.ndim == 3 else None,
-            None if energies is None else energies[a:b],
-        )
-    return writer.close()
+    with TrajectoryWriter(
+        backend, species, lat if lat.ndim == 2 else None, time_step_fs, energies is not None, meta
+    ) as writer:
+        for a in range(0, len(frac_coords), chunk_frames):
+            b = a + chunk_frames
+            writer.append(
+                frac_coords[a:b],
+                lat[a:b] if lat.ndim == 3 else None,
+                None if energies is None else energies[a:b],
+            )
+        return writer.close()

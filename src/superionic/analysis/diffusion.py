@@ -531,7 +531,10 @@ def diffusion_from_chunks(
             continue
         per_frame = lat if lat.ndim == 3 else np.broadcast_to(lat, (len(frac), 3, 3))
         constant = constant and lat.ndim == 2
-        volumes.append(np.abs(np.linalg.det(per_frame if lat.ndim == 3 else lat[None])))
+        # one volume per frame, whatever the chunk's cell form (a mean weighted by frames)
+        volumes.append(
+            np.abs(np.linalg.det(per_frame)) if lat.ndim == 3 else np.full(len(frac), abs(np.linalg.det(lat)))
+        )
         if previous is None:
             first_frac, first_lat = frac[0], per_frame[0]
             disp[0] = 0.0
@@ -545,6 +548,8 @@ def diffusion_from_chunks(
         drift = (
             np.cumsum(dcart[:, framework].mean(axis=1), axis=0) + carry_framework if framework.any() else None
         )
+        if at + len(moved) > n_frames:
+            raise DiffusionInputError(f"the chunks hold more than the {n_frames} frames announced")
         if len(moved):
             carry_mobile = moved[-1].copy()  # before the drift comes off: the carry is undrifted
             if drift is not None:
@@ -555,7 +560,7 @@ def diffusion_from_chunks(
     if at != n_frames or first_frac is None or n_frames < 2:
         raise DiffusionInputError(f"the chunks held {at} frames, {n_frames} announced (at least 2 needed)")
     vols = np.concatenate(volumes)
-    if constant:
+    if constant and np.allclose(vols, vols[0]):
         volume, volume_note = float(vols[0]), "constant cell"
     else:
         volume = float(vols.mean())

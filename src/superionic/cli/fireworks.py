@@ -258,11 +258,20 @@ def rerun(
     file: CampaignArg,
     scale: ScaleOpt = None,
     lost_after_s: Annotated[
-        float, typer.Option("--lost-after", help="A RUNNING firework silent this long (s) is lost.")
+        float,
+        typer.Option(
+            "--lost-after",
+            help="A RUNNING firework silent this long (s) is lost; a RESERVED one without a launch this "
+            "long is stuck.",
+        ),
     ] = 300.0,  # dispatch.fireworks.LOST_AFTER_S (not imported: keeps FireWorks out of CLI start-up)
     failed: Annotated[bool, typer.Option(help="Also rerun FIZZLED (failed) fireworks.")] = True,
 ) -> None:
-    """Detect lost runs (a killed worker) and put them, and failed fireworks, back to READY."""
+    """Put lost, stuck and failed fireworks back to READY.
+
+    Lost: a killed worker's run. Stuck: a reservation a worker could not turn into a launch (it
+    lost the server mid-checkout). Failed: FIZZLED.
+    """
     quiet()
     from superionic.dispatch.fireworks import rerun as do_rerun
 
@@ -270,6 +279,7 @@ def rerun(
     result = do_rerun(lp, campaign.spec.name, lost_after_s, failed)
     console.print(
         f"lost: {len(result['lost'])} {result['lost']}; failed: {len(result['failed'])} {result['failed']}"
+        + (f"; stuck reservations: {len(result['stuck'])} {result['stuck']}" if result["stuck"] else "")
     )
 
 

@@ -13,6 +13,7 @@ campaign's MongoDB URI.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import socket
@@ -29,6 +30,9 @@ from jobflow import Flow
 from superionic.errors import SuperionicError
 from superionic.spec.loader import Campaign
 
+#: set on the fireworks `cancel` defused, so that `submit` revives those and no others
+CANCELLED = "superionic_cancelled"
+STALE_LOCK_S = 10.0  # a workflow lock held this long on a lost firework is its dead worker's
 WORKER_PING_S = 60.0  # how often a running firework reports it is alive
 LOST_AFTER_S = 300.0  # a RUNNING firework silent this long is lost (5 missed pings)
 
@@ -167,11 +171,20 @@ def submit(campaign: Campaign, dry_run: bool = False) -> SubmitSummary:
             wfs.append(wf)
     if wfs and lp is not None:
         lp.bulk_add_wfs(wfs)
-    if lp is not None:  # fireworks `cancel` defused come back (FireWorks' reignite: WAITING or READY)
-        defused = lp.fireworks.find({"spec.campaign": campaign.spec.name, "state": "DEFUSED"}, {"fw_id": 1})
-        for d in defused:
+    if lp is not None:
+        # fireworks `cancel` defused come back (FireWorks' reignite: WAITING or READY), only those
+        # of jobs still in the campaign; fireworks jobflow defused (a job's stop_children) stay
+        wanted = {job.metadata.get("fingerprint") for flow in flows for job, _ in flow.iterflow()}
+        cancelled = lp.fireworks.find(
+            {"spec.campaign": campaign.spec.name, "state": "DEFUSED", CANCELLED: True},
+            {"fw_id": 1, "spec.fingerprint": 1},
+        )
+        for d in cancelled:
+            if d["spec"].get("fingerprint") not in wanted:
+                continue
             if not dry_run:
                 lp.reignite_fw(d["fw_id"])
+                lp.fireworks.update_one({"fw_id": d["fw_id"]}, {"$unset": {CANCELLED: ""}})
             summary.fireworks_revived += 1
     return summary
 
@@ -333,11 +346,29 @@ def fireworks_status(lp: LaunchPad, campaign: str) -> list[dict[str, Any]]:
 def rerun(
     lp: LaunchPad, campaign: str, lost_after_s: float = LOST_AFTER_S, failed: bool = True
 ) -> dict[str, list]:
-    """Detect lost runs (RUNNING but silent for ``lost_after_s``) and rerun them and failed ones."""
+    """Put lost, stuck and (optionally) failed fireworks of the campaign back to READY.
+
+    Lost: RUNNING but silent for ``lost_after_s`` (a killed worker). Stuck: RESERVED with no
+    launch for ``lost_after_s`` (a worker reserved it and lost the server's answer before it
+    could start the launch, e.g. across a server restart; FireWorks' ``detect_unreserved`` only
+    knows reservations that have a launch). Failed: FIZZLED.
+    """
     fw_ids = {d["fw_id"] for d in lp.fireworks.find({"spec.campaign": campaign}, {"fw_id": 1})}
     _lost_launches, lost_fws, _inconsistent = lp.detect_lostruns(expiration_secs=lost_after_s, rerun=False)
     lost = sorted(i for i in lost_fws if i in fw_ids)
     for fw_id in lost:
+        _clear_stale_lock(lp, fw_id)
+        lp.rerun_fw(fw_id)
+    cutoff = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=lost_after_s)
+    stuck = sorted(
+        d["fw_id"]
+        for d in lp.fireworks.find(
+            {"spec.campaign": campaign, "state": "RESERVED"}, {"fw_id": 1, "launches": 1, "updated_on": 1}
+        )
+        if not d.get("launches") and _as_utc(d.get("updated_on")) <= cutoff
+    )
+    for fw_id in stuck:
+        _clear_stale_lock(lp, fw_id)
         lp.rerun_fw(fw_id)
     fizzled = []
     if failed:
@@ -347,7 +378,32 @@ def rerun(
         )
         for fw_id in fizzled:
             lp.rerun_fw(fw_id)
-    return {"lost": lost, "failed": fizzled}
+    return {"lost": lost, "stuck": stuck, "failed": fizzled}
+
+
+def _clear_stale_lock(lp: LaunchPad, fw_id: int, wait_s: float = STALE_LOCK_S) -> None:
+    """Release the workflow lock a killed worker left behind on a lost or stuck firework.
+
+    A worker killed while it held its workflow's lock (FireWorks' ``WFLock``: a ``locked``
+    flag on the workflow document) leaves it set, and ``rerun_fw`` would wait 5 minutes and
+    raise ``LockedWorkflowError``. A live worker holds the lock for milliseconds; one still held
+    after ``wait_s`` belongs to the dead worker and is removed.
+    """
+    deadline = time.time() + wait_s
+    while lp.workflows.find_one({"nodes": fw_id, "locked": {"$exists": True}}, {"_id": 1}) is not None:
+        if time.time() > deadline:
+            lp.workflows.update_one({"nodes": fw_id}, {"$unset": {"locked": ""}})
+            return
+        time.sleep(0.5)
+
+
+def _as_utc(value: Any) -> datetime.datetime:
+    """Return a stored ``updated_on`` (datetime, or ISO text in a journal) as an aware UTC datetime."""
+    if isinstance(value, str):
+        value = datetime.datetime.fromisoformat(value)
+    if not isinstance(value, datetime.datetime):
+        return datetime.datetime.min.replace(tzinfo=datetime.UTC)
+    return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
 
 
 def cancel(lp: LaunchPad, campaign: str) -> list[int]:
@@ -364,4 +420,5 @@ def cancel(lp: LaunchPad, campaign: str) -> list[int]:
     ]
     for fw_id in ids:
         lp.defuse_fw(fw_id)
+        lp.fireworks.update_one({"fw_id": fw_id}, {"$set": {CANCELLED: True}})  # for submit to revive
     return ids

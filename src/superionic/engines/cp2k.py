@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 from atomate2.cp2k.sets.base import Cp2kInputGenerator, recursive_update
@@ -576,7 +577,8 @@ def cp2k_trajectory(dir_name: str, structure: Structure | dict, timestep_fs: flo
     from superionic.trajectory_store import TrajectoryWriter, backend_for
 
     frames = Cp2kFrames(dir_name, structure)
-    if CURRENT_JOB.store is None:
+    backend = None if CURRENT_JOB.store is None else backend_for(CURRENT_JOB.store)
+    if backend is None:
         parts = list(frames.chunks())
         frac = np.concatenate([f for f, _ in parts])
         if frames.constant:
@@ -587,20 +589,26 @@ def cp2k_trajectory(dir_name: str, structure: Structure | dict, timestep_fs: flo
         return Trajectory(
             frames.symbols, frac, lattice=lattices, constant_lattice=False, time_step=timestep_fs
         )
-    writer = TrajectoryWriter(
-        backend_for(CURRENT_JOB.store),
-        frames.symbols,
-        frames.lattice0 if frames.constant else None,
-        timestep_fs,
-        meta={"engine": "cp2k", "job": str(getattr(CURRENT_JOB.job, "uuid", ""))},
-    )
-    for frac, lattices in frames.chunks():
-        writer.append(frac, None if frames.constant else lattices)
-    return writer.close()
+    meta = {"engine": "cp2k", "job": str(getattr(CURRENT_JOB.job, "uuid", ""))}
+    lattice = frames.lattice0 if frames.constant else None
+    with TrajectoryWriter(backend, frames.symbols, lattice, timestep_fs, meta=meta) as writer:
+        for frac, lattices in frames.chunks():
+            writer.append(frac, None if frames.constant else lattices)
+        return writer.close()
 
 
 class Cp2kFrames:
-    """CP2K's ``*-pos-1.xyz`` (and ``*-1.cell``) of one run, read a chunk of frames at a time."""
+    """CP2K's ``*-pos-1.xyz`` (and ``*-1.cell``) of one run, read a chunk of frames at a time.
+
+    Parameters
+    ----------
+    dir_name : str
+        The run's folder (a ``host:`` prefix is dropped).
+    structure : Structure or dict
+        The run's input: atom count, and the cell when CP2K wrote no ``-1.cell``.
+    chunk_frames : int
+        Frames per chunk.
+    """
 
     def __init__(self, dir_name: str, structure: Structure | dict, chunk_frames: int = 2000) -> None:
         from pathlib import Path
@@ -629,12 +637,12 @@ class Cp2kFrames:
             self.constant = bool(np.allclose(cells, cells[0]))
             self.lattice0 = cells[0].reshape(3, 3)
 
-    def _open(self):  # type: ignore[no-untyped-def]
+    def _open(self) -> IO[str]:
         import gzip
 
         return gzip.open(self.path, "rt") if self.path.suffix == ".gz" else open(self.path)
 
-    def chunks(self):  # type: ignore[no-untyped-def]
+    def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(frac (k, n, 3), lattices (k, 3, 3))`` of consecutive frames."""
         import re
 

@@ -200,20 +200,22 @@ class ResumableMDMaker(ForceFieldMDMaker):
         doc = ForceFieldMDMaker.make.original(self, structure, prev_dir)
         from jobflow import CURRENT_JOB
 
-        if not self.binary_trajectory or CURRENT_JOB.store is None or not doc.objects:
+        from superionic.trajectory_store import backend_for, store_arrays
+
+        backend = None if CURRENT_JOB.store is None else backend_for(CURRENT_JOB.store)
+        if not self.binary_trajectory or backend is None or not doc.objects:
             return doc
         key = next((k for k in doc.objects if getattr(k, "value", k) == "trajectory"), None)
         if key is None or doc.objects[key] is None:
             return doc
         from superionic.analysis.md_health import trajectory_energies
         from superionic.analysis.trajectory_io import from_pymatgen_trajectory
-        from superionic.trajectory_store import store_arrays
 
         traj = doc.objects[key]
         arrays = from_pymatgen_trajectory(traj)
         time_step = float(self.time_step or 1.0) * self.traj_interval  # the observer's stride
         doc.objects[key] = store_arrays(
-            CURRENT_JOB.store,
+            backend,
             arrays.frac_coords,
             arrays.lattices,
             arrays.species,

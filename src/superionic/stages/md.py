@@ -42,6 +42,17 @@ def trajectory_arrays(traj: Trajectory | dict, store: Any = None) -> tuple[np.nd
     return arrays.frac_coords, arrays.lattices, arrays.species
 
 
+def last_frame(traj: Trajectory | dict, store: Any = None) -> Structure:
+    """Return the last frame of a trajectory as a Structure (a binary one reads that frame only)."""
+    if is_reference(traj):
+        with open_trajectory(traj, store) as reader:  # type: ignore[arg-type]
+            record = reader.read(reader.n_frames - 1)
+            lattice = reader.lattice if reader.lattice is not None else record["lattice"][-1]
+            return Structure(lattice, reader.species, record["frac"][-1].astype(float))
+    frac, lattice, symbols = trajectory_arrays(traj)
+    return Structure(lattice if lattice.ndim == 2 else lattice[-1], symbols, frac[-1])
+
+
 def frame_energies(traj: Any) -> np.ndarray | None:
     """Energy per frame of a trajectory (pymatgen or a stored binary one), if it carries them."""
     if is_reference(traj):
@@ -355,8 +366,7 @@ def converge_diffusion(
     if done or chunk >= max_chunks:
         return {**result, "n_chunks": chunk, "rsd_converged": bool(done), "target_rsd": target_rsd}
     if last is None:
-        frac, lattice, symbols = trajectory_arrays(trajectories[-1])
-        last = {"structure": Structure(lattice if lattice.ndim == 2 else lattice[-1], symbols, frac[-1])}
+        last = {"structure": last_frame(trajectories[-1])}
     s = MDSettings.of(md_settings)
     if s.frozen_species:
         # the next run's input is written from this structure: carry the constraint (idempotent)

@@ -63,9 +63,10 @@ def analyze_snapshots(
     from superionic.stages.md import concatenate_chunks
 
     chunks = trajectory if isinstance(trajectory, list) else [trajectory]
-    frac, lattice, symbols = concatenate_chunks(chunks, skip_frames)
+    # only the snapshots are held (a binary trajectory is read a chunk at a time)
+    frac, lattice, symbols = concatenate_chunks(chunks, skip_frames, every=max(1, int(every_frames)))
     data = TrajectoryArrays(frac_coords=frac, lattices=lattice, species=symbols)
-    frames = [data.structure_at(k) for k in range(0, data.n_frames, max(1, int(every_frames)))]
+    frames = [data.structure_at(k) for k in range(data.n_frames)]
     summary = local_structure_summary(
         frames, center, ligands, cutoff_A, shape, _s(reference) if reference is not None else None
     )
