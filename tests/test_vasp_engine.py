@@ -253,11 +253,21 @@ def test_replayed_vasp_md_goes_through_the_flow(tmp_path: Path, run_campaign: Ru
     traj = doc["vasp_objects"]["trajectory"]
     from superionic.stages.md import trajectory_arrays
 
-    frames, _lattices, symbols = trajectory_arrays(traj)
+    # a binary trajectory (the replayed run wrote no XDATCAR: frames from vasprun's ionic steps,
+    # every NBLOCK = 1 step of the run, POTIM 2 fs apart), not a JSON blob; the task document
+    # keeps no per-step list
+    from superionic.trajectory_store import is_reference, open_trajectory
+
+    assert is_reference(traj) and traj["time_step_fs"] == 2.0
+    assert all(calc["output"]["ionic_steps"] is None for calc in doc["calcs_reversed"])
+    frames, _lattices, symbols = trajectory_arrays(traj, store.job_store)
     assert symbols == ["Si", "Si"]
     vasprun = Vasprun(str(ref / "outputs" / "vasprun.xml.gz"), parse_dos=False, parse_eigen=False)
     assert len(frames) == len(vasprun.ionic_steps) == 3
     assert frames[-1] == pytest.approx(vasprun.ionic_steps[-1]["structure"].frac_coords, abs=1e-6)
+    with open_trajectory(traj, store.job_store) as reader:
+        energies = reader.energies()
+    assert energies == pytest.approx([step["e_fr_energy"] for step in vasprun.ionic_steps])
 
 
 def test_study_b_npt_langevin_md_inputs(tmp_path: Path) -> None:

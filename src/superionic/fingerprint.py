@@ -52,7 +52,27 @@ STORAGE_ONLY_OVERRIDES = {
         "atomate2.forcefields.md",
         "ForceFieldMDMaker.make",
     ),
+    ("superionic.engines.vasp_md", "StreamingMDMaker.make"): (
+        "atomate2.vasp.jobs.base",
+        "BaseVaspMaker.make",
+    ),
 }
+
+#: Makers subclassed only to store their output differently keep the identity of the class they
+#: extend (its module, class and package version): (module, class) -> (module, class)
+STORAGE_ONLY_CLASSES = {
+    ("superionic.engines.vasp_md", "StreamingMDMaker"): ("atomate2.vasp.jobs.md", "MDMaker"),
+}
+
+
+def _package_version(module: str) -> str | None:
+    """Return the installed version of ``module``'s top-level package (monty's ``@version``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(module.split(".")[0])
+    except PackageNotFoundError:
+        return None
 
 
 def _identity(function: object) -> object:
@@ -71,6 +91,9 @@ def _identity(function: object) -> object:
         bound = function.get("@bound")
         if isinstance(bound, dict):
             bound = {k: v for k, v in bound.items() if k not in STORAGE_ONLY_FIELDS}
+            base = STORAGE_ONLY_CLASSES.get((bound.get("@module"), bound.get("@class")))
+            if base is not None:
+                bound.update({"@module": base[0], "@class": base[1], "@version": _package_version(base[0])})
             generator = bound.get("input_set_generator")
             if isinstance(generator, dict) and isinstance(generator.get("user_incar_settings"), dict):
                 incar = {

@@ -106,8 +106,6 @@ class Engine:
     name: ClassVar[str] = ""
     #: what to do when :meth:`available` says no
     install_hint: ClassVar[str] = ""
-    #: whether MD trajectories hold every ionic step (DFT) rather than every ``trajectory_interval``
-    stores_every_md_step: ClassVar[bool] = False
 
     # The stage methods below wrap the engine module's own job builders, found by name:
     #   relax_maker(settings) -> atomate2 Maker
@@ -119,6 +117,20 @@ class Engine:
     def builder(self, name: str) -> Any:
         """Return the engine module's job builder ``name`` (see above), or None."""
         return getattr(sys.modules[type(self).__module__], name, None)
+
+    def md_frames(self, settings: dict[str, Any]) -> tuple[int, int]:
+        """Return how a production trajectory's frames sit on the MD steps.
+
+        Returns
+        -------
+        tuple of int
+            ``(steps between frames, frames of the temperature ramp at its start)``. Default
+            (MLIP): every ``trajectory_interval`` steps, the ramp inside the same run.
+        """
+        from superionic.engines.settings import MDSettings
+
+        s = MDSettings.of(settings)
+        return s.trajectory_interval, -(-s.ramp_steps // s.trajectory_interval)
 
     # -- where it can run ------------------------------------------------------------------
     def available(self) -> tuple[bool, str]:

@@ -687,7 +687,10 @@ class Cp2kEngine(Engine):
 
     name = "cp2k"
     install_hint = "an installed CP2K (apt-get install cp2k), or engine mlip"
-    stores_every_md_step = True
+
+    def md_frames(self, settings: dict[str, Any]) -> tuple[int, int]:
+        """Return every MD step as a frame (``*-pos-1.xyz``); the ramp is a run of its own."""
+        return 1, 0
 
     def available(self) -> tuple[bool, str]:
         """See :func:`cp2k_available`."""

@@ -121,8 +121,8 @@ def md_input_set(settings: dict[str, Any], start_K: float, end_K: float, nsteps:
     incar = dict(s.incar)
     # what a long MD run should not write (the VASP wiki's advice for runs of many 1000 steps):
     # no WAVECAR/CHGCAR, OUTCAR at NWRITE 1 (energy, stress, forces each step; no eigenvalues),
-    # positions to XDATCAR every trajectory_interval steps (NBLOCK). vasprun.xml keeps every
-    # step (VASP has no switch to thin it; atomate2 parses the trajectory from it).
+    # positions to XDATCAR every trajectory_interval steps (NBLOCK), the frames the analyses read
+    # (superionic.engines.vasp_md streams them into a binary trajectory).
     for key, value in (("LWAVE", False), ("LCHARG", False), ("NWRITE", 1), ("NBLOCK", s.trajectory_interval)):
         incar.setdefault(key, value)
     kpts = Kpoints.gamma_automatic((1, 1, 1))  # AIMD supercells: Gamma point
@@ -169,13 +169,13 @@ def md_jobs(
         ``(jobs, trajectory reference(s) of the production run, last)``; ``last`` holds the
         ``structure`` and ``dir_name`` references of the final run (for :func:`extension_jobs`).
     """
-    from atomate2.vasp.jobs.md import MDMaker
+    from superionic.engines.vasp_md import StreamingMDMaker
 
     s = VaspMDSettings.of(settings)
     jobs = []
     current = structure
     if s.ramp_steps:
-        maker = MDMaker(
+        maker = StreamingMDMaker(
             name=f"{name} ramp",
             input_set_generator=md_input_set(settings, s.start_temperature_K, temperature_K, s.ramp_steps),
             run_vasp_kwargs=md_run_vasp_kwargs(),
@@ -221,9 +221,9 @@ def production_job(
     tuple
         ``(job, trajectory reference)``.
     """
-    from atomate2.vasp.jobs.md import MDMaker
+    from superionic.engines.vasp_md import StreamingMDMaker
 
-    maker = MDMaker(
+    maker = StreamingMDMaker(
         name=name,
         input_set_generator=md_input_set(settings, temperature_K, temperature_K, nsteps),
         run_vasp_kwargs=md_run_vasp_kwargs(),
@@ -302,7 +302,7 @@ def quench_jobs(
     (``seed`` > 0) set ``RANDOM_SEED`` so that their initial velocities differ. Returns the jobs
     and the final structure reference.
     """
-    from atomate2.vasp.jobs.md import MDMaker
+    from superionic.engines.vasp_md import StreamingMDMaker
 
     s = VaspMDSettings.of(settings)
     dt, start = s.timestep_fs, s.start_temperature_K
@@ -317,7 +317,7 @@ def quench_jobs(
         ("cool", melt_K, start, s.quench_ps),
     ):
         nsteps = max(1, round(ps * 1000 / dt))
-        maker = MDMaker(
+        maker = StreamingMDMaker(
             name=f"{name} {seg}",
             input_set_generator=md_input_set(md_settings, t0, t1, nsteps),
             run_vasp_kwargs=md_run_vasp_kwargs(),
@@ -352,7 +352,11 @@ class VaspEngine(Engine):
 
     name = "vasp"
     install_hint = "an installed VASP (set SUPERIONIC_VASP_CMD, e.g. 'srun vasp_std'), or engine mlip/cp2k"
-    stores_every_md_step = True
+
+    def md_frames(self, settings: dict[str, Any]) -> tuple[int, int]:
+        """Return a frame every NBLOCK steps (XDATCAR, see :mod:`.vasp_md`); the ramp is its own run."""
+        s = VaspMDSettings.of(settings)
+        return int(s.incar.get("NBLOCK", s.trajectory_interval)), 0
 
     def available(self) -> tuple[bool, str]:
         """See :func:`vasp_available`."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +58,24 @@ def frame_energies(traj: Any) -> np.ndarray | None:
         with open_trajectory(traj) as reader:
             return reader.energies()
     return trajectory_energies(traj)
+
+
+def recorded_frame_spacing_fs(trajectory: Any, default_fs: float) -> float:
+    """Return the time between stored frames that the trajectory itself records, else ``default_fs``.
+
+    A binary trajectory records it (``time_step_fs``), and so does a VASP Trajectory parsed by
+    atomate2 (POTIM: every ionic step, as stores made before VASP frames were thinned to every
+    NBLOCK steps hold); an MLIP Trajectory records none (``default_fs``, the stage's time step x
+    trajectory interval, applies). The recorded value wins, so a run stored one way is never
+    analysed with the spacing of the other.
+    """
+    if is_reference(trajectory):
+        return float(trajectory["time_step_fs"])
+    if isinstance(trajectory, dict):
+        step = trajectory.get("time_step")
+    else:
+        step = getattr(trajectory, "time_step", None)
+    return float(step) if step else float(default_fs)
 
 
 def _frame_chunks(
@@ -153,6 +170,7 @@ def analyze_diffusion(
 
     """
     chunks = trajectory if isinstance(trajectory, list) else [trajectory]
+    frame_interval_fs = recorded_frame_spacing_fs(chunks[0], frame_interval_fs)
     if any(is_reference(c) for c in chunks):  # binary trajectories: streamed, memory bounded
         n_frames, symbols, frames = _frame_chunks(chunks, skip_frames)
         result = diffusion_from_chunks(
@@ -286,6 +304,7 @@ def analyze_rotation(
         ``temperature_K`` and, per unit name, :class:`RotationResult` as a dict (plus the
         cation jump / anion rotation correlation when ``cation`` is given).
     """
+    frame_interval_fs = recorded_frame_spacing_fs(trajectory, frame_interval_fs)
     frac, lattice, symbols = trajectory_arrays(trajectory)
     frac = frac[skip_frames:]
     if lattice.ndim == 3:
@@ -462,10 +481,7 @@ def md_flow(
     engine, settings = engine_for(spec, md)
     meta = {**metadata, "variant": variant}
     s = MDSettings.of(settings)
-    interval = s.trajectory_interval
-    skip = math.ceil(s.ramp_steps / interval)
-    if engine.stores_every_md_step:  # DFT engines store every ionic step; the ramp is its own run
-        interval, skip = 1, 0
+    interval, skip = engine.md_frames(settings)
     frame_fs = s.timestep_fs * interval
     jobs: list[Any] = []
     start = structure
