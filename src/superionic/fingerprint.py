@@ -91,6 +91,10 @@ def _identity(function: object) -> object:
         bound = function.get("@bound")
         if isinstance(bound, dict):
             bound = {k: v for k, v in bound.items() if k not in STORAGE_ONLY_FIELDS}
+            calculator = bound.get("calculator_kwargs")
+            if isinstance(calculator, dict) and "model_dir" in calculator:
+                # a fine-tuned model is known by its weights' hash (in calculator_kwargs), not its folder
+                bound["calculator_kwargs"] = {k: v for k, v in calculator.items() if k != "model_dir"}
             base = STORAGE_ONLY_CLASSES.get((bound.get("@module"), bound.get("@class")))
             if base is not None:
                 bound.update({"@module": base[0], "@class": base[1], "@version": _package_version(base[0])})

@@ -25,7 +25,7 @@ from typing import Annotated
 import typer
 
 from superionic import __version__
-from superionic.cli import analyze, campaign, fireworks, order, store
+from superionic.cli import analyze, campaign, finetune, fireworks, order, store
 from superionic.cli.common import console
 
 __all__ = ["app", "entrypoint", "main"]
@@ -83,6 +83,7 @@ app.command()(campaign.run)
 app.command()(campaign.status)
 app.command()(campaign.report)
 app.command()(order.order)
+app.command()(finetune.finetune)
 app.command()(campaign.inputs)
 app.command()(fireworks.submit)
 app.command()(fireworks.worker)

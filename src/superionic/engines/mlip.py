@@ -22,6 +22,34 @@ if TYPE_CHECKING:  # atomate2's forcefield makers (and torch) load when a maker 
 _DYNAMICS = {"nose-hoover": "nose-hoover", "langevin": "langevin", "berendsen": "berendsen"}
 
 
+def is_model_folder(force_field: str) -> bool:
+    """Whether ``force_field`` names a folder (a fine-tuned model) rather than a force field name."""
+    return "/" in force_field or force_field.startswith(("~", ".")) or Path(force_field).is_dir()
+
+
+def force_field_kwargs(force_field: str) -> dict[str, Any]:
+    """Return the atomate2 maker arguments for ``force_field``.
+
+    A name atomate2 knows (``CHGNet``) is passed as is. A model folder written by
+    ``superionic finetune`` becomes the calculator :func:`superionic.engines.finetune.finetuned_calculator`
+    with the folder and its weights' SHA-256: the job's identity holds the hash, not the path
+    (:mod:`superionic.fingerprint` leaves ``model_dir`` out), so a model retrained in the same
+    folder re-runs what used it, and a model moved elsewhere does not.
+    """
+    if not is_model_folder(force_field):
+        return {"force_field_name": force_field}
+    from superionic.engines.finetune import read_model_folder
+
+    meta = read_model_folder(force_field)
+    return {
+        "force_field_name": {"@module": "superionic.engines.finetune", "@callable": "finetuned_calculator"},
+        "calculator_kwargs": {
+            "model_dir": str(Path(force_field).expanduser().resolve()),
+            "weights_sha256": meta["weights_sha256"],
+        },
+    }
+
+
 def relax_maker(settings: dict[str, Any]) -> ForceFieldRelaxMaker:
     """Return the atomate2 relax maker for the merged stage settings.
 
@@ -36,7 +64,7 @@ def relax_maker(settings: dict[str, Any]) -> ForceFieldRelaxMaker:
     optimizer = {} if s.optimizer == "FIRE" else {"optimizer_kwargs": {"optimizer": s.optimizer}}
     return ForceFieldRelaxMaker(
         name="mlip relax",
-        force_field_name=s.force_field,
+        **force_field_kwargs(s.force_field),
         relax_cell=s.relax_cell,
         steps=s.max_steps,
         relax_kwargs={"fmax": s.fmax_ev_per_A},
@@ -101,7 +129,7 @@ def md_maker(settings: dict[str, Any], temperature_K: float) -> ResumableMDMaker
         kwargs["ase_md_kwargs"] = {"ttime": 50.0}  # fs; ASE NPT thermostat time constant
     return ResumableMDMaker(
         name=f"mlip md {temperature_K:g} K",
-        force_field_name=s.force_field,
+        **force_field_kwargs(s.force_field),
         time_step=dt,
         n_steps=ramp + prod,
         ensemble=ensemble,
@@ -139,7 +167,7 @@ def quench_maker(settings: dict[str, Any], melt_K: float, seed: int = 0) -> Resu
     schedule = quench_schedule(s.start_temperature_K, melt_K, *steps)
     return ResumableMDMaker(
         name=f"mlip quench {melt_K:g} K",
-        force_field_name=s.force_field,
+        **force_field_kwargs(s.force_field),
         time_step=dt,
         n_steps=len(schedule),
         ensemble="nvt",
@@ -229,7 +257,19 @@ class MLIPEngine(Engine):
     name = "mlip"
 
     def check(self, stage: str, settings: dict[str, Any], systems: list[SystemView]) -> list[Problem]:
-        """MLIP NpT runs ASE's MTK Nose-Hoover chain: other thermostats with ``npt`` are refused."""
+        """Refuse a ``force_field`` folder that is not a model, and NpT with another thermostat.
+
+        MLIP NpT runs ASE's MTK Nose-Hoover chain only.
+        """
+        force_field = str(settings.get("force_field", "CHGNet"))
+        if is_model_folder(force_field):
+            from superionic.engines.finetune import read_model_folder
+            from superionic.errors import SuperionicError
+
+            try:
+                read_model_folder(force_field)
+            except SuperionicError as exc:
+                return list(exc.problems)
         if stage == "md" and settings.get("ensemble") == "npt":
             if settings.get("thermostat", "nose-hoover") != "nose-hoover":
                 return [

@@ -127,6 +127,12 @@ def load_campaign(
         spec = CampaignSpec.model_validate(plain)
     except ValidationError as exc:
         raise SpecError(_problems_from_validation(exc, data), shown) from None
+    # a force_field model folder, like every path in a campaign file, is relative to the file
+    for stage in spec.stages:
+        folder = getattr(stage, "force_field", None)
+        if folder and ("/" in folder or folder.startswith((".", "~"))):  # a model folder, not a name
+            path = Path(folder).expanduser()
+            stage.force_field = str(path if path.is_absolute() else (file.parent / path).resolve())
     problems: list[Problem] = []
     systems: list[SystemInstance] = []
     for i, system in enumerate(spec.systems):

@@ -46,6 +46,11 @@ class RelaxStage(_StageBase):
     fmax_ev_per_A: PositiveFloat | None = None
     max_steps: PositiveInt | None = None
     relax_cell: bool | None = None
+    force_field: str | None = Field(
+        None,
+        description="MLIP engine: a force field (CHGNet) or a model folder from `superionic finetune` "
+        "(relative to this file).",
+    )
 
 
 class HullStage(_StageBase):
@@ -98,6 +103,11 @@ class MDStage(_StageBase):
     )
     temperatures_K: list[PositiveFloat] = Field(..., min_length=1)
     species: str = "Li"
+    force_field: str | None = Field(
+        None,
+        description="MLIP engine: a force field (CHGNet) or a model folder from `superionic finetune` "
+        "(relative to this file).",
+    )
     timestep_fs: PositiveFloat = 2.0
     production_steps: PositiveInt = 5000
     ramp_steps: int = Field(0, ge=0, description="Linear heating from start_temperature_K.")
@@ -141,6 +151,11 @@ class QuenchStage(_StageBase):
     stage: Literal["quench"]
     systems: list[str] = Field(default_factory=list, description="Only these systems (default: all).")
     melt_temperatures_K: list[PositiveFloat] = Field(..., min_length=1)
+    force_field: str | None = Field(
+        None,
+        description="MLIP engine: a force field (CHGNet) or a model folder from `superionic finetune` "
+        "(relative to this file).",
+    )
     start_temperature_K: PositiveFloat = 100.0
     heat_ps: PositiveFloat = 2.0
     hold_ps: PositiveFloat = 20.0

@@ -1,0 +1,753 @@
+"""Fine-tune CHGNet on a campaign's own DFT frames, and the model folders it writes.
+
+Why this module: atomate2 has no fine-tuning step (only VASP's on-the-fly force field) and
+CHGNet's trainer starts from a dataset, not from DFT outputs. Here DFT frames (structure,
+energy, forces, stress) are read from VASP (vasprun.xml, OUTCAR) or CP2K outputs, split by run
+(never frames of one trajectory in two splits), CHGNet's per-element reference energies are refit
+to the DFT code's energy scale, CHGNet's own :class:`chgnet.trainer.Trainer` fine-tunes the
+upper layers (its fine-tuning recipe: embeddings and the first interaction blocks frozen), and
+the model is written to a folder with its weights' SHA-256, the data and settings that made it
+and the test-set errors before and after. ``force_field: <folder>`` then uses it.
+
+Units (CHGNet's): energy eV/atom, forces eV/A, stress GPa with the sign of ASE's stress
+(tension positive), i.e. -0.1 x VASP's kBar (VASP prints pressure-like, compression positive).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pymatgen.core import Structure
+
+from superionic.errors import SuperionicError
+
+#: files of a model folder
+MODEL_FILE = "model.pth.tar"
+META_FILE = "superionic_model.json"
+MODEL_FORMAT = 1
+#: VASP's stress (kBar, compression positive) -> CHGNet's (GPa, tension positive)
+VASP_KBAR_TO_CHGNET_GPA = -0.1
+
+
+@dataclass
+class DFTFrame:
+    """One DFT calculation of a structure: what a force field is trained on.
+
+    Attributes
+    ----------
+    structure : Structure
+        The cell and positions.
+    energy_eV : float
+        Total (free) energy of the cell, consistent with the forces.
+    forces_eV_per_A : ndarray, shape (n_atoms, 3)
+        Forces.
+    stress_GPa : ndarray, shape (3, 3) or None
+        Stress in CHGNet's convention (tension positive).
+    engine : str
+        ``vasp`` or ``cp2k`` (one training set holds one engine's energies).
+    source : str
+        The file it was read from.
+    group : str
+        The run it belongs to: frames of one group always land in the same split.
+    settings : str
+        The DFT settings that set the energy scale (VASP: ENCUT, PREC, functional, k-mesh):
+        frames of different settings are not trained together.
+    """
+
+    structure: Structure
+    energy_eV: float
+    forces_eV_per_A: np.ndarray
+    stress_GPa: np.ndarray | None
+    engine: str
+    source: str
+    group: str
+    settings: str = ""
+
+    @property
+    def elements(self) -> frozenset[str]:
+        """Return the elements of the cell."""
+        return frozenset(el.symbol for el in self.structure.composition.elements)
+
+
+# -- reading DFT outputs -------------------------------------------------------------------------
+def _is_vasprun(path: Path) -> bool:
+    return "vasprun" in path.name.lower() or _head(path).lstrip().startswith("<?xml")
+
+
+def _head(path: Path, n: int = 4000) -> str:
+    from monty.io import zopen
+
+    try:
+        with zopen(path, "rt", errors="replace") as fh:
+            return fh.read(n)
+    except (OSError, EOFError):
+        return ""
+
+
+def _kind(path: Path) -> str | None:
+    """``vasprun``, ``outcar``, ``cp2k`` or None for a file that is none of them."""
+    if _is_vasprun(path):
+        return "vasprun"
+    head = _head(path)
+    if "OUTCAR" in path.name.upper() or head.lstrip().startswith(" vasp."):
+        return "outcar"
+    if "CP2K|" in head or ("PROGRAM STARTED AT" in head and "CP2K" in head):
+        return "cp2k"
+    return None
+
+
+def find_outputs(paths: Iterable[str | Path]) -> list[tuple[Path, str]]:
+    """Return the DFT output files under ``paths`` (files, or folders searched recursively).
+
+    In a folder, a run's vasprun.xml is read and its OUTCAR left out (the same frames).
+
+    Raises
+    ------
+    SuperionicError
+        A path that does not exist, or holds no VASP/CP2K output.
+    """
+    found: list[tuple[Path, str]] = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if not path.exists():
+            raise SuperionicError.single("DATA", "no such file or folder", str(raw), "VASP or CP2K outputs")
+        if path.is_file():
+            kind = _kind(path)
+            if kind is None:
+                raise SuperionicError.single(
+                    "DATA",
+                    "not a VASP or CP2K output",
+                    str(path),
+                    "vasprun.xml or OUTCAR (any name, .gz ok), or a CP2K output log",
+                )
+            found.append((path, kind))
+            continue
+        in_folder: dict[Path, list[tuple[Path, str]]] = {}
+        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            name = file.name.lower()
+            if not ("vasprun" in name or "outcar" in name or name.endswith((".out", ".out.gz", ".log"))):
+                continue
+            kind = _kind(file)
+            if kind is not None:
+                in_folder.setdefault(file.parent, []).append((file, kind))
+        for files in in_folder.values():
+            vaspruns = [f for f in files if f[1] == "vasprun"]
+            found.extend(vaspruns or files)
+        if not in_folder:
+            raise SuperionicError.single(
+                "DATA",
+                "holds no VASP or CP2K output",
+                str(path),
+                "a folder with vasprun.xml/OUTCAR or CP2K logs",
+            )
+    return found
+
+
+def read_frames(paths: Iterable[str | Path], every: int = 1) -> list[DFTFrame]:
+    """Read every DFT frame (every ``every``-th of each run) from VASP or CP2K outputs.
+
+    Parameters
+    ----------
+    paths : iterable of path
+        Files or folders (searched recursively); see :func:`find_outputs`.
+    every : int
+        Keep every N-th frame of each run (consecutive MD frames are nearly the same).
+
+    Returns
+    -------
+    list of DFTFrame
+
+    Raises
+    ------
+    SuperionicError
+        Frames without forces or energies, unreadable files.
+    """
+    frames: list[DFTFrame] = []
+    for path, kind in find_outputs(paths):
+        reader = {"vasprun": _vasprun_frames, "outcar": _outcar_frames, "cp2k": _cp2k_frames}[kind]
+        run = reader(path)
+        frames.extend(run[::every] if every > 1 else run)
+    return frames
+
+
+def _no_forces(path: Path) -> SuperionicError:
+    return SuperionicError.single(
+        str(path),
+        "frames without forces",
+        "no forces",
+        "outputs of runs that print forces (VASP: any ionic run; CP2K: PRINT FORCES ON)",
+    )
+
+
+def _vasprun_frames(path: Path) -> list[DFTFrame]:
+    from pymatgen.io.vasp.outputs import Vasprun
+
+    try:
+        run = Vasprun(
+            str(path), parse_dos=False, parse_eigen=False, parse_potcar_file=False, exception_on_bad_xml=False
+        )
+    except Exception as exc:  # pymatgen raises several kinds on a broken file
+        raise SuperionicError.single(
+            str(path), "unreadable vasprun.xml", type(exc).__name__, "a VASP vasprun.xml"
+        ) from None
+    p = run.parameters
+    mesh = "x".join(str(k) for k in (run.kpoints.kpts[0] if run.kpoints is not None else ["?"]))
+    key = (
+        f"ENCUT {float(p.get('ENCUT', 0)):g}, PREC {str(p.get('PREC', '?')).lower()}, "
+        f"GGA {p.get('GGA', '?')}, METAGGA {p.get('METAGGA', 'none')}, "
+        f"k {mesh} ({len(run.actual_kpoints)} points)"
+    )
+    frames = []
+    for step in run.ionic_steps:
+        if step.get("forces") is None:
+            raise _no_forces(path)
+        energy = step.get("e_fr_energy", step.get("e_0_energy"))
+        stress = step.get("stress")
+        frames.append(
+            DFTFrame(
+                step["structure"],
+                float(energy),
+                np.asarray(step["forces"], float),
+                None if stress is None else VASP_KBAR_TO_CHGNET_GPA * np.asarray(stress, float),
+                "vasp",
+                str(path),
+                str(path.parent),
+                key,
+            )
+        )
+    return frames
+
+
+def _ase_frames(path: Path, fmt: str, engine: str) -> list[DFTFrame]:
+    """Frames ASE reads (energy force-consistent, forces, stress in eV/A^3 -> GPa)."""
+    from ase import units
+    from ase.io import read
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    try:
+        images = read(str(path), index=":", format=fmt)
+    except Exception as exc:  # ASE raises several kinds on a broken file
+        raise SuperionicError.single(
+            str(path), f"unreadable {engine} output", type(exc).__name__, ""
+        ) from None
+    frames = []
+    for atoms in images if isinstance(images, list) else [images]:
+        calc = atoms.calc
+        if calc is None or calc.results.get("forces") is None:
+            raise _no_forces(path)
+        stress = calc.results.get("stress")
+        if stress is not None:
+            from ase.stress import voigt_6_to_full_3x3_stress
+
+            stress = np.asarray(stress)
+            stress = (voigt_6_to_full_3x3_stress(stress) if stress.shape == (6,) else stress) / units.GPa
+        energy = calc.results.get("free_energy", calc.results.get("energy"))
+        frames.append(
+            DFTFrame(
+                AseAtomsAdaptor.get_structure(atoms),
+                float(energy),
+                np.asarray(calc.results["forces"], float),
+                stress,
+                engine,
+                str(path),
+                str(path.parent),
+            )
+        )
+    return frames
+
+
+def _outcar_frames(path: Path) -> list[DFTFrame]:
+    import re
+
+    frames = _ase_frames(path, "vasp-out", "vasp")
+    head = _head(path, 400_000)
+    found = []
+    for label, pattern in (
+        ("ENCUT", r"ENCUT\s*=\s*([\d.]+)"),
+        ("PREC", r"PREC\s*=\s*(\w+)"),
+        ("GGA", r"GGA\s*=\s*(\S+)"),
+        ("k", r"generate k-points for:\s*(\d+\s+\d+\s+\d+)"),
+    ):
+        m = re.search(pattern, head)
+        found.append(f"{label} {' '.join(m.group(1).split()).lower() if m else '?'}")
+    for frame in frames:
+        frame.settings = ", ".join(found)
+    return frames
+
+
+def _cp2k_frames(path: Path) -> list[DFTFrame]:
+    # not built yet (issue 17 is open for it): say so rather than read CP2K's atomic units wrong
+    raise SuperionicError.single(
+        str(path), "CP2K outputs cannot be read for fine-tuning yet", "CP2K log", "VASP vasprun.xml or OUTCAR"
+    )
+
+
+# -- checks and splits ---------------------------------------------------------------------------
+def check_frames(
+    frames: Sequence[DFTFrame], allow_mixed_elements: bool = False, allow_mixed_settings: bool = False
+) -> None:
+    """Refuse a training set that mixes engines (or, unless allowed, element sets or DFT settings).
+
+    Raises
+    ------
+    SuperionicError
+        Mixed engines (their total energies sit on different scales: CP2K GTH about -100 eV/atom,
+        VASP PAW about -5), mixed settings (cut-off, precision, k-mesh: another energy scale
+        within one engine), mixed element sets, no frames.
+    """
+    if not frames:
+        raise SuperionicError.single("DATA", "no DFT frames found", "", "VASP or CP2K outputs with forces")
+    engines: dict[str, str] = {}
+    elements: dict[frozenset[str], str] = {}
+    settings: dict[str, str] = {}
+    for frame in frames:
+        engines.setdefault(frame.engine, frame.source)
+        elements.setdefault(frame.elements, frame.source)
+        settings.setdefault(frame.settings, frame.source)
+    if len(engines) > 1:
+        (e1, s1), (e2, s2) = list(engines.items())[:2]
+        raise SuperionicError.single(
+            "DATA",
+            "mixes DFT engines (their energies sit on different scales)",
+            f"{e1} ({s1}) and {e2} ({s2})",
+            "frames of one engine and one set of DFT settings",
+        )
+    if len(elements) > 1 and not allow_mixed_elements:
+        (a, s1), (b, s2) = list(elements.items())[:2]
+        raise SuperionicError.single(
+            "DATA",
+            "mixes cells with different species sets",
+            f"{'-'.join(sorted(a))} ({s1}) and {'-'.join(sorted(b))} ({s2})",
+            "cells of one chemical system, or --allow-mixed-elements (e.g. the phases of a hull)",
+        )
+    if len(settings) > 1 and not allow_mixed_settings:
+        (a, s1), (b, s2) = list(settings.items())[:2]
+        raise SuperionicError.single(
+            "DATA",
+            "mixes DFT settings that shift the energy scale",
+            f"{a} ({s1}) and {b} ({s2})",
+            "runs of one set of settings (or --allow-mixed-settings to train on forces and stresses "
+            "across them)",
+        )
+
+
+def split_by_group(
+    frames: Sequence[DFTFrame],
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    test_groups: Sequence[str] | None = None,
+) -> dict[str, list[DFTFrame]]:
+    """Split frames into ``train``, ``val`` and ``test`` by run, never one run in two splits.
+
+    Runs are shuffled with ``seed``; runs go to the test split until it holds ``test_fraction``
+    of the frames, then to validation until ``val_fraction``; the rest train. ``test_groups``
+    names the test runs instead.
+
+    Raises
+    ------
+    SuperionicError
+        Fewer than three runs, or a split left empty.
+    """
+    groups: dict[str, list[DFTFrame]] = {}
+    for frame in frames:
+        groups.setdefault(frame.group, []).append(frame)
+    names = sorted(groups)
+    if len(names) < 3:
+        raise SuperionicError.single(
+            "DATA",
+            "too few runs for a train / validation / test split by run",
+            f"{len(names)} run(s), {len(frames)} frames",
+            "at least 3 runs (frames of one run never go to two splits)",
+        )
+    rng = np.random.default_rng(seed)
+    order = [names[i] for i in rng.permutation(len(names))]
+    split: dict[str, list[DFTFrame]] = {"train": [], "val": [], "test": []}
+    total = len(frames)
+    if test_groups:
+        chosen = [g for g in order if g in set(test_groups)]
+        for g in chosen:
+            split["test"].extend(groups[g])
+        order = [g for g in order if g not in set(chosen)]
+    for g in order:
+        if not test_groups and len(split["test"]) < test_fraction * total:
+            split["test"].extend(groups[g])
+        elif len(split["val"]) < val_fraction * total:
+            split["val"].extend(groups[g])
+        else:
+            split["train"].extend(groups[g])
+    for key, part in split.items():
+        if not part:
+            raise SuperionicError.single(
+                "DATA",
+                f"the {key} split is empty",
+                f"{len(names)} runs, {total} frames",
+                "more runs, or other --test-fraction / --val-fraction",
+            )
+    return split
+
+
+# -- metrics -------------------------------------------------------------------------------------
+@dataclass
+class Errors:
+    """Mean absolute errors of a model on frames (energy after the reference refit)."""
+
+    energy_meV_per_atom: float
+    force_meV_per_A: float
+    stress_GPa: float | None
+    n_frames: int
+
+
+def predict(model: Any, frames: Sequence[DFTFrame], batch_size: int = 16) -> list[dict[str, np.ndarray]]:
+    """Return CHGNet's predictions (``e`` eV/atom, ``f`` eV/A, ``s`` GPa) for ``frames``."""
+    out = model.predict_structure([f.structure for f in frames], task="efs", batch_size=batch_size)
+    return out if isinstance(out, list) else [out]
+
+
+def errors(frames: Sequence[DFTFrame], predictions: Sequence[dict[str, Any]]) -> Errors:
+    """Return the MAEs of ``predictions`` against the DFT ``frames``."""
+    de, df, ds = [], [], []
+    for frame, p in zip(frames, predictions, strict=True):
+        n = len(frame.structure)
+        de.append(abs(float(p["e"]) - frame.energy_eV / n))
+        df.append(np.abs(np.asarray(p["f"]) - frame.forces_eV_per_A).ravel())
+        if frame.stress_GPa is not None:
+            ds.append(np.abs(np.asarray(p["s"]) - frame.stress_GPa).ravel())
+    return Errors(
+        1000 * float(np.mean(de)),
+        1000 * float(np.mean(np.concatenate(df))),
+        float(np.mean(np.concatenate(ds))) if ds else None,
+        len(frames),
+    )
+
+
+def refit_references(model: Any, frames: Sequence[DFTFrame], batch_size: int = 16) -> np.ndarray:
+    """Shift CHGNet's per-element reference energies so that it sits on the DFT code's scale.
+
+    The shift is the least-squares (minimum-norm) fit of the per-atom energy residual (DFT minus
+    the model) to the frames' element fractions; forces and stresses do not change. Returns the
+    shift per element (eV/atom, index Z - 1).
+    """
+    import torch
+
+    predictions = predict(model, frames, batch_size)
+    residual = np.array(
+        [f.energy_eV / len(f.structure) - float(p["e"]) for f, p in zip(frames, predictions, strict=True)]
+    )
+    features = np.zeros((len(frames), 94))
+    for k, frame in enumerate(frames):
+        for el, amount in frame.structure.composition.fractional_composition.items():
+            features[k, el.Z - 1] = amount
+    shift = np.linalg.lstsq(features, residual, rcond=None)[0]
+    fc = model.composition_model.fc
+    with torch.no_grad():
+        fc.weight += torch.tensor(shift, dtype=fc.weight.dtype).view_as(fc.weight)
+    return shift
+
+
+# -- fine-tuning ---------------------------------------------------------------------------------
+@dataclass
+class FinetuneSettings:
+    """How a model is fine-tuned (all part of the model's fingerprint)."""
+
+    epochs: int = 5
+    learning_rate: float = 1e-3
+    batch_size: int = 8
+    test_fraction: float = 0.2
+    val_fraction: float = 0.1
+    every: int = 1
+    seed: int = 0
+    freeze: str = "embeddings+early"  # CHGNet's fine-tuning recipe; "none" trains every weight
+    stress_weight: float = 0.1
+
+
+@dataclass
+class FinetuneResult:
+    """What a fine-tuning produced (also written to the model folder's metadata)."""
+
+    folder: str
+    weights_sha256: str
+    data_sha256: str
+    settings: dict[str, Any]
+    engine: str
+    elements: list[str]
+    splits: dict[str, dict[str, Any]]
+    before: dict[str, Any]
+    after: dict[str, Any]
+    improved: bool
+    seconds: dict[str, float] = field(default_factory=dict)
+    base_model: str = ""
+
+
+def data_fingerprint(frames: Sequence[DFTFrame]) -> str:
+    """Return a SHA-256 of the frames' content (positions, cells, energies, forces, stresses)."""
+    h = hashlib.sha256()
+    for f in frames:
+        h.update(np.round(f.structure.lattice.matrix, 6).tobytes())
+        h.update(np.round(f.structure.frac_coords, 6).tobytes())
+        h.update(" ".join(s.specie.symbol for s in f.structure).encode())
+        h.update(np.round([f.energy_eV], 6).tobytes())
+        h.update(np.round(f.forces_eV_per_A, 5).tobytes())
+        if f.stress_GPa is not None:
+            h.update(np.round(f.stress_GPa, 5).tobytes())
+    return h.hexdigest()
+
+
+def _freeze(model: Any, how: str) -> None:
+    if how == "none":
+        return
+    layers = [
+        model.atom_embedding,
+        model.bond_embedding,
+        model.angle_embedding,
+        model.bond_basis_expansion,
+        model.angle_basis_expansion,
+        model.atom_conv_layers[:-2],
+        model.bond_conv_layers,
+        model.angle_layers,
+    ]
+    for layer in layers:
+        for param in getattr(layer, "parameters", lambda: [])():
+            param.requires_grad = False
+
+
+def finetune_chgnet(
+    frames: Sequence[DFTFrame],
+    out: str | Path,
+    settings: FinetuneSettings | None = None,
+    test_groups: Sequence[str] | None = None,
+    allow_mixed_elements: bool = False,
+    log: Any = print,
+    allow_mixed_settings: bool = False,
+) -> FinetuneResult:
+    """Fine-tune pretrained CHGNet on ``frames`` and write the model folder ``out``.
+
+    Parameters
+    ----------
+    frames : sequence of DFTFrame
+        DFT frames of one engine (:func:`read_frames`).
+    out : path
+        The model folder (created; an earlier model there is replaced only when this one is
+        written completely).
+    settings : FinetuneSettings, optional
+        Epochs, learning rate, split fractions, seed.
+    test_groups : sequence of str, optional
+        Runs (``DFTFrame.group``) held out for the test errors.
+    allow_mixed_elements : bool
+        Train on cells of different element sets (phases of a hull).
+    allow_mixed_settings : bool
+        Train on runs of different DFT settings (their energies then disagree).
+    log : callable
+        Progress lines.
+
+    Returns
+    -------
+    FinetuneResult
+        Errors on the test frames before (pretrained, references refit) and after.
+    """
+    import shutil
+    import tempfile
+
+    import torch
+    from chgnet.data.dataset import StructureData, get_loader
+    from chgnet.model import CHGNet
+    from chgnet.trainer import Trainer
+
+    s = settings or FinetuneSettings()
+    check_frames(frames, allow_mixed_elements, allow_mixed_settings)
+    split = split_by_group(frames, s.test_fraction, s.val_fraction, s.seed, test_groups)
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    torch.manual_seed(s.seed)
+    model = CHGNet.load(verbose=False)
+    base = f"CHGNet {model.version} pretrained (chgnet {_chgnet_version()})"
+    refit_references(model, split["train"], s.batch_size)
+    predictions_before = predict(model, split["test"], s.batch_size)
+    before = errors(split["test"], predictions_before)
+    seconds["refit_and_baseline"] = time.perf_counter() - t0
+    log(
+        f"before (pretrained, references refit) on {before.n_frames} test frames: energy "
+        f"{before.energy_meV_per_atom:.1f} meV/atom, force {before.force_meV_per_A:.0f} meV/A"
+        + ("" if before.stress_GPa is None else f", stress {before.stress_GPa:.3f} GPa")
+    )
+    _freeze(model, s.freeze)
+    has_stress = all(f.stress_GPa is not None for f in frames)
+
+    def dataset(part: list[DFTFrame], shuffle: bool) -> Any:
+        return StructureData(
+            [f.structure for f in part],
+            [f.energy_eV / len(f.structure) for f in part],
+            [f.forces_eV_per_A.tolist() for f in part],
+            stresses=[f.stress_GPa.tolist() for f in part] if has_stress else None,  # type: ignore[union-attr]
+            shuffle=shuffle,
+        )
+
+    t1 = time.perf_counter()
+    trainer = Trainer(
+        model=model,
+        targets="efs" if has_stress else "ef",
+        stress_loss_ratio=s.stress_weight,
+        optimizer="Adam",
+        scheduler="CosLR",
+        criterion="MSE",
+        epochs=s.epochs,
+        learning_rate=s.learning_rate,
+        use_device="cpu",
+        print_freq=10**6,
+        torch_seed=s.seed,
+        data_seed=s.seed,
+    )
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".finetune-", dir=out.parent))
+    try:
+        trainer.train(
+            get_loader(dataset(split["train"], True), batch_size=s.batch_size, pin_memory=False),
+            get_loader(dataset(split["val"], False), batch_size=s.batch_size, pin_memory=False),
+            save_dir=str(scratch / "checkpoints"),
+            train_composition_model=False,
+        )
+        best = trainer.get_best_model()
+        seconds["training"] = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        predictions_after = predict(best, split["test"], s.batch_size)
+        after = errors(split["test"], predictions_after)
+        seconds["test"] = time.perf_counter() - t2
+        improved = after.force_meV_per_A < before.force_meV_per_A
+        staging = scratch / "model"
+        staging.mkdir()
+        torch.save({"model": best.as_dict()}, staging / MODEL_FILE)
+        digest = sha256_file(staging / MODEL_FILE)
+        result = FinetuneResult(
+            folder=str(out),
+            weights_sha256=digest,
+            data_sha256=data_fingerprint(frames),
+            settings=asdict(s),
+            engine=frames[0].engine,
+            elements=sorted({e for f in frames for e in f.elements}),
+            splits={k: {"runs": sorted({f.group for f in v}), "frames": len(v)} for k, v in split.items()},
+            before=asdict(before),
+            after=asdict(after),
+            improved=improved,
+            seconds={k: round(v, 1) for k, v in seconds.items()},
+            base_model=base,
+        )
+        (staging / META_FILE).write_text(json.dumps({"format": MODEL_FORMAT, **asdict(result)}, indent=1))
+        parity_plot(split["test"], predictions_before, predictions_after, staging / "parity.png")
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    log(
+        f"after ({s.epochs} epochs on {len(split['train'])} frames): energy {after.energy_meV_per_atom:.1f} "
+        f"meV/atom, force {after.force_meV_per_A:.0f} meV/A"
+        + ("" if after.stress_GPa is None else f", stress {after.stress_GPa:.3f} GPa")
+    )
+    return result
+
+
+def _chgnet_version() -> str:
+    from importlib.metadata import version
+
+    return version("chgnet")
+
+
+def sha256_file(path: Path) -> str:
+    """Return the SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def parity_plot(
+    frames: Sequence[DFTFrame], before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any]], path: Path
+) -> None:
+    """Energy and force parity (DFT vs model) on the test frames, before and after."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+    e_dft = np.array([f.energy_eV / len(f.structure) for f in frames])
+    f_dft = np.concatenate([f.forces_eV_per_A.ravel() for f in frames])
+    for label, preds, marker in (("pretrained (refs refit)", before, "x"), ("fine-tuned", after, "o")):
+        e = np.array([float(p["e"]) for p in preds])
+        f = np.concatenate([np.asarray(p["f"]).ravel() for p in preds])
+        axes[0].scatter(e_dft, e, s=10, marker=marker, label=label)
+        axes[1].scatter(f_dft, f, s=4, marker=marker, alpha=0.5, label=label)
+    for ax, unit in zip(axes, ("energy (eV/atom)", "force component (eV/A)"), strict=True):
+        lo, hi = ax.get_xlim()
+        ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+        ax.set_xlabel(f"DFT {unit}")
+        ax.set_ylabel(f"model {unit}")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"test frames ({len(frames)}): parity before and after fine-tuning")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# -- model folders -------------------------------------------------------------------------------
+def read_model_folder(folder: str | Path, where: str = "force_field") -> dict[str, Any]:
+    """Return a model folder's metadata, its weights checked against their recorded SHA-256.
+
+    Raises
+    ------
+    SuperionicError
+        Not a folder, no metadata or weights, or weights that are not the ones recorded.
+    """
+    path = Path(folder).expanduser()
+    valid = f"a folder written by `superionic finetune` ({MODEL_FILE} and {META_FILE})"
+    if not path.is_dir():
+        raise SuperionicError.single(where, "no such model folder", str(folder), valid)
+    meta_path, weights = path / META_FILE, path / MODEL_FILE
+    if not meta_path.is_file() or not weights.is_file():
+        raise SuperionicError.single(where, "not a model folder", str(folder), valid)
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError:
+        raise SuperionicError.single(where, "model metadata is not JSON", str(meta_path), valid) from None
+    if meta.get("format") != MODEL_FORMAT or "weights_sha256" not in meta:
+        raise SuperionicError.single(where, "not a model folder of this version", str(folder), valid)
+    if sha256_file(weights) != meta["weights_sha256"]:
+        raise SuperionicError.single(
+            where,
+            "the weights are not the ones its metadata records (changed after fine-tuning)",
+            str(weights),
+            "the folder as `superionic finetune` wrote it",
+        )
+    return meta
+
+
+def finetuned_calculator(model_dir: str, weights_sha256: str, use_device: str = "cpu", **kwargs: Any) -> Any:
+    """Return a CHGNet ASE calculator on the fine-tuned model in ``model_dir``.
+
+    atomate2's force-field makers build it from ``force_field_name = {"@module": ..., "@callable":
+    "finetuned_calculator"}`` and these keyword arguments. The weights must be those the job was
+    built with (``weights_sha256``, part of the job's identity): a model retrained in the same
+    folder is refused here, and a rebuilt campaign gives the job a new identity.
+    """
+    from chgnet.model import CHGNet
+    from chgnet.model.dynamics import CHGNetCalculator
+
+    meta = read_model_folder(model_dir)
+    if meta["weights_sha256"] != weights_sha256:
+        raise SuperionicError.single(
+            "force_field",
+            "the model in this folder was retrained after the job was built",
+            model_dir,
+            "rebuild the campaign (superionic run) so that its jobs use the new weights",
+        )
+    model = CHGNet.from_file(str(Path(model_dir) / MODEL_FILE))
+    return CHGNetCalculator(model=model, use_device=use_device, **kwargs)

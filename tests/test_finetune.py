@@ -1,0 +1,169 @@
+"""Fine-tuning CHGNet on real VASP frames (issue 17): units, splits, the model folder, bad input.
+
+Real data: the Si MPMorph fixture (`../shared/fixtures/vasp/Si_mp_morph`, 16-atom Si cells, VASP
+PBE). Its relax/static runs (ENCUT 520, 3x3x3 k) and its MD runs (POTCAR cut-off, Gamma) sit on
+different energy scales, so the training set is the MD runs, as the finetune command insists.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import require_fixtures
+from superionic.cli import app
+from superionic.engines.finetune import (
+    MODEL_FILE,
+    VASP_KBAR_TO_CHGNET_GPA,
+    read_frames,
+    read_model_folder,
+)
+
+runner = CliRunner()
+MORPH = "vasp/Si_mp_morph"
+TRAIN = (
+    "MP_Morph_VASP_Equilibrium_Volume_Maker_Convergence_MPMorph_VASP_MD_Maker_2",
+    "MP_Morph_VASP_MD_Maker_production_run",
+    "Vasp_Slow_Quench_MD_Maker_350K",
+    "Vasp_Slow_Quench_MD_Maker_400K",
+)
+TEST = ("Vasp_Slow_Quench_MD_Maker_450K", "Vasp_Slow_Quench_MD_Maker_500K")
+
+
+def test_vasprun_and_outcar_give_the_same_frames_in_chgnet_units() -> None:
+    """pymatgen (vasprun.xml, kBar x -0.1) and ASE (OUTCAR, eV/A^3 -> GPa) are independent routes."""
+    run = require_fixtures(MORPH) / "MP_GGA_relax_2" / "outputs"
+    from_xml = read_frames([run / "vasprun.xml.gz"])
+    from_outcar = read_frames([run / "OUTCAR.gz"])
+    assert len(from_xml) == len(from_outcar) == 3
+    for a, b in zip(from_xml, from_outcar, strict=True):
+        assert a.energy_eV == pytest.approx(b.energy_eV, abs=1e-4)
+        assert a.forces_eV_per_A == pytest.approx(b.forces_eV_per_A, abs=1e-4)
+        assert a.stress_GPa == pytest.approx(b.stress_GPa, abs=2e-4)
+    # the printed stress of the last step (OUTCAR "in kB" line) -> GPa, tension positive
+    text = gzip.open(run / "OUTCAR.gz", "rt").read()
+    kbar = [float(x) for x in re.findall(r"in kB\s+(.*)", text)[-1].split()[:3]]
+    assert np.diag(from_xml[-1].stress_GPa) == pytest.approx(
+        np.array(kbar) * VASP_KBAR_TO_CHGNET_GPA, abs=1e-4
+    )
+    # a folder holding both: the vasprun is read, the OUTCAR (the same frames) left out
+    assert len(read_frames([run])) == 3
+
+
+def test_pretrained_chgnet_agrees_with_the_converted_stress_sign() -> None:
+    """CHGNet predicts stresses on MD frames; the converted DFT stress is close, its negative is not."""
+    import torch
+    from chgnet.model import CHGNet
+
+    torch.set_num_threads(1)
+    frames = read_frames([require_fixtures(MORPH) / TEST[0]], every=20)
+    model = CHGNet.load(verbose=False)
+    pred = model.predict_structure([f.structure for f in frames], task="efs", batch_size=8)
+    ours = np.mean([np.abs(p["s"] - f.stress_GPa).mean() for p, f in zip(pred, frames, strict=True)])
+    flipped = np.mean([np.abs(p["s"] + f.stress_GPa).mean() for p, f in zip(pred, frames, strict=True)])
+    assert ours < 0.5 * flipped, (ours, flipped)
+
+
+def test_finetune_on_some_si_md_runs_lowers_the_force_error_on_the_others(tmp_path: Path) -> None:
+    root = require_fixtures(MORPH)
+    out = tmp_path / "si-ft"
+    args = ["finetune", *[str(root / r) for r in TRAIN + TEST], "--out", str(out), "--every", "4"]
+    args += ["--epochs", "2", "--threads", "1", "--val-fraction", "0.2"]
+    for name in TEST:
+        args += ["--test", str(root / name / "outputs")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    meta = read_model_folder(out)
+    assert meta["splits"]["test"]["runs"] == [str(root / n / "outputs") for n in TEST]
+    assert not set(meta["splits"]["train"]["runs"]) & set(meta["splits"]["test"]["runs"])
+    before, after = meta["before"]["force_meV_per_A"], meta["after"]["force_meV_per_A"]
+    print(f"force MAE on held-out Si MD frames: {before:.0f} -> {after:.0f} meV/A")
+    assert after < before
+    assert meta["improved"] is True and meta["engine"] == "vasp" and meta["elements"] == ["Si"]
+    assert f"{before:.0f} -> {after:.0f} meV/A" in result.output
+    assert (out / "parity.png").stat().st_size > 10_000
+
+    # the model is known by its weights' hash, not its folder
+    from superionic.engines.mlip import force_field_kwargs, relax_maker
+    from superionic.fingerprint import _identity
+
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(out, moved)
+    kw = force_field_kwargs(str(moved))
+    assert kw["calculator_kwargs"]["weights_sha256"] == meta["weights_sha256"]
+    a = relax_maker({"force_field": str(out)}).make.__self__  # noqa: F841 - the maker builds
+    ident = [
+        _identity(relax_maker({"force_field": str(p)}).make(_si()).as_dict()["function"])
+        for p in (out, moved)
+    ]
+    assert ident[0] == ident[1]
+    # a fine-tuned model relaxes a cell through atomate2's maker (the calculator loads offline)
+    from superionic.engines.finetune import finetuned_calculator
+
+    calc = finetuned_calculator(str(moved), meta["weights_sha256"])
+    atoms = _si().to_ase_atoms()
+    atoms.calc = calc
+    assert np.isfinite(atoms.get_potential_energy())
+    # changed weights: refused, not silently used
+    (moved / MODEL_FILE).write_bytes((moved / MODEL_FILE).read_bytes() + b"\0")
+    result = runner.invoke(app, ["validate", str(_campaign(tmp_path, moved))])
+    assert result.exit_code == 2 and "changed after fine-tuning" in result.output
+
+
+def _si():
+    from pymatgen.core import Lattice, Structure
+
+    return Structure(Lattice.cubic(5.43), ["Si"] * 8, _diamond())
+
+
+def _diamond() -> list[list[float]]:
+    base = [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]]
+    return base + [[x + 0.25, y + 0.25, z + 0.25] for x, y, z in base]
+
+
+def _campaign(tmp_path: Path, model: Path) -> Path:
+    path = tmp_path / "ft.yaml"
+    (tmp_path / "Si.vasp").write_text(_si().to(fmt="poscar"))
+    path.write_text(
+        "name: ftc\nengine: mlip\nsystems:\n  - name: Si\n    structure: Si.vasp\nstages:\n"
+        f"  - stage: relax\n    force_field: {model}\n"
+    )
+    return path
+
+
+def test_bad_inputs_get_one_clear_error_each(tmp_path: Path) -> None:
+    root = require_fixtures("vasp")
+    out = str(tmp_path / "m")
+    # frames without forces: a vasprun whose ionic steps carry none
+    xml = gzip.open(root / "Si_mp_morph/MP_GGA_static/outputs/vasprun.xml.gz", "rt").read()
+    stripped = re.sub(r'<varray name="forces" >.*?</varray>', "", xml, flags=re.S)
+    assert stripped != xml
+    (tmp_path / "noforces").mkdir()
+    (tmp_path / "noforces" / "vasprun.xml").write_text(stripped)
+    result = runner.invoke(app, ["finetune", str(tmp_path / "noforces"), "--out", out])
+    assert result.exit_code == 2 and "frames without forces" in result.output
+    # cells with different species sets (Si and LiAlSiO4)
+    mixed = [str(root / "Si_mp_morph" / TEST[0]), str(root / "nmr_LiAlSiO4/structure_optimization")]
+    result = runner.invoke(app, ["finetune", *mixed, "--out", out])
+    assert (
+        result.exit_code == 2
+        and "different species sets" in result.output
+        and "Li-O-Al-Si" not in result.output
+    )
+    # runs of different settings (ENCUT 520 / 3x3x3 relax, and Gamma-point MD)
+    result = runner.invoke(app, ["finetune", str(root / "Si_mp_morph"), "--out", out])
+    assert result.exit_code == 2 and "mixes DFT settings" in result.output
+    # too few runs for a split by run
+    result = runner.invoke(app, ["finetune", str(root / "Si_mp_morph" / TEST[0]), "--out", out])
+    assert result.exit_code == 2 and "too few runs" in result.output
+    # a force_field folder that is not a model
+    (tmp_path / "notamodel").mkdir()
+    result = runner.invoke(app, ["validate", str(_campaign(tmp_path, tmp_path / "notamodel"))])
+    assert result.exit_code == 2 and "not a model folder" in result.output, result.output
+    assert not Path(out).exists()  # nothing half-written
