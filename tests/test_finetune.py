@@ -167,3 +167,50 @@ def test_bad_inputs_get_one_clear_error_each(tmp_path: Path) -> None:
     result = runner.invoke(app, ["validate", str(_campaign(tmp_path, tmp_path / "notamodel"))])
     assert result.exit_code == 2 and "not a model folder" in result.output, result.output
     assert not Path(out).exists()  # nothing half-written
+
+
+@pytest.mark.cp2k
+def test_cp2k_campaign_finetunes_chgnet_and_runs_md_with_it(tmp_path: Path, run_campaign) -> None:
+    """Real CP2K: relax LiH, single points on rattled and strained copies, fine-tune CHGNet on
+    them, MLIP MD with the fine-tuned model; a second run re-trains nothing."""
+    from pymatgen.core import Lattice, Structure
+
+    from conftest import require_executable
+
+    require_executable("cp2k")
+    s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.08), ["Li", "H"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    s.get_primitive_structure().to(filename=str(tmp_path / "LiH.cif"))
+    (tmp_path / "c.yaml").write_text(
+        "name: ftcp2k\nengine: cp2k\npreset: cp2k_smoke\nsystems:\n  - name: LiH\n    structure: LiH.cif\n"
+        "stages:\n  - stage: relax\n  - stage: finetune\n    n_rattled: 6\n    rattle_A: 0.08\n"
+        "    strain_range: 0.03\n    epochs: 2\n    use_if_worse: true\n"
+        "  - stage: md\n    engine: mlip\n    force_field: finetuned\n    temperatures_K: [600]\n"
+        "    production_steps: 40\n    species: Li\n    fit_start: 0.0\n    fit_end: 1.0\n"
+    )
+    result = run_campaign("c.yaml")
+    out = result.stdout + result.stderr
+    assert "done LiH finetune" in result.stdout, out[-4000:]
+    assert "done LiH #0 md 600 K" in result.stdout, out[-4000:]
+    from superionic.dispatch.campaign_store import open_campaign_store
+    from superionic.flows import build_flows, planned_jobs
+    from superionic.spec import load_campaign
+
+    campaign = load_campaign(tmp_path / "c.yaml", check_engines=False)
+    store = open_campaign_store(campaign, create=False)
+    store.connect()
+    plan = planned_jobs(build_flows(campaign))
+    train = next(p for p in plan if p.name == "LiH finetune")
+    doc = store.job_store.get_output(train.uuid)
+    assert doc["use"] == "finetuned" and doc["engine"] == "cp2k" and doc["splits"]["test"] >= 1
+    assert sum(doc["splits"].values()) == 1 + 6 + 2  # the relaxed cell, 6 rattles, 2 strains
+    for key in ("energy_meV_per_atom", "force_meV_per_A"):
+        assert np.isfinite(doc["before"][key]) and np.isfinite(doc["after"][key])
+    # the model is in the store, and the MD ran on it (the replacing job's metadata names it)
+    folder = tmp_path / ".superionic" / "models" / doc["weights_sha256"]
+    assert read_model_folder(folder)["weights_sha256"] == doc["weights_sha256"]
+    md = next(p for p in plan if p.name == "LiH #0 md 600 K")
+    md_doc = store.job_store.query_one({"uuid": md.uuid}, sort={"index": -1})
+    assert md_doc["metadata"]["force_field"] == str(folder)
+    # again: nothing re-runs, nothing re-trains
+    again = run_campaign("c.yaml")
+    assert again.returncode == 0 and " 0 run," in again.stdout, again.stdout[-2000:]

@@ -3,7 +3,7 @@
 Each stage module (:mod:`superionic.stages`) builds its own jobs from the engine interface and
 returns a Flow with a declared output; this module only chains them per system::
 
-    order -> [ordering i] -> relax -> nmr | quench -> md(T1..Tn) -> arrhenius ; hull
+    order -> [ordering i] -> relax -> [finetune] -> nmr | quench -> md(T1..Tn) -> arrhenius ; hull
 
 Every job carries ``metadata = {campaign, system, stage, ordering, temperature_K?,
 fingerprint}``; ``status`` and ``report`` read them back from the store.
@@ -19,8 +19,16 @@ from jobflow import Flow, Job
 import superionic.jobflow_cache  # noqa: F401  (fast job.output.<attr> on atomate2 jobs)
 from superionic.fingerprint import fingerprint_flow
 from superionic.spec.loader import Campaign, SystemInstance
-from superionic.spec.models import HullStage, MDStage, NMRStage, OrderStage, QuenchStage, RelaxStage
-from superionic.stages.common import staged
+from superionic.spec.models import (
+    FinetuneStage,
+    HullStage,
+    MDStage,
+    NMRStage,
+    OrderStage,
+    QuenchStage,
+    RelaxStage,
+)
+from superionic.stages.common import FINETUNED_MODEL, staged
 
 FINGERPRINT_VERSION = "superionic-flow-1"
 
@@ -44,10 +52,7 @@ def build_system_flow(
 ) -> Flow:
     """Build the (un-fingerprinted) flow of one system: its stages chained in campaign order."""
     from superionic.stages.hull import hull_flow
-    from superionic.stages.md import md_flow
-    from superionic.stages.nmr import nmr_flow
     from superionic.stages.order import order_flow
-    from superionic.stages.quench import quench_flow
     from superionic.stages.relax import relax_flow
 
     spec = campaign.spec
@@ -63,14 +68,51 @@ def build_system_flow(
         jobs.append(flow)
         structures = flow.output
     relaxed: dict[str, dict[str, Any]] = {}
+    starts: list[Any] = []
+    relax = stages.get("relax")
     for i, current in enumerate(structures):
         label = f"{system.name} #{i}"
-        relax = stages.get("relax")
         if isinstance(relax, RelaxStage):
             flow = relax_flow(spec, relax, current, f"{label} relax")
             jobs.append(staged(flow, "relax", **meta, ordering=i))
             relaxed[label] = flow.output
             current = flow.output["structure"]
+        starts.append(current)
+    finetune = stages.get("finetune")
+    token = None
+    if isinstance(finetune, FinetuneStage) and relaxed:
+        from superionic.stages.finetune import finetune_flow
+
+        flow = finetune_flow(spec, finetune, relaxed, system.name, **meta)
+        jobs.append(flow)
+        token = FINETUNED_MODEL.set(flow.output)  # force_field: finetuned in the stages below
+    try:
+        _later_stages(campaign, system, stages, starts, jobs, reference_results, meta)
+    finally:
+        if token is not None:
+            FINETUNED_MODEL.reset(token)
+    if isinstance(stages.get("hull"), HullStage) and relaxed:
+        jobs.append(hull_flow(campaign, system, relaxed, phase_results, **meta))
+    return Flow(jobs, name=f"{campaign.spec.name}:{system.name}")
+
+
+def _later_stages(
+    campaign: Campaign,
+    system: SystemInstance,
+    stages: dict[str, Any],
+    starts: list[Any],
+    jobs: list[Job | Flow],
+    reference_results: dict[str, Any] | None,
+    meta: dict[str, Any],
+) -> None:
+    """Append the nmr, quench and md stages of every ordering (after relax and finetune)."""
+    from superionic.stages.md import md_flow
+    from superionic.stages.nmr import nmr_flow
+    from superionic.stages.quench import quench_flow
+
+    spec = campaign.spec
+    for i, current in enumerate(starts):
+        label = f"{system.name} #{i}"
         nmr = stages.get("nmr")
         if isinstance(nmr, NMRStage) and (not nmr.systems or system.name in nmr.systems):
             jobs.append(nmr_flow(spec, nmr, current, label, reference_results, **meta, ordering=i))
@@ -99,9 +141,6 @@ def build_system_flow(
                     jobs.append(
                         md_flow(spec, run, current, prefix, None, current, variant, **meta, ordering=i)
                     )
-    if isinstance(stages.get("hull"), HullStage) and relaxed:
-        jobs.append(hull_flow(campaign, system, relaxed, phase_results, **meta))
-    return Flow(jobs, name=f"{campaign.spec.name}:{system.name}")
 
 
 def build_flows(campaign: Campaign) -> list[Flow]:

@@ -76,8 +76,9 @@ class FileBackend:
 
     kind = "file"
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, suffix: str = ".sitraj") -> None:
         self.directory = Path(directory)
+        self.suffix = suffix
 
     def create(self, name: str) -> tuple[IO[bytes], Any]:
         """Open a new trajectory for writing; return the stream and what :meth:`commit` needs."""
@@ -90,15 +91,15 @@ class FileBackend:
         stream.flush()
         os.fsync(stream.fileno())
         stream.close()
-        os.replace(token, self.directory / f"{name}.sitraj")
+        os.replace(token, self.directory / f"{name}{self.suffix}")
 
     def open(self, name: str) -> IO[bytes]:
         """Open a stored trajectory for reading (seekable)."""
-        return open(self.directory / f"{name}.sitraj", "rb")
+        return open(self.directory / f"{name}{self.suffix}", "rb")
 
     def names(self) -> list[str]:
         """Return the names of the stored trajectories."""
-        return sorted(p.stem for p in self.directory.glob("*.sitraj"))
+        return sorted(p.name.removesuffix(self.suffix) for p in self.directory.glob(f"*{self.suffix}"))
 
 
 class GridFSBackend:
@@ -130,13 +131,16 @@ class GridFSBackend:
         return sorted(self.files.distinct("filename"))
 
 
-def backend_for(job_store: Any) -> FileBackend | GridFSBackend | None:
+def backend_for(job_store: Any, kind: str = "trajectories") -> FileBackend | GridFSBackend | None:
     """Return the trajectory backend beside a campaign's JobStore (its ``data`` blob store).
 
     Parameters
     ----------
     job_store : jobflow.JobStore
         The campaign's store.
+    kind : str
+        ``trajectories``, or ``models`` (fine-tuned force fields: ``models/`` beside the blobs,
+        or a bucket ``<campaign>.models``).
 
     Returns
     -------
@@ -149,7 +153,8 @@ def backend_for(job_store: Any) -> FileBackend | GridFSBackend | None:
     """
     blobs = (getattr(job_store, "additional_stores", None) or {}).get("data")
     if type(blobs).__name__ == "BlobDirStore":  # by name: dispatch imports engines, which import this
-        return FileBackend(Path(blobs.directory).parent / "trajectories")
+        suffix = ".sitraj" if kind == "trajectories" else ".bin"
+        return FileBackend(Path(blobs.directory).parent / kind, suffix)
     from maggma.stores import GridFSStore
 
     if isinstance(blobs, GridFSStore) and blobs.uri:
@@ -159,7 +164,7 @@ def backend_for(job_store: Any) -> FileBackend | GridFSBackend | None:
             import pymongo
 
             _CLIENTS[key] = pymongo.MongoClient(blobs.uri, **kwargs)
-        bucket = blobs.collection_name.removesuffix("blobs") + "trajectories"
+        bucket = blobs.collection_name.removesuffix("blobs") + kind
         return GridFSBackend(_CLIENTS[key][blobs.database], bucket)
     return None
 

@@ -59,7 +59,8 @@ def copy(
     counts = copy_store(from_store, to_store)
     console.print(
         f"copied {counts['outputs']} output(s), {counts['blobs']} blob(s), {counts['trajectories']} "
-        f"trajectory(ies) and {counts['states']} job state(s) from {_where(src)} to {_where(dst)}",
+        f"trajectory(ies), {counts.get('models', 0)} model file(s) and {counts['states']} job state(s) "
+        f"from {_where(src)} to {_where(dst)}",
         highlight=False,
     )
 

@@ -83,6 +83,7 @@ def copy_store(source: CampaignStore, target: CampaignStore) -> dict[str, int]:
                 to.update([_plain(blob, drop=("file",))], key="blob_uuid")
                 counts["blobs"] += 1
     counts["trajectories"] = copy_trajectories(source, target)
+    counts["models"] = copy_trajectories(source, target, kind="models")
     # outputs after the blobs and trajectories they reference, states last: a copy cut short
     # leaves no job that looks finished without its data
     docs = [_plain(d) for d in source.job_store.docs_store.query({})]
@@ -96,11 +97,16 @@ def copy_store(source: CampaignStore, target: CampaignStore) -> dict[str, int]:
     return counts
 
 
-def copy_trajectories(source: CampaignStore, target: CampaignStore, block_bytes: int = 8 << 20) -> int:
-    """Copy the binary MD trajectories the target lacks, ``block_bytes`` at a time; return how many."""
+def copy_trajectories(
+    source: CampaignStore, target: CampaignStore, block_bytes: int = 8 << 20, kind: str = "trajectories"
+) -> int:
+    """Copy the binary MD trajectories the target lacks, ``block_bytes`` at a time; return how many.
+
+    ``kind`` ``models``: the fine-tuned models instead.
+    """
     from superionic.trajectory_store import backend_for
 
-    src, dst = backend_for(source.job_store), backend_for(target.job_store)
+    src, dst = backend_for(source.job_store, kind), backend_for(target.job_store, kind)
     present = set(dst.names())
     n = 0
     for name in src.names():

@@ -49,12 +49,12 @@ ENGINES: dict[str, EngineEntry] = {
     ),
     "vasp": EngineEntry(
         "superionic.engines.vasp:VaspEngine",
-        frozenset({"order", "relax", "hull", "md", "quench", "nmr"}),
+        frozenset({"order", "relax", "finetune", "hull", "md", "quench", "nmr"}),
         ("relax", "md"),
     ),
     "cp2k": EngineEntry(
         "superionic.engines.cp2k:Cp2kEngine",
-        frozenset({"order", "relax", "hull", "md", "quench", "nmr"}),
+        frozenset({"order", "relax", "finetune", "hull", "md", "quench", "nmr"}),
         ("relax", "static", "md"),
     ),
     "abinit": EngineEntry("superionic.engines.abinit:AbinitEngine", frozenset({"nmr"})),
@@ -182,6 +182,15 @@ class Engine:
         maker.name = name
         job = maker.make(structure)
         return self.flow([job], self.relax_output(job), name)
+
+    def static(self, structure: Any, settings: dict[str, Any], name: str) -> Job:
+        """Return one single-point job (energy, forces, stress); its output is the task document."""
+        static_maker = self.builder("static_maker")
+        if static_maker is None:
+            raise self._unsupported("static")
+        maker = static_maker(settings)
+        maker.name = name
+        return maker.make(structure)
 
     def relax_output(self, job: Job) -> dict[str, Any]:
         """Return what the hull needs of a relax job: the structure and the total energy (eV)."""

@@ -278,6 +278,19 @@ def relax_maker(settings: dict[str, Any]) -> Any:
     )
 
 
+def static_maker(settings: dict[str, Any]) -> Any:
+    """Return atomate2's CP2K ``StaticMaker`` (a single point with forces and the stress tensor)."""
+    from atomate2.cp2k.jobs.core import StaticMaker
+
+    patch_rks_parsing()
+    gen = input_generator(settings, "static")
+    return StaticMaker(
+        name="cp2k static",
+        input_set_generator=gen,
+        run_cp2k_kwargs={"cp2k_cmd": cp2k_command(), "max_errors": 3},
+    )
+
+
 @dataclass
 class LocalMDSet(_LocalDataMixin, MDSetGenerator):
     """Born-Oppenheimer MD (RUN_TYPE MD) with the local basis sets; thermostat set by the preset.

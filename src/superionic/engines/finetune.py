@@ -283,10 +283,9 @@ def _outcar_frames(path: Path) -> list[DFTFrame]:
 
 
 def _cp2k_frames(path: Path) -> list[DFTFrame]:
-    # not built yet (issue 17 is open for it): say so rather than read CP2K's atomic units wrong
-    raise SuperionicError.single(
-        str(path), "CP2K outputs cannot be read for fine-tuning yet", "CP2K log", "VASP vasprun.xml or OUTCAR"
-    )
+    from superionic.engines.cp2k_frames import cp2k_output_frames
+
+    return cp2k_output_frames(path)
 
 
 # -- checks and splits ---------------------------------------------------------------------------
@@ -751,3 +750,65 @@ def finetuned_calculator(model_dir: str, weights_sha256: str, use_device: str = 
         )
     model = CHGNet.from_file(str(Path(model_dir) / MODEL_FILE))
     return CHGNetCalculator(model=model, use_device=use_device, **kwargs)
+
+
+_MODEL_FILES = ("model.pth.tar", "superionic_model.json", "parity.png")
+
+
+def store_model(folder: Path, job_store: Any) -> dict[str, Any]:
+    """Copy a model folder's files into the campaign store's model backend; return where."""
+    from superionic.trajectory_store import backend_for
+
+    backend = backend_for(job_store, "models")
+    if backend is None:
+        return {"folder": str(folder)}
+    sha = json.loads((folder / "superionic_model.json").read_text())["weights_sha256"]
+    for name in _MODEL_FILES:
+        path = folder / name
+        if not path.is_file():
+            continue
+        key = f"{sha}-{name}"
+        if key in backend.names():
+            continue
+        stream, token = backend.create(key)
+        stream.write(path.read_bytes())
+        backend.commit(stream, token, key)
+    return {"backend": backend.kind, "weights_sha256": sha}
+
+
+def model_folder(model: dict[str, Any], job_store: Any = None) -> Path:
+    """Return a local folder holding the model ``model`` refers to (fetched from the store once).
+
+    The embedded store's models are unpacked beside it (``models/<sha>/``); a MongoDB store's
+    into ``$SUPERIONIC_MODEL_CACHE`` (default ``~/.cache/superionic/models``) on the node.
+    """
+    import os
+
+    from superionic.trajectory_store import FileBackend, backend_for
+
+    if "folder" in model:
+        return Path(model["folder"])
+    sha = model["weights_sha256"]
+    backend = backend_for(job_store, "models")
+    if backend is None:
+        raise ValueError("the model of this campaign's finetune stage is in a store this job cannot read")
+    if isinstance(backend, FileBackend):
+        target = backend.directory / sha
+    else:
+        cache = os.environ.get("SUPERIONIC_MODEL_CACHE") or Path.home() / ".cache" / "superionic" / "models"
+        target = Path(cache) / sha
+    if not (target / "superionic_model.json").is_file():
+        part = target.with_name(f".{sha}.part{os.getpid()}")
+        part.mkdir(parents=True, exist_ok=True)
+        for name in _MODEL_FILES:
+            key = f"{sha}-{name}"
+            if key in backend.names():
+                with backend.open(key) as fin:
+                    (part / name).write_bytes(fin.read())
+        if target.exists():  # another worker unpacked it meanwhile
+            import shutil
+
+            shutil.rmtree(part, ignore_errors=True)
+        else:
+            part.rename(target)
+    return target

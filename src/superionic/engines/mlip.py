@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from jobflow import job
 
 from superionic.engines.base import Engine, SystemView
 from superionic.engines.settings import MLIPMDSettings, MLIPRelaxSettings
@@ -37,6 +38,9 @@ def force_field_kwargs(force_field: str) -> dict[str, Any]:
     folder re-runs what used it, and a model moved elsewhere does not.
     """
     if not is_model_folder(force_field):
+        if force_field.removeprefix("MLFF.") == "SevenNet":
+            # SevenNet-0's weights ship inside the sevenn wheel (offline); the CPU, never a GPU probe
+            return {"force_field_name": force_field, "calculator_kwargs": {"device": "cpu"}}
         return {"force_field_name": force_field}
     from superionic.engines.finetune import read_model_folder
 
@@ -193,9 +197,7 @@ def md_jobs(
     tuple
         ``([job], trajectory reference (a stored object), {"structure": final structure})``.
     """
-    maker = md_maker(settings, temperature_K)
-    maker.name = name
-    job = maker.make(structure)
+    job = _make("md_maker", settings, [temperature_K], structure, name)
     return [job], job.output.objects["trajectory"], {"structure": job.output.structure}
 
 
@@ -212,11 +214,10 @@ def extension_jobs(
     tuple
         ``(jobs, trajectory reference, {"structure": reference of the new end})``.
     """
-    maker = md_maker(
-        {**settings, "ramp_steps": 0, "seed": MLIPMDSettings.of(settings).seed + part}, temperature_K
+    seed = MLIPMDSettings.of(_without_model(settings)).seed + part
+    job = _make(
+        "md_maker", {**settings, "ramp_steps": 0, "seed": seed}, [temperature_K], last["structure"], name
     )
-    maker.name = name
-    job = maker.make(last["structure"])
     job.metadata["segment"] = f"production_{part}"
     return [job], job.output.objects["trajectory"], {"structure": job.output.structure}
 
@@ -225,9 +226,7 @@ def quench_jobs(
     settings: dict[str, Any], melt_K: float, structure: Any, name: str, seed: int = 0
 ) -> tuple[list, Any]:
     """MLIP melt-quench as one MD run (see :func:`quench_maker`); returns ``([job], final structure)``."""
-    maker = quench_maker(settings, melt_K, seed=seed)
-    maker.name = name
-    job = maker.make(structure)
+    job = _make("quench_maker", settings, [melt_K, seed], structure, name)
     return [job], job.output.structure
 
 
@@ -237,6 +236,13 @@ def density_maker(settings: dict[str, Any], melt_K: float, name: str, method: st
     ``method`` ``npt``: an NpT run (MTK Nose-Hoover chain); ``mpmorph``: the NVT runs of
     atomate2's EOS volume search (see :func:`superionic.stages.quench.density_jobs`).
     """
+    if _model_reference(settings) is not None:
+        raise SpecError.single(
+            "force_field",
+            "the density step runs inside atomate2's volume search, which cannot wait for a model",
+            "finetuned",
+            "a force field name or a model folder for the quench stage's density step",
+        )
     s = MLIPMDSettings.of(settings)
     steps = max(1, round(s.density_ps * 1000 / s.timestep_fs))
     md_settings = {
@@ -249,6 +255,59 @@ def density_maker(settings: dict[str, Any], melt_K: float, name: str, method: st
     maker = md_maker(md_settings, melt_K)
     maker.name = f"{name} density {method}"
     return maker
+
+
+def _model_reference(settings: dict[str, Any]) -> Any:
+    """Return the finetune stage's output when ``force_field`` is it (``force_field: finetuned``)."""
+    force_field = settings.get("force_field")
+    return None if force_field is None or isinstance(force_field, str) else force_field
+
+
+def _without_model(settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in settings.items() if k != "force_field" or isinstance(v, str)}
+
+
+def _make(builder: str, settings: dict[str, Any], args: list[Any], structure: Any, name: str) -> Any:
+    """Return the job of maker ``builder`` (relax_maker, md_maker, quench_maker) on ``structure``.
+
+    With ``force_field`` the finetune stage's output, the model is not known when the campaign
+    is built: the job is :func:`with_model`, which builds the maker once the model exists.
+    """
+    model = _model_reference(settings)
+    if model is None:
+        maker = globals()[builder](settings, *args)
+        maker.name = name
+        return maker.make(structure)
+    job = with_model(builder, model, _without_model(settings), list(args), structure, name)
+    job.name = name
+    return job
+
+
+@job
+def with_model(
+    builder: str, model: dict[str, Any], settings: dict[str, Any], args: list[Any], structure: Any, name: str
+) -> Any:
+    """Build the MLIP job ``builder`` on the campaign's fine-tuned model and replace this job with it.
+
+    ``model`` is the finetune stage's output: its ``use`` (``finetuned``, or ``pretrained`` when
+    the fine-tuned model was not better) and where the store keeps the model. The replacing job
+    keeps this job's metadata and identity (jobflow's replace), so later jobs read its output.
+    """
+    from jobflow import CURRENT_JOB, Response
+
+    from superionic.engines.finetune import model_folder
+
+    if model.get("use") == "finetuned":
+        force_field = str(model_folder(model["model"], CURRENT_JOB.store))
+    else:
+        force_field = "CHGNet"
+    maker = globals()[builder]({**settings, "force_field": force_field}, *args)
+    maker.name = name
+    new = maker.make(structure)
+    if CURRENT_JOB.job is not None:
+        new.metadata = {**(CURRENT_JOB.job.metadata or {}), "force_field": force_field}
+    new.config.expose_store = True
+    return Response(replace=new)
 
 
 class MLIPEngine(Engine):
@@ -281,6 +340,11 @@ class MLIPEngine(Engine):
                     )
                 ]
         return []
+
+    def relax(self, structure: Any, settings: dict[str, Any], name: str) -> Any:
+        """Relax with the stage's force field (a fine-tuned model: see :func:`with_model`)."""
+        job = _make("relax_maker", settings, [], structure, name)
+        return self.flow([job], self.relax_output(job), name)
 
     def write_inputs(self, structure: Any, stage: str, settings: dict[str, Any], out_dir: Path) -> list[Path]:
         """Write the POSCAR and the atomate2 maker's settings (``settings.json``)."""

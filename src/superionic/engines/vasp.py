@@ -72,6 +72,17 @@ def relax_maker(settings: dict[str, Any]) -> Any:
     )
 
 
+def static_maker(settings: dict[str, Any]) -> Any:
+    """Return atomate2's VASP ``StaticMaker`` on the relax preset's inputs (``MPStaticSet`` base)."""
+    from atomate2.vasp.jobs.core import StaticMaker
+
+    return StaticMaker(
+        name="vasp static",
+        input_set_generator=input_set({**settings, "base": "mp_static"}, "static"),
+        run_vasp_kwargs={"vasp_cmd": vasp_command()},
+    )
+
+
 def vasp_command() -> str:
     """Return the command that runs VASP (``SUPERIONIC_VASP_CMD`` or atomate2's ``VASP_CMD``)."""
     from atomate2 import SETTINGS

@@ -11,10 +11,12 @@ from superionic.errors import Problem, StructureError
 from superionic.paths import configs_dir
 from superionic.spec.models import (
     CampaignSpec,
+    FinetuneStage,
     HullStage,
     MDStage,
     OrderStage,
     QuenchStage,
+    RelaxStage,
 )
 from superionic.spec.systems import SystemInstance
 from superionic.spec.yaml_errors import _line_of
@@ -203,6 +205,43 @@ def _check_stages(
                         _line_of(data, ("systems", s.index)),
                     )
                 )
+    return problems + _finetune_problems(spec, data)
+
+
+def _finetune_problems(spec: CampaignSpec, data: Any) -> list[Problem]:
+    """``force_field: finetuned`` needs a finetune stage; a finetune stage needs DFT relaxations."""
+    problems = []
+    finetune = next((s for s in spec.stages if isinstance(s, FinetuneStage)), None)
+    relax = next((s for s in spec.stages if isinstance(s, RelaxStage)), None)
+    for i, stage in enumerate(spec.stages):
+        if getattr(stage, "force_field", None) != "finetuned":
+            continue
+        if finetune is None or isinstance(stage, RelaxStage):
+            why = (
+                "no finetune stage" if finetune is None else "the relaxations come before the finetune stage"
+            )
+            problems.append(
+                Problem(
+                    f"stages[{i}].force_field",
+                    why,
+                    "finetuned",
+                    "a finetune stage (after a DFT relax stage) and force_field: finetuned on md or quench",
+                    _line_of(data, ("stages", i, "force_field")),
+                )
+            )
+    if finetune is not None:
+        i = spec.stages.index(finetune)
+        engine = finetune.engine or (relax.engine if relax is not None else None) or spec.engine
+        if relax is None or engine not in ("cp2k", "vasp"):
+            problems.append(
+                Problem(
+                    f"stages[{i}]",
+                    "a finetune stage trains on DFT single points of the relaxed orderings",
+                    engine if relax is not None else "no relax stage",
+                    "a relax stage and a DFT engine (cp2k or vasp) for the single points",
+                    _line_of(data, ("stages", i)),
+                )
+            )
     return problems
 
 

@@ -48,8 +48,38 @@ class RelaxStage(_StageBase):
     relax_cell: bool | None = None
     force_field: str | None = Field(
         None,
-        description="MLIP engine: a force field (CHGNet) or a model folder from `superionic finetune` "
-        "(relative to this file).",
+        description="MLIP engine: a force field (CHGNet), finetuned (this campaign's finetune stage) or "
+        "a model folder from `superionic finetune` (relative to this file).",
+    )
+
+
+class FinetuneStage(_StageBase):
+    """Fine-tune CHGNet on the campaign's own DFT single points.
+
+    The single points are rattled and strained copies of each relaxed ordering, on the relax
+    stage's DFT engine; MLIP stages with ``force_field: finetuned`` then use the model.
+    """
+
+    stage: Literal["finetune"]
+    n_rattled: int = Field(
+        6, ge=0, description="Rattled copies of each relaxed ordering (DFT single points)."
+    )
+    rattle_A: PositiveFloat = Field(0.05, description="Standard deviation of the rattle (A).")
+    strain_range: float = Field(
+        0.03, ge=0.0, lt=0.2, description="Isotropic strains -s and +s, each a single point (0: none)."
+    )
+    epochs: PositiveInt = 5
+    learning_rate: PositiveFloat = 1.0e-3
+    batch_size: PositiveInt = 8
+    test_fraction: float = Field(
+        0.2, gt=0.0, lt=0.9, description="Share of single points held out for the test errors."
+    )
+    val_fraction: float = Field(
+        0.1, gt=0.0, lt=0.9, description="Share for validation (picks the best epoch)."
+    )
+    seed: int = 0
+    use_if_worse: bool = Field(
+        False, description="Use the fine-tuned model even when its test force error is not lower."
     )
 
 
@@ -105,8 +135,8 @@ class MDStage(_StageBase):
     species: str = "Li"
     force_field: str | None = Field(
         None,
-        description="MLIP engine: a force field (CHGNet) or a model folder from `superionic finetune` "
-        "(relative to this file).",
+        description="MLIP engine: a force field (CHGNet), finetuned (this campaign's finetune stage) or "
+        "a model folder from `superionic finetune` (relative to this file).",
     )
     timestep_fs: PositiveFloat = 2.0
     production_steps: PositiveInt = 5000
@@ -153,8 +183,8 @@ class QuenchStage(_StageBase):
     melt_temperatures_K: list[PositiveFloat] = Field(..., min_length=1)
     force_field: str | None = Field(
         None,
-        description="MLIP engine: a force field (CHGNet) or a model folder from `superionic finetune` "
-        "(relative to this file).",
+        description="MLIP engine: a force field (CHGNet), finetuned (this campaign's finetune stage) or "
+        "a model folder from `superionic finetune` (relative to this file).",
     )
     start_temperature_K: PositiveFloat = 100.0
     heat_ps: PositiveFloat = 2.0
@@ -190,11 +220,11 @@ class QuenchStage(_StageBase):
 
 
 Stage = Annotated[
-    OrderStage | RelaxStage | HullStage | NMRStage | MDStage | QuenchStage,
+    OrderStage | RelaxStage | FinetuneStage | HullStage | NMRStage | MDStage | QuenchStage,
     Field(discriminator="stage"),
 ]
 
-STAGE_NAMES = ("order", "relax", "hull", "nmr", "md", "quench")
+STAGE_NAMES = ("order", "relax", "finetune", "hull", "nmr", "md", "quench")
 
 
 class SystemSpec(_Strict):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from superionic.engines import stage_overrides, stage_settings
 from superionic.engines.base import Engine, get_engine
+from superionic.errors import SpecError
 
 if TYPE_CHECKING:
     from jobflow import Flow, Job
@@ -40,7 +42,20 @@ def engine_for(
     name = stage.engine or spec.engine
     overrides = stage_overrides(stage) if kind is None else {}
     settings = stage_settings(stage.preset or spec.preset, name, kind or stage.stage, overrides)
-    return get_engine(name), {**settings, **fixed}
+    settings = {**settings, **fixed}
+    if settings.get("force_field") == "finetuned":
+        model = FINETUNED_MODEL.get()
+        if model is None:  # the spec check refuses this; a stage built on its own gets it here
+            raise SpecError.single(
+                "force_field", "no finetune stage before this stage", "finetuned", "a finetune stage"
+            )
+        settings["force_field"] = model
+    return get_engine(name), settings
+
+
+#: the finetune stage's output for the system being built (``force_field: finetuned``), set by
+#: :func:`superionic.flows.build_system_flow` around the stages after it
+FINETUNED_MODEL: ContextVar[Any] = ContextVar("FINETUNED_MODEL", default=None)
 
 
 def jobs_of(flow: Flow | Job) -> list[Job]:

@@ -1,0 +1,170 @@
+"""Finetune stage: DFT single points on perturbed copies of the relaxed orderings -> fine-tuned CHGNet.
+
+Per system: each relaxed ordering is copied (itself, ``n_rattled`` rattled copies, and two
+isotropic strains of ``strain_range``), each copy is a single point on the DFT engine (energy,
+forces, stress), and one job fine-tunes CHGNet on them (:mod:`superionic.engines.finetune`) and
+stores the model in the campaign's store (``models/``, or a GridFS bucket ``<campaign>.models``).
+
+MLIP stages with ``force_field: finetuned`` take the training job's output as their model: their
+jobs are built around it (:func:`superionic.engines.mlip.with_model`), so their identity follows
+the training job's, which hashes the DFT data's jobs and the training settings. A re-run with
+unchanged data and settings re-trains nothing; changed data re-trains and re-runs what used it.
+When the fine-tuned model is not better on the held-out single points (force MAE), the stage says
+so and those stages use pretrained CHGNet unless ``use_if_worse``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from jobflow import job
+from pymatgen.core import Structure
+
+from superionic.stages.common import engine_for, staged
+
+if TYPE_CHECKING:
+    from jobflow import Flow
+
+    from superionic.spec.models import CampaignSpec, FinetuneStage
+
+
+def copies_per_structure(stage: FinetuneStage) -> int:
+    """Return how many single points each relaxed ordering gives (itself, rattles, two strains)."""
+    return 1 + stage.n_rattled + (2 if stage.strain_range > 0 else 0)
+
+
+@job
+def perturbed_copies(
+    structure: Structure, n_rattled: int, rattle_A: float, strain_range: float, seed: int
+) -> list[Structure]:
+    """Return the structure, its rattled copies, and two isotropic strains, in that order.
+
+    ``n_rattled`` copies with Gaussian displacements (``rattle_A`` per component); the strained
+    cells (-/+ ``strain_range``) are rattled by half as much.
+    """
+    rng = np.random.default_rng(seed)
+    every = list(range(len(structure)))
+    out = [structure.copy()]
+    for _ in range(n_rattled):
+        s = structure.copy()
+        s.translate_sites(every, rng.normal(0.0, rattle_A, (len(s), 3)), frac_coords=False)
+        out.append(s)
+    if strain_range > 0:
+        for eps in (-strain_range, strain_range):
+            s = structure.copy()
+            s.apply_strain(eps)
+            s.translate_sites(
+                list(range(len(s))), rng.normal(0.0, rattle_A / 2, (len(s), 3)), frac_coords=False
+            )
+            out.append(s)
+    return out
+
+
+def finetune_flow(
+    spec: CampaignSpec, stage: FinetuneStage, relaxed: dict[str, Any], system: str, /, **metadata: Any
+) -> Flow:
+    """Single points on perturbed copies of every relaxed ordering of ``system``, then the training.
+
+    Parameters
+    ----------
+    spec : CampaignSpec
+        The campaign (the relax stage's engine runs the single points unless the stage names one).
+    stage : FinetuneStage
+        The stage.
+    relaxed : dict
+        Label -> the relax stage's output (``structure``) of each ordering.
+    system : str
+        The system's name (job names).
+    **metadata
+        Tags for every job.
+
+    Returns
+    -------
+    Flow
+        Output: the training job's output (:func:`train_finetuned`).
+    """
+    from jobflow import Flow
+
+    from superionic.spec.models import RelaxStage
+
+    relax = next((s for s in spec.stages if isinstance(s, RelaxStage)), None)
+    engine_stage = stage if stage.engine or relax is None else relax
+    engine, settings = engine_for(spec, engine_stage, kind="static")
+    jobs: list[Any] = []
+    dirs = []
+    for i, (label, output) in enumerate(relaxed.items()):
+        copies = perturbed_copies(
+            output["structure"], stage.n_rattled, stage.rattle_A, stage.strain_range, stage.seed * 1000 + i
+        )
+        copies.name = f"{label} finetune copies"
+        jobs.append(staged(copies, "finetune", **metadata, ordering=i))
+        for k in range(copies_per_structure(stage)):
+            point = engine.static(copies.output[k], settings, f"{label} single point {k}")
+            jobs.append(staged(point, "finetune_dft", **metadata, ordering=i))
+            dirs.append(point.output.dir_name)
+    train = train_finetuned(
+        dirs,
+        {
+            "epochs": stage.epochs,
+            "learning_rate": stage.learning_rate,
+            "batch_size": stage.batch_size,
+            "test_fraction": stage.test_fraction,
+            "val_fraction": stage.val_fraction,
+            "seed": stage.seed,
+        },
+        stage.use_if_worse,
+    )
+    train.name = f"{system} finetune"
+    jobs.append(staged(train, "finetune", **metadata))
+    return Flow(jobs, output=train.output, name=f"{system} finetune")
+
+
+@job
+def train_finetuned(
+    run_dirs: list[str], settings: dict[str, Any], use_if_worse: bool = False
+) -> dict[str, Any]:
+    """Fine-tune CHGNet on the single points in ``run_dirs``; store the model; report the errors.
+
+    Returns
+    -------
+    dict
+        ``use`` (``finetuned`` or ``pretrained``), ``weights_sha256``, ``model`` (where the
+        store keeps it), ``before`` / ``after`` (test MAEs: energy meV/atom, force meV/A, stress
+        GPa), ``improved``, ``splits``, ``seconds``, ``data_sha256``.
+    """
+    from atomate2.utils.path import strip_hostname
+    from jobflow import CURRENT_JOB
+
+    from superionic.engines.finetune import FinetuneSettings, finetune_chgnet, read_frames, store_model
+
+    frames = read_frames([strip_hostname(str(d)) for d in run_dirs])
+    # one run per single point: each is its own group of the split
+    folder = Path.cwd() / "model"
+    result = finetune_chgnet(frames, folder, FinetuneSettings(**settings), log=print)
+    meta = json.loads((folder / "superionic_model.json").read_text())
+    use = "finetuned" if result.improved or use_if_worse else "pretrained"
+    if use == "pretrained":
+        print(
+            "the fine-tuned model is not better than pretrained CHGNet on the held-out single points "
+            f"(force MAE {result.before['force_meV_per_A']:.0f} -> {result.after['force_meV_per_A']:.0f} "
+            "meV/A): the campaign continues with pretrained CHGNet (use_if_worse: true to use it anyway)"
+        )
+    store = CURRENT_JOB.store if CURRENT_JOB.job is not None else None
+    model = store_model(folder, store) if store is not None else {"folder": str(folder)}
+    return {
+        "use": use,
+        "weights_sha256": result.weights_sha256,
+        "model": model,
+        "before": result.before,
+        "after": result.after,
+        "improved": result.improved,
+        "splits": {k: v["frames"] for k, v in result.splits.items()},
+        "seconds": result.seconds,
+        "data_sha256": result.data_sha256,
+        "engine": result.engine,
+        "base_model": result.base_model,
+        "meta": meta,
+    }
