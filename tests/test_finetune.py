@@ -7,6 +7,7 @@ different energy scales, so the training set is the MD runs, as the finetune com
 
 from __future__ import annotations
 
+import csv
 import gzip
 import re
 import shutil
@@ -171,8 +172,9 @@ def test_bad_inputs_get_one_clear_error_each(tmp_path: Path) -> None:
 
 @pytest.mark.cp2k
 def test_cp2k_campaign_finetunes_chgnet_and_runs_md_with_it(tmp_path: Path, run_campaign) -> None:
-    """Real CP2K: relax LiH, single points on rattled and strained copies, fine-tune CHGNet on
-    them, MLIP MD with the fine-tuned model; a second run re-trains nothing."""
+    """Real CP2K: relax LiH (positions: a 2-atom cell relaxes its cell in 17+ slow steps), single
+    points on rattled and strained copies, fine-tune CHGNet on them, MLIP MD with the fine-tuned
+    model; a second run re-trains nothing."""
     from pymatgen.core import Lattice, Structure
 
     from conftest import require_executable
@@ -182,7 +184,8 @@ def test_cp2k_campaign_finetunes_chgnet_and_runs_md_with_it(tmp_path: Path, run_
     s.get_primitive_structure().to(filename=str(tmp_path / "LiH.cif"))
     (tmp_path / "c.yaml").write_text(
         "name: ftcp2k\nengine: cp2k\npreset: cp2k_smoke\nsystems:\n  - name: LiH\n    structure: LiH.cif\n"
-        "stages:\n  - stage: relax\n  - stage: finetune\n    n_rattled: 6\n    rattle_A: 0.08\n"
+        "stages:\n  - stage: relax\n    relax_cell: false\n  - stage: finetune\n    n_rattled: 6\n"
+        "    rattle_A: 0.08\n"
         "    strain_range: 0.03\n    epochs: 2\n    use_if_worse: true\n"
         "  - stage: md\n    engine: mlip\n    force_field: finetuned\n    temperatures_K: [600]\n"
         "    production_steps: 40\n    species: Li\n    fit_start: 0.0\n    fit_end: 1.0\n"
@@ -211,6 +214,12 @@ def test_cp2k_campaign_finetunes_chgnet_and_runs_md_with_it(tmp_path: Path, run_
     md = next(p for p in plan if p.name == "LiH #0 md 600 K")
     md_doc = store.job_store.query_one({"uuid": md.uuid}, sort={"index": -1})
     assert md_doc["metadata"]["force_field"] == str(folder)
+    # the report has the errors and the parity plot
+    report = tmp_path / "report" / "ftcp2k"
+    row = next(csv.DictReader(open(report / "finetune.csv")))
+    assert float(row["force_mae_after_meV_A"]) == pytest.approx(doc["after"]["force_meV_per_A"], rel=1e-3)
+    assert (report / "finetune_parity_LiH.png").is_file()
+    assert "Fine-tuned CHGNet" in (report / "summary.md").read_text()
     # again: nothing re-runs, nothing re-trains
     again = run_campaign("c.yaml")
-    assert again.returncode == 0 and " 0 run," in again.stdout, again.stdout[-2000:]
+    assert again.returncode == 0 and "0 run, 14 already done" in again.stdout, again.stdout[-2000:]

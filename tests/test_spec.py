@@ -89,7 +89,7 @@ BAD = {
     ),
     "unknown_stage": (
         GOOD.replace("stage: relax", "stage: relaxx"),
-        ["stages[1]", "relaxx", "order, relax, hull, nmr, md, quench"],
+        ["stages[1]", "relaxx", "order, relax, finetune, hull, nmr, md, quench"],
     ),
     "bad_parameter_value": (
         GOOD.replace("[Cl, Br]", "[Cl, F]"),

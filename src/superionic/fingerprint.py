@@ -58,6 +58,9 @@ STORAGE_ONLY_OVERRIDES = {
     ),
 }
 
+#: custodian settings that only say how often it looks at a running job: not part of the identity
+RUN_ONLY_CUSTODIAN = ("polling_time_step", "monitor_freq")
+
 #: Makers subclassed only to store their output differently keep the identity of the class they
 #: extend (its module, class and package version): (module, class) -> (module, class)
 STORAGE_ONLY_CLASSES = {
@@ -91,6 +94,11 @@ def _identity(function: object) -> object:
         bound = function.get("@bound")
         if isinstance(bound, dict):
             bound = {k: v for k, v in bound.items() if k not in STORAGE_ONLY_FIELDS}
+            run = bound.get("run_cp2k_kwargs")
+            if isinstance(run, dict) and isinstance(run.get("custodian_kwargs"), dict):
+                polling = {k: v for k, v in run["custodian_kwargs"].items() if k not in RUN_ONLY_CUSTODIAN}
+                run = {k: v for k, v in run.items() if k != "custodian_kwargs"}
+                bound["run_cp2k_kwargs"] = {**run, **({"custodian_kwargs": polling} if polling else {})}
             calculator = bound.get("calculator_kwargs")
             if isinstance(calculator, dict) and "model_dir" in calculator:
                 # a fine-tuned model is known by its weights' hash (in calculator_kwargs), not its folder

@@ -57,6 +57,17 @@ def cp2k_command() -> str:
     return "cp2k.psmp"
 
 
+#: custodian checks a running CP2K every second (its default, 10 s, made a 2-s single point take
+#: 20 s); handlers still look every 30 polls. How often it polls is not part of a job's identity
+#: (superionic.fingerprint.RUN_ONLY_CUSTODIAN)
+CUSTODIAN_POLLING = {"polling_time_step": 1, "monitor_freq": 30}
+
+
+def run_cp2k_kwargs(**extra: Any) -> dict[str, Any]:
+    """Return atomate2's ``run_cp2k`` settings: this machine's command, custodian polling each second."""
+    return {"cp2k_cmd": cp2k_command(), **extra, "custodian_kwargs": dict(CUSTODIAN_POLLING)}
+
+
 def cp2k_available(command: str | None = None) -> tuple[bool, str]:
     """Whether CP2K (``command``, default :func:`cp2k_command`) and its data are installed."""
     from superionic.engines.guard import executable_of
@@ -274,7 +285,7 @@ def relax_maker(settings: dict[str, Any]) -> Any:
     return cls(
         name="cp2k relax",
         input_set_generator=gen,
-        run_cp2k_kwargs={"cp2k_cmd": cp2k_command(), "max_errors": 3},
+        run_cp2k_kwargs=run_cp2k_kwargs(max_errors=3),
     )
 
 
@@ -287,7 +298,7 @@ def static_maker(settings: dict[str, Any]) -> Any:
     return StaticMaker(
         name="cp2k static",
         input_set_generator=gen,
-        run_cp2k_kwargs={"cp2k_cmd": cp2k_command(), "max_errors": 3},
+        run_cp2k_kwargs=run_cp2k_kwargs(max_errors=3),
     )
 
 
@@ -496,7 +507,7 @@ def _md_maker(settings: dict[str, Any], temp: float, nsteps: int, label: str) ->
     return MDMaker(
         name=label,
         input_set_generator=gen,
-        run_cp2k_kwargs={"cp2k_cmd": cp2k_command()},
+        run_cp2k_kwargs=run_cp2k_kwargs(),
         task_document_kwargs={"store_trajectory": False},
     )
 

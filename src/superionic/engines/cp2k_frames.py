@@ -63,7 +63,7 @@ def read_log(path: Path) -> dict:
                 settings.setdefault("k", line.split()[-1])
             elif line.lstrip().startswith("CELL| Vector") and len(cell) < 3:
                 cell.append([float(x) for x in line.split(":")[1].split()[:3]])
-            elif "ATOMIC COORDINATES IN angstrom" in line and not coords:
+            elif "ATOMIC COORDINATES IN ANGSTROM" in line.upper() and not coords:  # CP2K 2023: upper case
                 for row in lines:
                     parts = row.split()
                     if coords and not parts:

@@ -89,6 +89,34 @@ def relax_rows(items: StageItems) -> list[dict[str, Any]]:
     return rows
 
 
+def finetune_rows(items: StageItems) -> list[dict[str, Any]]:
+    """Rows of finetune.csv: one per fine-tuned model, the held-out errors before and after."""
+    rows = []
+    for p, d in items:
+        out = d["output"]
+        if not isinstance(out, dict) or "weights_sha256" not in out:
+            continue  # the copies job of the stage
+        before, after = out["before"], out["after"]
+        split = "/".join(str(out["splits"].get(k)) for k in ("train", "val", "test"))
+        rows.append(
+            {
+                "system": p.system,
+                "engine": out.get("engine"),
+                "frames_train_val_test": split,
+                "energy_mae_before_meV_atom": before.get("energy_meV_per_atom"),
+                "energy_mae_after_meV_atom": after.get("energy_meV_per_atom"),
+                "force_mae_before_meV_A": before.get("force_meV_per_A"),
+                "force_mae_after_meV_A": after.get("force_meV_per_A"),
+                "stress_mae_before_GPa": before.get("stress_GPa"),
+                "stress_mae_after_GPa": after.get("stress_GPa"),
+                "used": out.get("use"),
+                "training_s": (out.get("seconds") or {}).get("training"),
+                "weights_sha256": str(out["weights_sha256"])[:12],
+            }
+        )
+    return rows
+
+
 _DIFFUSION_NUMBERS = (
     "diffusivity_cm2_s",
     "diffusivity_err_cm2_s",

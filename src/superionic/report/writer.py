@@ -26,6 +26,7 @@ from superionic.report.tables import (
     NMR_COLUMNS,
     arrhenius_rows,
     diffusion_rows,
+    finetune_rows,
     hull_rows,
     md_table,
     nmr_rows,
@@ -120,6 +121,7 @@ def write_report(
 
     orderings = ordering_rows(by_stage["order"])
     relax = relax_rows(by_stage["relax"])
+    finetune = finetune_rows(by_stage["finetune"])
     diffusion = diffusion_rows(by_stage["diffusion"])
     arrhenius = arrhenius_rows(by_stage["arrhenius"])
     rotation = rotation_rows(by_stage["rotation"])
@@ -135,6 +137,7 @@ def write_report(
     for name, rows in (
         ("orderings.csv", orderings),
         ("relax.csv", relax),
+        ("finetune.csv", finetune),
         ("diffusion.csv", diffusion),
         ("arrhenius.csv", arrhenius),
         ("rotation.csv", rotation),
@@ -148,6 +151,8 @@ def write_report(
         if rows:
             write_csv(out_dir / name, rows)
             written.append(out_dir / name)
+    if finetune:
+        written += _finetune_parity(by_stage["finetune"], store, out_dir)
     if by_stage["diffusion"]:
         written.append(plot_msd(by_stage["diffusion"], out_dir / "msd.png"))
     if diffusion:
@@ -175,6 +180,11 @@ def write_report(
     for title, rows in (
         ("Orderings (Ewald energy per cell)", orderings),
         ("Relaxation", relax),
+        (
+            "Fine-tuned CHGNet (MAE on held-out DFT single points; before: pretrained with its "
+            "reference energies refit)",
+            finetune,
+        ),
         ("Diffusion per temperature", diffusion),
         (
             "Arrhenius fits (error: weighted least squares of the per-point errors; "
@@ -194,6 +204,26 @@ def write_report(
         md.append(f"![{png.stem}]({png.name})\n")
     (out_dir / "summary.md").write_text("\n".join(md))
     written.insert(0, out_dir / "summary.md")
+    return written
+
+
+def _finetune_parity(items: list, store: CampaignStore, out_dir: Path) -> list[Path]:
+    """Copy each fine-tuned model's parity plot (test frames, before and after) into the report."""
+    from superionic.engines.finetune import model_folder
+
+    written = []
+    for p, d in items:
+        out = d["output"]
+        if not isinstance(out, dict) or "model" not in out:
+            continue
+        try:
+            png = model_folder(out["model"], store.job_store) / "parity.png"
+        except (OSError, ValueError, KeyError):
+            continue  # a model in a store this machine cannot read: the table still says it all
+        if png.is_file():
+            target = out_dir / f"finetune_parity_{p.system.replace(' ', '_')}.png"
+            target.write_bytes(png.read_bytes())
+            written.append(target)
     return written
 
 

@@ -46,20 +46,21 @@ def perturbed_copies(
     cells (-/+ ``strain_range``) are rattled by half as much.
     """
     rng = np.random.default_rng(seed)
-    every = list(range(len(structure)))
+
+    def rattled(s: Structure, sigma: float) -> Structure:
+        shift = rng.normal(0.0, sigma, (len(s), 3))
+        cart = s.cart_coords + shift
+        props = s.site_properties
+        return Structure(s.lattice, s.species, cart, coords_are_cartesian=True, site_properties=props)
+
     out = [structure.copy()]
     for _ in range(n_rattled):
-        s = structure.copy()
-        s.translate_sites(every, rng.normal(0.0, rattle_A, (len(s), 3)), frac_coords=False)
-        out.append(s)
+        out.append(rattled(structure, rattle_A))
     if strain_range > 0:
         for eps in (-strain_range, strain_range):
             s = structure.copy()
             s.apply_strain(eps)
-            s.translate_sites(
-                list(range(len(s))), rng.normal(0.0, rattle_A / 2, (len(s), 3)), frac_coords=False
-            )
-            out.append(s)
+            out.append(rattled(s, rattle_A / 2))
     return out
 
 
