@@ -28,7 +28,8 @@ def demo_cell() -> object:
     from pymatgen.core import Structure
 
     out = Path(tempfile.mkdtemp()) / "orderings"
-    cmd = [sys.executable, "-m", "superionic", "order", "argyrodite_bh4", "--n", "1", "--out", str(out)]
+    exe = Path(sys.executable).with_name("superionic")
+    cmd = [str(exe), "order", "argyrodite_bh4", "--param", "bh4_vacancies=0", "--n", "1", "--out", str(out)]
     subprocess.run(cmd, check=True, capture_output=True)
     return Structure.from_file(str(out / "1.cif"))
 

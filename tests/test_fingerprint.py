@@ -93,8 +93,9 @@ def test_md_job_identities_are_those_of_the_stores_made_before_binary_trajectori
         "  - stage: relax\n  - stage: md\n    temperatures_K: [600]\n    production_steps: 100\n",
     )
     assert vasp["argyrodite #0 md 600 K"] == "576d2300-639b-3c05-6e3d-1d2b4d0a7067"
-    # the one re-keyed job: VASP frames are now every NBLOCK = 10 steps (XDATCAR), so the analysis
-    # is built with 10x the frame spacing (at b9db548 it was 1132dabf-3247-8dbd-4fc5-b0ef40cfaa9a).
+    # re-keyed: VASP frames are now every NBLOCK = 10 steps (XDATCAR), so the VASP analysis jobs
+    # (diffusion; also rotation, snapshots, converge when a campaign has them) are built with 10x
+    # the frame spacing (at b9db548 this one was 1132dabf-3247-8dbd-4fc5-b0ef40cfaa9a).
     # It re-runs on an old store in seconds and reads the spacing its trajectory records (POTIM,
     # every step), see test_an_old_vasp_trajectory_is_analysed_with_the_spacing_it_records.
     assert vasp["argyrodite #0 diffusion 600 K"] == "e8e5db0b-1565-5628-fcbe-e21fcfb02a34"

@@ -69,10 +69,16 @@ def finetune(
     """
     quiet()
     from superionic.dispatch.threads import apply_threads, plan_threads
-    from superionic.engines.finetune import FinetuneSettings, finetune_chgnet, read_frames
+    from superionic.engines.finetune import (
+        FinetuneSettings,
+        check_output_folder,
+        finetune_chgnet,
+        read_frames,
+    )
 
     if freeze not in ("embeddings+early", "none"):
         raise SuperionicError.single("--freeze", "unknown choice", freeze, "embeddings+early or none")
+    check_output_folder(out)  # before reading anything: never replace a folder of data
     plan = plan_threads(threads, source="--threads")
     apply_threads(plan.threads_per_job)
     console.print(f"threads: {plan.threads_per_job} ({plan.source})")
@@ -114,7 +120,7 @@ def finetune(
     if not result.improved:
         console.print(
             "[yellow]the fine-tuned model is not better than pretrained CHGNet on the test frames "
-            "(force MAE); a campaign keeps the pretrained model unless told otherwise[/yellow]"
+            "(force MAE): think twice before pointing force_field at it[/yellow]"
         )
     console.print(
         f"model: {result.folder} (weights sha256 {result.weights_sha256[:12]}); parity plot: parity.png"

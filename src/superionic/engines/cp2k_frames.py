@@ -34,10 +34,17 @@ def _open(path: Path) -> IO[str]:
     return gzip.open(path, "rt") if path.suffix == ".gz" else open(path)
 
 
-def _frame(structure: Structure, energy: float, forces: np.ndarray, stress: np.ndarray | None, path: Path):
+def _frame(
+    structure: Structure,
+    energy: float,
+    forces: np.ndarray,
+    stress: np.ndarray | None,
+    path: Path,
+    settings: str,
+):
     from superionic.engines.finetune import DFTFrame
 
-    return DFTFrame(structure, energy, forces, stress, "cp2k", str(path), str(path.parent))
+    return DFTFrame(structure, energy, forces, stress, "cp2k", str(path), str(path.parent), settings)
 
 
 def read_log(path: Path) -> dict:
@@ -113,7 +120,7 @@ def cp2k_output_frames(path: Path) -> list:
             Lattice(log["cell"]), species, [c for _, c in log["coords"]], coords_are_cartesian=True
         )
         e = evaluations[-1]
-        return [_frame(structure, e["energy"], e["forces"], e.get("stress"), path)]
+        return [_frame(structure, e["energy"], e["forces"], e.get("stress"), path, log["settings"])]
     pos = sorted(folder.glob("*-pos-1.xyz*"))
     if not frc or not pos:
         raise SuperionicError.single(

@@ -76,6 +76,15 @@ class DFTFrame:
         return frozenset(el.symbol for el in self.structure.composition.elements)
 
 
+def vasp_kbar(stress_GPa: np.ndarray) -> np.ndarray:
+    """Return a CHGNet-convention stress (GPa, tension positive) in VASP's kBar.
+
+    CHGNet's ``StructureData`` expects training stresses in VASP's kBar and converts them with
+    x -0.1 itself.
+    """
+    return np.asarray(stress_GPa) / VASP_KBAR_TO_CHGNET_GPA
+
+
 # -- reading DFT outputs -------------------------------------------------------------------------
 def _is_vasprun(path: Path) -> bool:
     return "vasprun" in path.name.lower() or _head(path).lstrip().startswith("<?xml")
@@ -186,6 +195,18 @@ def _no_forces(path: Path) -> SuperionicError:
     )
 
 
+def vasp_settings_key(encut: Any, prec: Any, gga: Any, n_kpoints: int | None) -> str:
+    """Return what sets a VASP run's energy scale, the same from vasprun.xml and OUTCAR.
+
+    Plane-wave cut-off (eV), precision, functional tag and whether the run is Gamma-only: runs
+    that differ in these sit on different energy scales (the k-mesh density of a sampled run is
+    left out: rattled and strained cells of one setting get slightly different meshes).
+    """
+    cut = "?" if encut is None else f"{float(encut):.0f}"
+    k = "?" if n_kpoints is None else ("Gamma" if int(n_kpoints) == 1 else "k-mesh")
+    return f"ENCUT {cut} eV, PREC {str(prec or '?').strip().lower()[:4]}, GGA {gga or '?'}, {k}"
+
+
 def _vasprun_frames(path: Path) -> list[DFTFrame]:
     from pymatgen.io.vasp.outputs import Vasprun
 
@@ -198,17 +219,17 @@ def _vasprun_frames(path: Path) -> list[DFTFrame]:
             str(path), "unreadable vasprun.xml", type(exc).__name__, "a VASP vasprun.xml"
         ) from None
     p = run.parameters
-    mesh = "x".join(str(k) for k in (run.kpoints.kpts[0] if run.kpoints is not None else ["?"]))
-    key = (
-        f"ENCUT {float(p.get('ENCUT', 0)):g}, PREC {str(p.get('PREC', '?')).lower()}, "
-        f"GGA {p.get('GGA', '?')}, METAGGA {p.get('METAGGA', 'none')}, "
-        f"k {mesh} ({len(run.actual_kpoints)} points)"
-    )
+    nk = len(run.actual_kpoints)
+    key = vasp_settings_key(p.get("ENMAX", p.get("ENCUT")), p.get("PREC"), p.get("GGA"), nk)
     frames = []
     for step in run.ionic_steps:
         if step.get("forces") is None:
             raise _no_forces(path)
         energy = step.get("e_fr_energy", step.get("e_0_energy"))
+        if energy is None:
+            raise SuperionicError.single(
+                str(path), "an ionic step without an energy", "", "a complete vasprun.xml"
+            )
         stress = step.get("stress")
         frames.append(
             DFTFrame(
@@ -268,24 +289,31 @@ def _outcar_frames(path: Path) -> list[DFTFrame]:
 
     frames = _ase_frames(path, "vasp-out", "vasp")
     head = _head(path, 400_000)
-    found = []
-    for label, pattern in (
-        ("ENCUT", r"ENCUT\s*=\s*([\d.]+)"),
-        ("PREC", r"PREC\s*=\s*(\w+)"),
-        ("GGA", r"GGA\s*=\s*(\S+)"),
-        ("k", r"generate k-points for:\s*(\d+\s+\d+\s+\d+)"),
-    ):
-        m = re.search(pattern, head)
-        found.append(f"{label} {' '.join(m.group(1).split()).lower() if m else '?'}")
+
+    def first(pattern: str) -> str | None:
+        m = re.search(pattern, head, flags=re.M)
+        return m.group(1) if m else None
+
+    nk = first(r"NKPTS\s*=\s*(\d+)")
+    key = vasp_settings_key(
+        first(r"^\s*ENCUT\s*=\s*([\d.]+)\s*eV"),
+        first(r"^\s*PREC\s*=\s*(\w+)"),
+        first(r"^\s*GGA\s*=\s*(\S+)"),
+        int(nk) if nk else None,
+    )
     for frame in frames:
-        frame.settings = ", ".join(found)
+        frame.settings = key
     return frames
 
 
 def _cp2k_frames(path: Path) -> list[DFTFrame]:
     from superionic.engines.cp2k_frames import cp2k_output_frames
 
-    return cp2k_output_frames(path)
+    try:
+        return cp2k_output_frames(path)
+    except (ValueError, IndexError, StopIteration) as exc:  # a log or trajectory cut off mid-write
+        why = str(exc)[:80]
+        raise SuperionicError.single(str(path), "unreadable CP2K output", why, "a complete run") from None
 
 
 # -- checks and splits ---------------------------------------------------------------------------
@@ -465,6 +493,7 @@ class FinetuneSettings:
     seed: int = 0
     freeze: str = "embeddings+early"  # CHGNet's fine-tuning recipe; "none" trains every weight
     stress_weight: float = 0.1
+    energy_weight: float = 1.0
 
 
 @dataclass
@@ -483,6 +512,27 @@ class FinetuneResult:
     improved: bool
     seconds: dict[str, float] = field(default_factory=dict)
     base_model: str = ""
+
+
+def check_output_folder(out: str | Path) -> None:
+    """Refuse an ``--out`` that is not new, empty, or an earlier model folder (it is replaced).
+
+    Raises
+    ------
+    SuperionicError
+        A file, or a folder holding anything but a model (e.g. the training data).
+    """
+    path = Path(out)
+    if not path.exists() or (path.is_dir() and (path / META_FILE).is_file()):
+        return
+    if path.is_dir() and not any(path.iterdir()):
+        return
+    raise SuperionicError.single(
+        "--out",
+        "exists and is not a model folder (it would be replaced)",
+        str(out),
+        "a new or empty folder, or an earlier `superionic finetune` model folder",
+    )
 
 
 def data_fingerprint(frames: Sequence[DFTFrame]) -> str:
@@ -560,6 +610,7 @@ def finetune_chgnet(
     from chgnet.trainer import Trainer
 
     s = settings or FinetuneSettings()
+    check_output_folder(out)
     check_frames(frames, allow_mixed_elements, allow_mixed_settings)
     split = split_by_group(frames, s.test_fraction, s.val_fraction, s.seed, test_groups)
     seconds: dict[str, float] = {}
@@ -584,7 +635,8 @@ def finetune_chgnet(
             [f.structure for f in part],
             [f.energy_eV / len(f.structure) for f in part],
             [f.forces_eV_per_A.tolist() for f in part],
-            stresses=[f.stress_GPa.tolist() for f in part] if has_stress else None,  # type: ignore[union-attr]
+            # CHGNet's StructureData takes VASP's kBar and multiplies by -0.1 itself: hand it that
+            stresses=[vasp_kbar(f.stress_GPa).tolist() for f in part] if has_stress else None,  # type: ignore[arg-type]
             shuffle=shuffle,
         )
 
@@ -593,6 +645,7 @@ def finetune_chgnet(
         model=model,
         targets="efs" if has_stress else "ef",
         stress_loss_ratio=s.stress_weight,
+        energy_loss_ratio=s.energy_weight,
         optimizer="Adam",
         scheduler="CosLR",
         criterion="MSE",
@@ -613,7 +666,11 @@ def finetune_chgnet(
             save_dir=str(scratch / "checkpoints"),
             train_composition_model=False,
         )
-        best = trainer.get_best_model()
+        # the epoch with the lowest validation force error (CHGNet keeps it as bestF_*): forces are
+        # what MD needs and what the stage judges the model by (its get_best_model returns the
+        # last epoch's weights whatever its name says: best_model is the trained object itself)
+        best_f = sorted((scratch / "checkpoints").glob("bestF_*.pth.tar"))
+        best = CHGNet.from_file(str(best_f[0])) if best_f else trainer.model
         seconds["training"] = time.perf_counter() - t1
         t2 = time.perf_counter()
         predictions_after = predict(best, split["test"], s.batch_size)
@@ -776,6 +833,12 @@ def store_model(folder: Path, job_store: Any) -> dict[str, Any]:
     return {"backend": backend.kind, "weights_sha256": sha}
 
 
+def _valid_model(folder: Path, sha: str) -> bool:
+    """Whether ``folder`` holds the model whose weights hash to ``sha``."""
+    weights = folder / MODEL_FILE
+    return (folder / META_FILE).is_file() and weights.is_file() and sha256_file(weights) == sha
+
+
 def model_folder(model: dict[str, Any], job_store: Any = None) -> Path:
     """Return a local folder holding the model ``model`` refers to (fetched from the store once).
 
@@ -797,18 +860,24 @@ def model_folder(model: dict[str, Any], job_store: Any = None) -> Path:
     else:
         cache = os.environ.get("SUPERIONIC_MODEL_CACHE") or Path.home() / ".cache" / "superionic" / "models"
         target = Path(cache) / sha
-    if not (target / "superionic_model.json").is_file():
-        part = target.with_name(f".{sha}.part{os.getpid()}")
-        part.mkdir(parents=True, exist_ok=True)
+    if not _valid_model(target, sha):
+        import shutil
+        import tempfile
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        part = Path(tempfile.mkdtemp(prefix=f".{sha[:12]}.", dir=target.parent))
         for name in _MODEL_FILES:
             key = f"{sha}-{name}"
             if key in backend.names():
                 with backend.open(key) as fin:
                     (part / name).write_bytes(fin.read())
-        if target.exists():  # another worker unpacked it meanwhile
-            import shutil
-
+        if not _valid_model(part, sha):
             shutil.rmtree(part, ignore_errors=True)
-        else:
+            raise ValueError(f"the store holds no complete model {sha[:12]} (weights or metadata missing)")
+        try:
             part.rename(target)
+        except OSError:  # another worker unpacked it first, or a broken copy is in the way
+            shutil.rmtree(part, ignore_errors=True)
+            if not _valid_model(target, sha):
+                raise
     return target

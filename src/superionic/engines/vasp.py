@@ -73,7 +73,7 @@ def relax_maker(settings: dict[str, Any]) -> Any:
 
 
 def static_maker(settings: dict[str, Any]) -> Any:
-    """Return atomate2's VASP ``StaticMaker`` on the relax preset's inputs (``MPStaticSet`` base)."""
+    """Return atomate2's VASP ``StaticMaker``: ``MPStaticSet`` with the preset section's INCAR overrides."""
     from atomate2.vasp.jobs.core import StaticMaker
 
     return StaticMaker(

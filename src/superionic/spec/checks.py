@@ -214,7 +214,19 @@ def _finetune_problems(spec: CampaignSpec, data: Any) -> list[Problem]:
     finetune = next((s for s in spec.stages if isinstance(s, FinetuneStage)), None)
     relax = next((s for s in spec.stages if isinstance(s, RelaxStage)), None)
     for i, stage in enumerate(spec.stages):
-        if getattr(stage, "force_field", None) != "finetuned":
+        force_field = getattr(stage, "force_field", None)
+        if force_field and (stage.engine or spec.engine) != "mlip":
+            problems.append(
+                Problem(
+                    f"stages[{i}].force_field",
+                    "a force field is for the mlip engine",
+                    force_field,
+                    f"engine: mlip on this stage (it runs on {stage.engine or spec.engine})",
+                    _line_of(data, ("stages", i, "force_field")),
+                )
+            )
+            continue
+        if force_field != "finetuned":
             continue
         if finetune is None or isinstance(stage, RelaxStage):
             why = (

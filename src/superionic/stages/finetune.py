@@ -95,7 +95,7 @@ def finetune_flow(
     engine_stage = stage if stage.engine or relax is None else relax
     engine, settings = engine_for(spec, engine_stage, kind="static")
     jobs: list[Any] = []
-    dirs = []
+    dirs, orderings = [], []
     for i, (label, output) in enumerate(relaxed.items()):
         copies = perturbed_copies(
             output["structure"], stage.n_rattled, stage.rattle_A, stage.strain_range, stage.seed * 1000 + i
@@ -106,6 +106,7 @@ def finetune_flow(
             point = engine.static(copies.output[k], settings, f"{label} single point {k}")
             jobs.append(staged(point, "finetune_dft", **metadata, ordering=i))
             dirs.append(point.output.dir_name)
+            orderings.append(i)
     train = train_finetuned(
         dirs,
         {
@@ -117,6 +118,7 @@ def finetune_flow(
             "seed": stage.seed,
         },
         stage.use_if_worse,
+        orderings,
     )
     train.name = f"{system} finetune"
     jobs.append(staged(train, "finetune", **metadata))
@@ -125,7 +127,10 @@ def finetune_flow(
 
 @job
 def train_finetuned(
-    run_dirs: list[str], settings: dict[str, Any], use_if_worse: bool = False
+    run_dirs: list[str],
+    settings: dict[str, Any],
+    use_if_worse: bool = False,
+    orderings: list[int] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune CHGNet on the single points in ``run_dirs``; store the model; report the errors.
 
@@ -134,15 +139,26 @@ def train_finetuned(
     dict
         ``use`` (``finetuned`` or ``pretrained``), ``weights_sha256``, ``model`` (where the
         store keeps it), ``before`` / ``after`` (test MAEs: energy meV/atom, force meV/A, stress
-        GPa), ``improved``, ``splits``, ``seconds``, ``data_sha256``.
+        GPa), ``improved``, ``splits`` (frames per split), ``split_by`` (``ordering`` with three
+        or more orderings, else ``single point``), ``seconds``, ``data_sha256``. The run folders
+        are read where the job runs: the single points' folders must be on a shared filesystem.
     """
     from atomate2.utils.path import strip_hostname
     from jobflow import CURRENT_JOB
 
     from superionic.engines.finetune import FinetuneSettings, finetune_chgnet, read_frames, store_model
 
-    frames = read_frames([strip_hostname(str(d)) for d in run_dirs])
-    # one run per single point: each is its own group of the split
+    dirs = [strip_hostname(str(d)) for d in run_dirs]
+    frames = read_frames(dirs)
+    # The split is by ordering when there are three or more (the rattled and strained copies of one
+    # ordering never straddle train and test); with fewer, by single point, and the test errors
+    # are then for new displacements of structures the model was trained on (said in the output).
+    split_by = "single point"
+    if orderings is not None and len(set(orderings)) >= 3:
+        of_dir = {str(Path(d)): o for d, o in zip(dirs, orderings, strict=True)}
+        for frame in frames:
+            frame.group = f"ordering {of_dir.get(str(Path(frame.group)), frame.group)}"
+        split_by = "ordering"
     folder = Path.cwd() / "model"
     result = finetune_chgnet(frames, folder, FinetuneSettings(**settings), log=print)
     meta = json.loads((folder / "superionic_model.json").read_text())
@@ -163,6 +179,7 @@ def train_finetuned(
         "after": result.after,
         "improved": result.improved,
         "splits": {k: v["frames"] for k, v in result.splits.items()},
+        "split_by": split_by,
         "seconds": result.seconds,
         "data_sha256": result.data_sha256,
         "engine": result.engine,

@@ -121,7 +121,8 @@ def quench_flow(
             jobs.append(staged(quench, "quench", **tags))
             final = quench.output
             if stage.relax_after:
-                _, relax_settings = engine_for(spec, stage, kind="relax", relax_cell=True)
+                own = {"force_field": stage.force_field} if stage.force_field else {}
+                _, relax_settings = engine_for(spec, stage, kind="relax", relax_cell=True, **own)
                 relax = engine.relax(final, relax_settings, f"{label} relax")
                 jobs.append(staged(relax, "quench", **tags))
                 final = relax.output["structure"]
