@@ -175,20 +175,19 @@ class Engine:
     # -- one method per stage kind -----------------------------------------------------------
     def relax(self, structure: Any, settings: dict[str, Any], name: str) -> Flow:
         """Relax ``structure``; output ``{"structure", "energy"}`` (and ``entry``, see above)."""
-        relax_maker = self.builder("relax_maker")
-        if relax_maker is None:
-            raise self._unsupported("relax")
-        maker = relax_maker(settings)
-        maker.name = name
-        job = maker.make(structure)
+        job = self._maker_job("relax", settings, structure, name)
         return self.flow([job], self.relax_output(job), name)
 
     def static(self, structure: Any, settings: dict[str, Any], name: str) -> Job:
         """Return one single-point job (energy, forces, stress); its output is the task document."""
-        static_maker = self.builder("static_maker")
-        if static_maker is None:
-            raise self._unsupported("static")
-        maker = static_maker(settings)
+        return self._maker_job("static", settings, structure, name)
+
+    def _maker_job(self, kind: str, settings: dict[str, Any], structure: Any, name: str) -> Job:
+        """Return the job of the engine module's ``<kind>_maker`` on ``structure``, named ``name``."""
+        make_maker = self.builder(f"{kind}_maker")
+        if make_maker is None:
+            raise self._unsupported(kind)
+        maker = make_maker(settings)
         maker.name = name
         return maker.make(structure)
 

@@ -338,31 +338,27 @@ def check_frames(
         engines.setdefault(frame.engine, frame.source)
         elements.setdefault(frame.elements, frame.source)
         settings.setdefault(frame.settings, frame.source)
-    if len(engines) > 1:
-        (e1, s1), (e2, s2) = list(engines.items())[:2]
-        raise SuperionicError.single(
-            "DATA",
-            "mixes DFT engines (their energies sit on different scales)",
-            f"{e1} ({s1}) and {e2} ({s2})",
-            "frames of one engine and one set of DFT settings",
-        )
-    if len(elements) > 1 and not allow_mixed_elements:
-        (a, s1), (b, s2) = list(elements.items())[:2]
-        raise SuperionicError.single(
-            "DATA",
+    label = {frozenset: lambda k: "-".join(sorted(k)), str: str}
+    for seen, allowed, what, valid in (
+        (engines, False, "mixes DFT engines (energies on different scales)", "frames of one engine"),
+        (
+            elements,
+            allow_mixed_elements,
             "mixes cells with different species sets",
-            f"{'-'.join(sorted(a))} ({s1}) and {'-'.join(sorted(b))} ({s2})",
             "cells of one chemical system, or --allow-mixed-elements (e.g. the phases of a hull)",
-        )
-    if len(settings) > 1 and not allow_mixed_settings:
-        (a, s1), (b, s2) = list(settings.items())[:2]
-        raise SuperionicError.single(
-            "DATA",
+        ),
+        (
+            settings,
+            allow_mixed_settings,
             "mixes DFT settings that shift the energy scale",
-            f"{a} ({s1}) and {b} ({s2})",
             "runs of one set of settings (or --allow-mixed-settings to train on forces and stresses "
             "across them)",
-        )
+        ),
+    ):
+        if len(seen) > 1 and not allowed:
+            (a, s1), (b, s2) = list(seen.items())[:2]
+            name = label[type(a)]
+            raise SuperionicError.single("DATA", what, f"{name(a)} ({s1}) and {name(b)} ({s2})", valid)
 
 
 def split_by_group(
