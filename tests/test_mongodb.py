@@ -218,8 +218,9 @@ def test_laptop_to_cluster_and_back_gives_the_same_report(
     assert superionic("run", "c.yaml", cwd=laptop).returncode == 0
     r = superionic("store", "copy", str(laptop / "c.yaml"), str(cluster / "c.yaml"), cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "copied 7 output(s)" in r.stdout and "7 job state(s)" in r.stdout, r.stdout
-    assert "2 trajectory(ies)" in r.stdout, r.stdout  # the two MD runs' binary trajectories
+    said = " ".join(r.stdout.split())  # rich may wrap the line at the terminal width
+    assert "copied 7 output(s)" in said and "7 job state(s)" in said, r.stdout
+    assert "2 trajectory(ies)" in said, r.stdout  # the two MD runs' binary trajectories
     blobs_there = r.stdout.split(" blob(s)")[0].rsplit(" ", 1)[1]
     r = superionic("submit", "c.yaml", "--dry-run", cwd=cluster)  # nor queued for the workers
     assert "would add 0 workflow(s), 0 firework(s)" in r.stdout, r.stdout + r.stderr

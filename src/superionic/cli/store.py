@@ -57,10 +57,10 @@ def copy(
     to_store = open_campaign_store(dst, create=True)
     assert to_store is not None
     counts = copy_store(from_store, to_store)
+    models = f", {counts['models']} fine-tuned model file(s)" if counts.get("models") else ""
     console.print(
         f"copied {counts['outputs']} output(s), {counts['blobs']} blob(s), {counts['trajectories']} "
-        f"trajectory(ies), {counts.get('models', 0)} model file(s) and {counts['states']} job state(s) "
-        f"from {_where(src)} to {_where(dst)}",
+        f"trajectory(ies){models} and {counts['states']} job state(s) from {_where(src)} to {_where(dst)}",
         highlight=False,
     )
 
