@@ -14,12 +14,11 @@ compression positive; CHGNet and ASE use tension positive, as ASE's CP2K calcula
 
 from __future__ import annotations
 
-import gzip
 import re
 from pathlib import Path
-from typing import IO
 
 import numpy as np
+from monty.io import zopen
 from pymatgen.core import Lattice, Structure
 
 from superionic.errors import SuperionicError
@@ -28,10 +27,6 @@ HA_TO_EV = 27.211386245988
 HA_PER_BOHR_TO_EV_PER_A = HA_TO_EV / 0.529177210903
 _STEP = re.compile(r"\bi\s*=\s*(\d+)")
 _ENERGY = re.compile(r"\bE\s*=\s*(-?\d+\.\d+)")
-
-
-def _open(path: Path) -> IO[str]:
-    return gzip.open(path, "rt") if path.suffix == ".gz" else open(path)
 
 
 def _frame(
@@ -55,7 +50,7 @@ def read_log(path: Path) -> dict:
     """
     run_type, cell, coords, evaluations = None, [], [], []
     settings: dict[str, str] = {}
-    with _open(path) as fh:
+    with zopen(path, "rt") as fh:
         lines = iter(fh)
         for line in lines:
             if "GLOBAL| Run type" in line:
@@ -152,7 +147,7 @@ def cp2k_output_frames(path: Path) -> list:
 def _xyz_frames(path: Path) -> dict[int, tuple[list[str], np.ndarray, float]]:
     """CP2K's xyz trajectory: ``{step: (species, values (n, 3), energy eV)}``."""
     out = {}
-    with _open(path) as fh:
+    with zopen(path, "rt") as fh:
         while True:
             count = fh.readline()
             if not count.strip():

@@ -16,7 +16,6 @@ grows with the steps of one run (``production_chunks`` splits a long run into se
 
 from __future__ import annotations
 
-import gzip
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -26,12 +25,9 @@ from typing import IO, Any
 import numpy as np
 from atomate2.vasp.jobs.base import vasp_job
 from atomate2.vasp.jobs.md import MDMaker
+from monty.io import zopen
 
 _FREE_ENERGY = re.compile(r"\bF=\s*(\S+)")
-
-
-def _open_text(path: Path) -> IO[str]:
-    return gzip.open(path, "rt") if path.suffix == ".gz" else open(path)
 
 
 def _output_file(folder: Path, name: str) -> Path | None:
@@ -58,7 +54,7 @@ class XdatcarFrames:
 
     def __init__(self, path: Path, chunk_frames: int = 2000) -> None:
         self.path, self.chunk_frames = Path(path), chunk_frames
-        with _open_text(self.path) as fh:
+        with zopen(self.path, "rt") as fh:
             lattice, symbols = self._header(fh)
             if lattice is None:
                 raise ValueError(f"{self.path}: not an XDATCAR (no header)")
@@ -72,7 +68,7 @@ class XdatcarFrames:
 
     def count(self) -> int:
         """Return the number of frames (``Direct configuration`` lines, a cut-off last one included)."""
-        with _open_text(self.path) as fh:
+        with zopen(self.path, "rt") as fh:
             return sum(1 for line in fh if line.lower().lstrip().startswith("direct configuration"))
 
     @staticmethod
@@ -94,7 +90,7 @@ class XdatcarFrames:
     def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(frac (k, n, 3), lattices (k, 3, 3))`` of consecutive frames."""
         n = len(self.symbols)
-        with _open_text(self.path) as fh:
+        with zopen(self.path, "rt") as fh:
             lattice, _ = self._header(fh)
             frac: list[np.ndarray] = []
             lattices: list[np.ndarray] = []
@@ -122,7 +118,7 @@ class XdatcarFrames:
 def oszicar_free_energies(path: Path) -> np.ndarray:
     """Free energy ``F`` (eV) of every MD step in OSZICAR (the ``T= ... F= ...`` lines)."""
     values = []
-    with _open_text(path) as fh:
+    with zopen(path, "rt") as fh:
         for line in fh:
             if " T=" in line:
                 match = _FREE_ENERGY.search(line)
