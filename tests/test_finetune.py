@@ -208,7 +208,15 @@ def test_cp2k_campaign_finetunes_chgnet_and_runs_md_with_it(tmp_path: Path, run_
     train = next(p for p in plan if p.name == "LiH finetune")
     doc = store.job_store.get_output(train.uuid)
     assert doc["use"] == "finetuned" and doc["engine"] == "cp2k" and doc["splits"]["test"] >= 1
-    assert sum(doc["splits"].values()) == 1 + 6 + 2  # the relaxed cell, 6 rattles, 2 strains
+    # the relaxed cell, 6 rattles, 2 strains, and the relaxation's own frames (always training)
+    relax = next(p for p in plan if p.stage == "relax")
+    relax_doc = store.job_store.get_output(relax.uuid)
+    relax_frames = read_frames([relax_doc["dir_name"].split(":", 1)[-1]])
+    assert doc["relaxation_frames"] == len(relax_frames) >= 1
+    assert sum(doc["splits"].values()) == 1 + 6 + 2 + len(relax_frames)
+    assert doc["splits"]["train"] >= len(relax_frames)
+    # the last frame of the relaxation is the relaxed cell whose energy atomate2 parsed from the log
+    assert relax_frames[-1].energy_eV == pytest.approx(relax_doc["output"]["energy"], abs=1e-5)
     for key in ("energy_meV_per_atom", "force_meV_per_A"):
         assert np.isfinite(doc["before"][key]) and np.isfinite(doc["after"][key])
     # the model is in the store, and the MD ran on it (the replacing job's metadata names it)

@@ -83,19 +83,23 @@ def test_md_job_identities_are_those_of_the_stores_made_before_binary_trajectori
     """Pinned: the uuids below were computed with the code of commit b9db548 (before binary
     trajectories, the MLIP make override and the VASP MD output tags). Today's code gives the same,
     so stores made then recompute nothing. (A dependency upgrade that changes a Maker's
-    serialisation re-keys every store too; this test is where that shows.)"""
-    mlip = plan(tmp_path, TEXT)
-    assert mlip["argyrodite #0 md 600 K"] == "65fa46a8-d338-e47b-a08e-1f38dfb574e7"
-    assert mlip["argyrodite #0 arrhenius"] == "dd7d5161-5c85-88bf-35ed-a65b1f5132b5"
+    serialisation re-keys every store too; this test is where that shows.) The campaign is an
+    antiperovskite: the argyrodite prototypes' geometry was corrected after b9db548 (their 16e/48h
+    enantiomorph), which re-keys argyrodite stores on purpose: their structures were wrong."""
+    text = TEXT.replace("prototype: argyrodite", "prototype: antiperovskite_amide")
+    mlip = plan(tmp_path, text)
+    assert mlip["antiperovskite_amide #0 md 600 K"] == "7e2c9388-998f-5b3f-6cca-7278a89b5b68"
+    assert mlip["antiperovskite_amide #0 arrhenius"] == "49057e8c-fc8a-fb19-a967-cdca0f9c2968"
     vasp = plan(
         tmp_path,
-        "name: fpv\nengine: vasp\nsystems:\n  - prototype: argyrodite\nstages:\n  - stage: order\n"
-        "  - stage: relax\n  - stage: md\n    temperatures_K: [600]\n    production_steps: 100\n",
+        "name: fpv\nengine: vasp\nsystems:\n  - prototype: antiperovskite_amide\nstages:\n"
+        "  - stage: order\n  - stage: relax\n  - stage: md\n    temperatures_K: [600]\n"
+        "    production_steps: 100\n",
     )
-    assert vasp["argyrodite #0 md 600 K"] == "576d2300-639b-3c05-6e3d-1d2b4d0a7067"
+    assert vasp["antiperovskite_amide #0 md 600 K"] == "a0df38ee-c12d-4f8f-4bbe-199e8063701c"
     # re-keyed: VASP frames are now every NBLOCK = 10 steps (XDATCAR), so the VASP analysis jobs
     # (diffusion; also rotation, snapshots, converge when a campaign has them) are built with 10x
-    # the frame spacing (at b9db548 this one was 1132dabf-3247-8dbd-4fc5-b0ef40cfaa9a).
+    # the frame spacing (at b9db548 this one was e47036f8-b6cf-3c9b-2e6d-a82ed8eddee6).
     # It re-runs on an old store in seconds and reads the spacing its trajectory records (POTIM,
     # every step), see test_an_old_vasp_trajectory_is_analysed_with_the_spacing_it_records.
-    assert vasp["argyrodite #0 diffusion 600 K"] == "e8e5db0b-1565-5628-fcbe-e21fcfb02a34"
+    assert vasp["antiperovskite_amide #0 diffusion 600 K"] == "c056e227-4570-e72d-a4dd-715d62da23d6"

@@ -33,6 +33,23 @@ def test_argyrodite_bond_lengths() -> None:
     assert np.min(d[d > 0]) == pytest.approx(1.75, abs=0.1)  # the 48h-48h doublet
 
 
+@pytest.mark.parametrize("name", ["argyrodite", "argyrodite_bh4"])
+def test_argyrodite_free_anion_sites_sit_in_their_li_cages_clear_of_the_ps4(name: str) -> None:
+    """The free anion sites (4d: S2- or BH4-; 4a: X- or BH4-) are each surrounded by 12 Li 48h
+    sites (the Li cage of the argyrodite structure, Li-S 2.39 A in Li6PS5Cl) and lie more than 4 A
+    from every PS4 sulfur. With the 16e sulfur on the other enantiomorph (x = 0.6196 with 4d at
+    3/4), a PS4 corner pointed at 4d, 2.23 A from the free S2-, and no Li surrounded it."""
+    s = build_disordered(name)
+    labels = np.array(s.site_properties["wyckoff"])
+    dm = s.distance_matrix
+    li, s16 = labels == "Li_48h", labels == "S_16e"
+    for free in [lab for lab in set(labels) if lab.endswith(("_4d", "_4a"))]:
+        rows = dm[labels == free]
+        assert rows[:, s16].min() > 4.0, free
+        cage = np.sort(rows[:, li], axis=1)
+        assert np.all(cage[:, 11] < 2.8) and np.all(cage[:, 12] > 4.0), free  # 12 Li, then nothing
+
+
 def test_site_mixing_moves_halide_to_4d() -> None:
     s = build_disordered("argyrodite", {"halide": "Br", "site_mixing": 0.5})
     assert s.composition["Br"] == pytest.approx(4)

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from superionic.cli.common import (
     CampaignArg,
+    ForceFieldOpt,
     ScaleOpt,
     _user_errors,
     check_supercell,
@@ -28,7 +29,7 @@ FW_SHORT = ("wait", "ready", "resv", "run", "done", "fail", "defused")
 
 
 @_user_errors
-def validate(file: CampaignArg, scale: ScaleOpt = None) -> None:
+def validate(file: CampaignArg, scale: ScaleOpt = None, force_field: ForceFieldOpt = None) -> None:
     """Check a campaign file and print the expanded systems and the job graph (runs nothing).
 
     Every problem is printed on its own line as FILE:LINE: FIELD: MESSAGE (got VALUE); valid:
@@ -39,7 +40,9 @@ def validate(file: CampaignArg, scale: ScaleOpt = None) -> None:
     from superionic.ordering.ewald import count_orderings, find_sublattices
     from superionic.spec import load_campaign
 
-    campaign = load_campaign(file, check_engines="note", machine_checks=True, scale=scale)
+    campaign = load_campaign(
+        file, check_engines="note", machine_checks=True, scale=scale, force_field=force_field
+    )
     spec = campaign.spec
     console.print(
         f"[bold]{spec.name}[/bold]  "
@@ -89,6 +92,7 @@ def validate(file: CampaignArg, scale: ScaleOpt = None) -> None:
 def run(
     file: CampaignArg,
     scale: ScaleOpt = None,
+    force_field: ForceFieldOpt = None,
     report: Annotated[bool, typer.Option(help="Write the report when the run ends.")] = True,
     out: Annotated[
         Path | None, typer.Option(help="Report folder (default: report/<campaign> beside the campaign file).")
@@ -121,7 +125,11 @@ def run(
     from superionic.spec import load_campaign
 
     campaign = load_campaign(
-        file, check_engines="note" if dry_run else "require", machine_checks=True, scale=scale
+        file,
+        check_engines="note" if dry_run else "require",
+        machine_checks=True,
+        scale=scale,
+        force_field=force_field,
     )
     _check_store_writable(campaign, file)
     if dry_run:
@@ -250,6 +258,7 @@ def status(
         ".superionic"
     ),
     scale: ScaleOpt = None,
+    force_field: ForceFieldOpt = None,
 ) -> None:
     """Show per system and stage how many jobs are done, running, failed, blocked, lost or waiting.
 
@@ -266,7 +275,7 @@ def status(
     from superionic.flows import build_flows, planned_jobs
     from superionic.spec import load_campaign
 
-    campaign = load_campaign(file, check_engines="note", scale=scale)
+    campaign = load_campaign(file, check_engines="note", scale=scale, force_field=force_field)
     planned = planned_jobs(build_flows(campaign))
     store = open_campaign_store(campaign, create=False)
     table = campaign_status(planned, store)
@@ -335,6 +344,7 @@ def report(
         Path | None, typer.Option(help="Report folder (default: report/<campaign> beside the campaign file).")
     ] = None,
     scale: ScaleOpt = None,
+    force_field: ForceFieldOpt = None,
 ) -> None:
     """Write summary.md, CSV tables (orderings, relax, diffusion, arrhenius, ...) and PNG plots.
 
@@ -350,7 +360,7 @@ def report(
     from superionic.report import write_report
     from superionic.spec import load_campaign
 
-    campaign = load_campaign(file, check_engines="note", scale=scale)
+    campaign = load_campaign(file, check_engines="note", scale=scale, force_field=force_field)
     store = open_campaign_store(campaign, create=False)
     if store is None:
         raise SuperionicError.single(

@@ -68,6 +68,17 @@ ScaleOpt = Annotated[
     ),
 ]
 
+ForceFieldOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--force-field",
+        help="Run every MLIP stage (relax, md, quench; the hull's phases follow relax) on this force "
+        "field: a name (CHGNet, SevenNet) or a model folder from `superionic finetune` or a "
+        "finetune stage (<store>/models/<sha>). The campaign name gets -ff-<name>, so each model "
+        "has its own report: study A's quick table on two models, side by side.",
+    ),
+]
+
 
 def print_engine_notes(campaign: Any) -> None:
     """Say which engines the campaign needs that are not on this machine (not an error here)."""

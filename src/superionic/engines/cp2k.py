@@ -19,18 +19,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from atomate2.cp2k.sets.base import Cp2kInputGenerator, recursive_update
 from atomate2.cp2k.sets.core import CellOptSetGenerator, MDSetGenerator, RelaxSetGenerator, StaticSetGenerator
 from jobflow import job
+from monty.io import zopen
 from pymatgen.core import Structure
 from pymatgen.core.trajectory import Trajectory
 from pymatgen.io.cp2k.inputs import BasisFile, PotentialFile
 from pymatgen.io.vasp import Kpoints
 
 from superionic.engines.base import Engine, SystemView
+from superionic.engines.cp2k_frames import read_cells, xyz_frames
 from superionic.engines.settings import Cp2kMDSettings, Cp2kNMRSettings, Cp2kRelaxSettings
 from superionic.engines.vasp import kpoint_mesh
 from superionic.errors import Problem, SpecError
@@ -646,7 +648,7 @@ class Cp2kFrames:
         if path is None:
             raise FileNotFoundError(f"no CP2K *-pos-1.xyz trajectory in {folder}")
         self.path = path
-        with self._open() as fh:
+        with zopen(path, "rt") as fh:
             head = [next(fh, "") for _ in range(2 + self.n_atoms)]
         self.symbols = [ln.split()[0] for ln in head[2:] if ln.strip()]
         self.lattice0 = s.lattice.matrix
@@ -654,44 +656,23 @@ class Cp2kFrames:
         self.cell_path = next(iter(sorted(folder.glob("*-1.cell*"))), None)
         self.constant = True
         if self.cell_path is not None:
-            # columns: step, time (fs), Ax Ay Az Bx By Bz Cx Cy Cz (A), volume (A^3); loadtxt reads .gz
-            rows = np.atleast_2d(np.loadtxt(self.cell_path, comments="#"))
-            self.by_step = {int(r[0]): r[2:11].reshape(3, 3) for r in rows}
-            cells = rows[:, 2:11]
+            self.by_step = read_cells(self.cell_path)
+            cells = np.array([c.ravel() for c in self.by_step.values()])
             self.constant = bool(np.allclose(cells, cells[0]))
             self.lattice0 = cells[0].reshape(3, 3)
 
-    def _open(self) -> IO[str]:
-        import gzip
-
-        return gzip.open(self.path, "rt") if self.path.suffix == ".gz" else open(self.path)
-
     def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(frac (k, n, 3), lattices (k, 3, 3))`` of consecutive frames."""
-        import re
-
-        n = self.n_atoms
-        with self._open() as fh:
-            cart: list = []
-            steps: list[int] = []
-            index = 0  # the frame's number when CP2K wrote no "i =" (frame k is step k)
-            while True:
-                count = fh.readline()
-                if not count.strip():
-                    break
-                comment = fh.readline()
-                block = [fh.readline() for _ in range(n)]
-                if len(block[-1].split()) < 4:  # a frame cut off mid-write: stop before it
-                    break
-                cart.append([[float(x) for x in ln.split()[1:4]] for ln in block])
-                step = re.search(r"\bi\s*=\s*(\d+)", comment)
-                steps.append(int(step.group(1)) if step else index)
-                index += 1
-                if len(cart) == self.chunk_frames:
-                    yield self._fractional(np.array(cart), steps)
-                    cart, steps = [], []
-            if cart:
+        cart: list = []
+        steps: list[int] = []
+        for index, (step, _, _, values) in enumerate(xyz_frames(self.path)):
+            cart.append(values)  # frame k is step k when CP2K wrote no "i ="
+            steps.append(index if step is None else step)
+            if len(cart) == self.chunk_frames:
                 yield self._fractional(np.array(cart), steps)
+                cart, steps = [], []
+        if cart:
+            yield self._fractional(np.array(cart), steps)
 
     def _fractional(self, cart: np.ndarray, steps: list[int]) -> tuple[np.ndarray, np.ndarray]:
         if self.by_step is None:

@@ -5,8 +5,9 @@ CP2K's sign, and pairs structures with energies by position in a list, which a g
 optimisation (several force evaluations per step) breaks. Two cases are read, each unambiguous:
 
 * a single point (RUN_TYPE ENERGY_FORCE): the log's coordinates, cell, energy, forces and stress;
-* an MD run that printed forces (``*-frc-1.xyz`` beside ``*-pos-1.xyz``): frames paired by their
-  step number ``i =``, energies from the position file, the cell from ``*-1.cell`` or the log.
+* an MD run or a geometry / cell optimisation that printed forces (``*-frc-1.xyz`` beside
+  ``*-pos-1.xyz``): frames paired by their step number ``i =``, energies from the position file,
+  the cell from ``*-1.cell`` or the log, the stress from ``*-1.stress`` (bar) when printed.
 
 Units: energy Ha -> eV, forces Ha/bohr -> eV/A, stress GPa with CP2K's sign flipped (CP2K prints
 compression positive; CHGNet and ASE use tension positive, as ASE's CP2K calculator does).
@@ -15,6 +16,7 @@ compression positive; CHGNet and ASE use tension positive, as ASE's CP2K calcula
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +129,7 @@ def cp2k_output_frames(path: Path) -> list:
     positions = _xyz_frames(pos[0])
     forces = _xyz_frames(frc[0])
     cells = _cells(folder, log["cell"])
+    stresses = _stresses(folder)
     frames = []
     for step, (species, cart, energy) in positions.items():
         if step not in forces:
@@ -138,32 +141,49 @@ def cp2k_output_frames(path: Path) -> list:
             )
         structure = Structure(Lattice(lattice), species, cart, coords_are_cartesian=True)
         force = forces[step][1] * HA_PER_BOHR_TO_EV_PER_A
-        frames.append(_frame(structure, energy, force, None, path, log["settings"]))
+        frames.append(_frame(structure, energy, force, stresses.get(step), path, log["settings"]))
     if not frames:
         raise SuperionicError.single(str(path), "no MD step has both positions and forces", "", "")
     return frames
 
 
-def _xyz_frames(path: Path) -> dict[int, tuple[list[str], np.ndarray, float]]:
-    """CP2K's xyz trajectory: ``{step: (species, values (n, 3), energy eV)}``."""
-    out = {}
+def xyz_frames(path: Path) -> Iterator[tuple[int | None, str, list[str], np.ndarray]]:
+    """Yield CP2K's xyz trajectory a frame at a time: ``(step, comment, species, values (n, 3))``.
+
+    ``step`` is the comment's ``i =`` (``None`` when CP2K wrote none); a frame cut off mid-write
+    (a running or killed job) ends the file. Positions (A) or forces (Ha/bohr), as written.
+    """
     with zopen(path, "rt") as fh:
         while True:
             count = fh.readline()
             if not count.strip():
-                break
+                return
             comment = fh.readline()
             rows = [fh.readline().split() for _ in range(int(count))]
             if len(rows[-1]) < 4:
-                break  # cut off mid-write
+                return
             step = _STEP.search(comment)
-            energy = _ENERGY.search(comment)
-            out[int(step.group(1)) if step else len(out)] = (
-                [r[0] for r in rows],
-                np.array([[float(x) for x in r[1:4]] for r in rows]),
-                float(energy.group(1)) * HA_TO_EV if energy else float("nan"),
-            )
+            values = np.array([[float(x) for x in r[1:4]] for r in rows])
+            yield (int(step.group(1)) if step else None), comment, [r[0] for r in rows], values
+
+
+def _xyz_frames(path: Path) -> dict[int, tuple[list[str], np.ndarray, float]]:
+    """CP2K's xyz trajectory: ``{step: (species, values (n, 3), energy eV)}``."""
+    out = {}
+    for step, comment, species, values in xyz_frames(path):
+        energy = _ENERGY.search(comment)
+        out[len(out) if step is None else step] = (
+            species,
+            values,
+            float(energy.group(1)) * HA_TO_EV if energy else float("nan"),
+        )
     return out
+
+
+def read_cells(path: Path) -> dict[int, np.ndarray]:
+    """Cell per step from CP2K's ``*-1.cell`` (step, time, Ax Ay Az Bx By Bz Cx Cy Cz, volume)."""
+    rows = np.atleast_2d(np.loadtxt(path, comments="#"))  # loadtxt reads .gz itself
+    return {int(r[0]): r[2:11].reshape(3, 3) for r in rows}
 
 
 def _cells(folder: Path, log_cell: list[list[float]]) -> dict[int, np.ndarray]:
@@ -172,6 +192,14 @@ def _cells(folder: Path, log_cell: list[list[float]]) -> dict[int, np.ndarray]:
     if len(log_cell) == 3:
         out[-1] = np.array(log_cell)
     for path in sorted(folder.glob("*-1.cell*")):
+        out.update(read_cells(path))
+    return out
+
+
+def _stresses(folder: Path) -> dict[int, np.ndarray]:
+    """Stress per step (GPa, tension positive) from ``*-1.stress`` (CP2K: bar, compression positive)."""
+    out: dict[int, np.ndarray] = {}
+    for path in sorted(folder.glob("*-1.stress*")):
         rows = np.atleast_2d(np.loadtxt(path, comments="#"))
-        out.update({int(r[0]): r[2:11].reshape(3, 3) for r in rows})
+        out.update({int(r[0]): -1e-4 * r[2:11].reshape(3, 3) for r in rows})
     return out

@@ -367,12 +367,15 @@ def split_by_group(
     val_fraction: float = 0.1,
     seed: int = 0,
     test_groups: Sequence[str] | None = None,
+    train_groups: Sequence[str] | None = None,
 ) -> dict[str, list[DFTFrame]]:
     """Split frames into ``train``, ``val`` and ``test`` by run, never one run in two splits.
 
     Runs are shuffled with ``seed``; runs go to the test split until it holds ``test_fraction``
     of the frames, then to validation until ``val_fraction``; the rest train. ``test_groups``
-    names the test runs instead.
+    names the test runs instead. ``train_groups`` (relaxation trajectories: many correlated
+    frames near one minimum) always train and do not count in the fractions, so the held-out
+    errors stay those of independent single points.
 
     Raises
     ------
@@ -382,7 +385,8 @@ def split_by_group(
     groups: dict[str, list[DFTFrame]] = {}
     for frame in frames:
         groups.setdefault(frame.group, []).append(frame)
-    names = sorted(groups)
+    always = set(train_groups or ())
+    names = sorted(g for g in groups if g not in always)
     if len(names) < 3:
         raise SuperionicError.single(
             "DATA",
@@ -393,7 +397,9 @@ def split_by_group(
     rng = np.random.default_rng(seed)
     order = [names[i] for i in rng.permutation(len(names))]
     split: dict[str, list[DFTFrame]] = {"train": [], "val": [], "test": []}
-    total = len(frames)
+    for g in sorted(always & set(groups)):
+        split["train"].extend(groups[g])
+    total = sum(len(groups[g]) for g in names)
     if test_groups:
         chosen = [g for g in order if g in set(test_groups)]
         for g in chosen:
@@ -571,6 +577,7 @@ def finetune_chgnet(
     allow_mixed_elements: bool = False,
     log: Any = print,
     allow_mixed_settings: bool = False,
+    train_groups: Sequence[str] | None = None,
 ) -> FinetuneResult:
     """Fine-tune pretrained CHGNet on ``frames`` and write the model folder ``out``.
 
@@ -585,6 +592,8 @@ def finetune_chgnet(
         Epochs, learning rate, split fractions, seed.
     test_groups : sequence of str, optional
         Runs (``DFTFrame.group``) held out for the test errors.
+    train_groups : sequence of str, optional
+        Runs that always train (relaxation trajectories; see :func:`split_by_group`).
     allow_mixed_elements : bool
         Train on cells of different element sets (phases of a hull).
     allow_mixed_settings : bool
@@ -608,7 +617,7 @@ def finetune_chgnet(
     s = settings or FinetuneSettings()
     check_output_folder(out)
     check_frames(frames, allow_mixed_elements, allow_mixed_settings)
-    split = split_by_group(frames, s.test_fraction, s.val_fraction, s.seed, test_groups)
+    split = split_by_group(frames, s.test_fraction, s.val_fraction, s.seed, test_groups, train_groups)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     torch.manual_seed(s.seed)

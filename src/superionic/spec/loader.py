@@ -6,9 +6,11 @@ Every problem becomes one line ``file:line: yaml.path: message (got value); vali
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 from ruamel.yaml import YAML
@@ -16,9 +18,7 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from superionic.errors import Problem, SpecError
 from superionic.spec.checks import _check_stages
-from superionic.spec.models import (
-    CampaignSpec,
-)
+from superionic.spec.models import CampaignSpec, Stage
 from superionic.spec.scales import apply_scale
 from superionic.spec.systems import SystemInstance, _build_system
 from superionic.spec.yaml_errors import _line_of, _problems_from_validation, _to_plain
@@ -53,6 +53,7 @@ def load_campaign(
     check_engines: bool | str = True,
     machine_checks: bool = False,
     scale: str | None = None,
+    force_field: str | None = None,
 ) -> Campaign:
     """Read, validate and expand a campaign file.
 
@@ -71,6 +72,10 @@ def load_campaign(
     scale : str, optional
         ``paper``, ``quick`` or ``smoke`` for a file with a ``scales:`` block (default: its
         ``default_scale``); see :mod:`superionic.spec.scales`.
+    force_field : str, optional
+        A force field name (``SevenNet``) or a model folder (relative to the working directory)
+        for every stage that runs on the MLIP engine (relax, md, quench: the hull's competing
+        phases follow the relax stage), as ``--force-field`` does; see :func:`override_force_field`.
 
     Returns
     -------
@@ -123,6 +128,10 @@ def load_campaign(
     if scale_problems:
         raise SpecError(scale_problems, shown)
     plain = _to_plain(data)
+    if force_field is not None:
+        ff_problems = override_force_field(plain, force_field)
+        if ff_problems:
+            raise SpecError(ff_problems, shown)
     try:
         spec = CampaignSpec.model_validate(plain)
     except ValidationError as exc:
@@ -179,3 +188,53 @@ def load_campaign(
 
 
 __all__ = ["Campaign", "SystemInstance", "load_campaign"]
+
+
+def override_force_field(plain: dict[str, Any], force_field: str) -> list[Problem]:
+    """Put ``force_field`` on every MLIP stage of a campaign's data (``--force-field``), in place.
+
+    One campaign file then runs, e.g., study A's quick table on a fine-tuned model or on SevenNet
+    beside pretrained CHGNet. The campaign name gets ``-ff-<label>`` (the force field's name, or
+    the model folder's name cut to 12 characters), so each model has its own report folder and
+    FireWorks workflows; the jobs themselves are told apart by their fingerprints (a model folder
+    by its weights' hash). Returns what is wrong: no MLIP stage, or a folder that is not a model.
+    """
+    from superionic.engines.mlip import is_model_folder
+
+    value = force_field.strip()
+    label = value.lower()
+    if is_model_folder(value):
+        from superionic.engines.finetune import read_model_folder
+        from superionic.errors import SuperionicError
+
+        folder = Path(value).expanduser().resolve()  # given on the command line: from here
+        try:
+            read_model_folder(str(folder))
+        except SuperionicError as exc:
+            return [Problem("--force-field", p.message, value, p.valid) for p in exc.problems]
+        value, label = str(folder), folder.name[:12]
+    engine = plain.get("engine") or CampaignSpec.model_fields["engine"].default
+    models = typing.get_args(typing.get_args(Stage)[0])  # the stage classes of the union
+    kinds = [
+        typing.get_args(m.model_fields["stage"].annotation)[0]
+        for m in models
+        if "force_field" in m.model_fields
+    ]
+    hits = 0
+    for stage in plain.get("stages") or []:
+        runs_mlip = isinstance(stage, dict) and (stage.get("engine") or engine) == "mlip"
+        if runs_mlip and stage.get("stage") in kinds:
+            stage["force_field"] = value
+            hits += 1
+    if not hits:
+        return [
+            Problem(
+                "--force-field",
+                f"no stage of this campaign runs on the mlip engine (campaign engine: {engine})",
+                force_field,
+                f"a campaign with engine: mlip on a {', '.join(kinds)} stage (or a --scale that has one)",
+            )
+        ]
+    if isinstance(plain.get("name"), str):
+        plain["name"] = f"{plain['name']}-ff-{label}"
+    return []

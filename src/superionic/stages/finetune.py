@@ -95,8 +95,9 @@ def finetune_flow(
     engine_stage = stage if stage.engine or relax is None else relax
     engine, settings = engine_for(spec, engine_stage, kind="static")
     jobs: list[Any] = []
-    dirs, orderings = [], []
+    dirs, orderings, relax_dirs = [], [], []
     for i, (label, output) in enumerate(relaxed.items()):
+        relax_dirs.append(_run_dir(output["structure"]))
         copies = perturbed_copies(
             output["structure"], stage.n_rattled, stage.rattle_A, stage.strain_range, stage.seed * 1000 + i
         )
@@ -119,10 +120,20 @@ def finetune_flow(
         },
         stage.use_if_worse,
         orderings,
+        relax_dirs,
     )
     train.name = f"{system} finetune"
     jobs.append(staged(train, "finetune", **metadata))
     return Flow(jobs, output=train.output, name=f"{system} finetune")
+
+
+def _run_dir(structure: Any) -> Any:
+    """Return a reference to the run folder (``dir_name``) of the job that made ``structure``."""
+    from jobflow import OutputReference
+
+    if not isinstance(structure, OutputReference):
+        return None
+    return OutputReference(structure.uuid, attributes=(("a", "dir_name"),))
 
 
 @job
@@ -131,6 +142,7 @@ def train_finetuned(
     settings: dict[str, Any],
     use_if_worse: bool = False,
     orderings: list[int] | None = None,
+    relax_dirs: list[str | None] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune CHGNet on the single points in ``run_dirs``; store the model; report the errors.
 
@@ -150,17 +162,25 @@ def train_finetuned(
 
     dirs = [strip_hostname(str(d)) for d in run_dirs]
     frames = read_frames(dirs)
+    relaxation = _relax_frames(relax_dirs or [], frames)
     # The split is by ordering when there are three or more (the rattled and strained copies of one
     # ordering never straddle train and test); with fewer, by single point, and the test errors
     # are then for new displacements of structures the model was trained on (said in the output).
+    # A relaxation's frames go with its ordering, or (split by single point) always train.
     split_by = "single point"
+    train_groups = sorted({f.group for f, _ in relaxation})
     if orderings is not None and len(set(orderings)) >= 3:
         of_dir = {str(Path(d)): o for d, o in zip(dirs, orderings, strict=True)}
         for frame in frames:
             frame.group = f"ordering {of_dir.get(str(Path(frame.group)), frame.group)}"
-        split_by = "ordering"
+        for frame, i in relaxation:
+            frame.group = f"ordering {i}"
+        split_by, train_groups = "ordering", []
+    frames += [f for f, _ in relaxation]
     folder = Path.cwd() / "model"
-    result = finetune_chgnet(frames, folder, FinetuneSettings(**settings), log=print)
+    result = finetune_chgnet(
+        frames, folder, FinetuneSettings(**settings), log=print, train_groups=train_groups
+    )
     meta = json.loads((folder / "superionic_model.json").read_text())
     use = "finetuned" if result.improved or use_if_worse else "pretrained"
     if use == "pretrained":
@@ -180,9 +200,45 @@ def train_finetuned(
         "improved": result.improved,
         "splits": {k: v["frames"] for k, v in result.splits.items()},
         "split_by": split_by,
+        "relaxation_frames": len(relaxation),
         "seconds": result.seconds,
         "data_sha256": result.data_sha256,
         "engine": result.engine,
         "base_model": result.base_model,
         "meta": meta,
     }
+
+
+def _relax_frames(relax_dirs: list[str | None], points: list) -> list[tuple[Any, int]]:
+    """Return the DFT relaxations' own frames as ``(frame, ordering)`` where they match the single points.
+
+    A relaxation's trajectory (CP2K ``-pos/-frc-1.xyz``, VASP's ionic steps) is DFT data the
+    campaign already paid for. It is used only when it was run with the single points' engine and
+    settings (one energy scale: a coarser relax preset would sit beside them as noise); otherwise,
+    or when it printed no forces, it is left out and the output says why.
+    """
+    from atomate2.utils.path import strip_hostname
+
+    from superionic.engines.finetune import read_frames
+    from superionic.errors import SuperionicError
+
+    out: list[tuple[Any, int]] = []
+    reference = (points[0].engine, points[0].settings) if points else None
+    for i, d in enumerate(relax_dirs):
+        if d is None:
+            continue
+        try:
+            run = read_frames([strip_hostname(str(d))])
+        except SuperionicError as exc:
+            print(f"relaxation of ordering {i}: no frames ({exc.problems[0].message}); left out")
+            continue
+        kept = [f for f in run if (f.engine, f.settings) == reference]
+        if len(kept) < len(run):
+            print(
+                f"relaxation of ordering {i}: {len(run) - len(kept)} of {len(run)} frames run with "
+                "other DFT settings than the single points; left out"
+            )
+        out += [(f, i) for f in kept]
+    if out:
+        print(f"relaxation frames (always in the training split unless split by ordering): {len(out)}")
+    return out
