@@ -12,6 +12,7 @@ import gzip
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -114,10 +115,57 @@ def test_finetune_on_some_si_md_runs_lowers_the_force_error_on_the_others(tmp_pa
     atoms = _si().to_ase_atoms()
     atoms.calc = calc
     assert np.isfinite(atoms.get_potential_energy())
+    # --force-field: every MLIP stage (and the hull's phases, with relax) runs on the model folder
+    _force_field_option_puts_the_model_on_every_mlip_stage(tmp_path, out, meta["weights_sha256"])
     # changed weights: refused, not silently used
     (moved / MODEL_FILE).write_bytes((moved / MODEL_FILE).read_bytes() + b"\0")
     result = runner.invoke(app, ["validate", str(_campaign(tmp_path, moved))])
     assert result.exit_code == 2 and "changed after fine-tuning" in result.output
+
+
+def _force_field_option_puts_the_model_on_every_mlip_stage(tmp_path: Path, model: Path, sha: str) -> None:
+    from pymatgen.core import Lattice, Structure
+
+    from superionic.flows import build_flows, planned_jobs
+    from superionic.spec import load_campaign
+
+    campaign = tmp_path / "ff.yaml"
+    lih = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.08), ["Li", "H"], [[0, 0, 0], [0.5] * 3])
+    lih.to(filename=str(tmp_path / "LiH.cif"))
+    campaign.write_text(
+        "name: ffc\nengine: mlip\nsystems:\n  - name: LiH\n    structure: LiH.cif\nstages:\n"
+        "  - stage: relax\n  - stage: hull\n  - stage: md\n    temperatures_K: [600]\n"
+        "    production_steps: 10\n"
+    )
+
+    def jobs(**kw: str) -> tuple[dict[str, Any], str]:
+        c = load_campaign(campaign, check_engines="note", **kw)
+        return {p.name: p for p in planned_jobs(build_flows(c))}, c.spec.name
+
+    plain, name = jobs()
+    tuned, tuned_name = jobs(force_field=str(model))
+    assert name == "ffc" and tuned_name == f"ffc-ff-{sha[:12]}"  # the weights' hash, not the folder
+    assert set(plain) == set(tuned)
+    # every MLIP job is another job (the model's hash is in its identity), the phases' relaxes too
+    for job in ("LiH #0 relax", "LiH #0 md 600 K", "phase LiH relax", "phase Li relax"):
+        assert plain[job].uuid != tuned[job].uuid, job
+    seven, _ = jobs(force_field="SevenNet")
+    assert seven["LiH #0 relax"].uuid not in (plain["LiH #0 relax"].uuid, tuned["LiH #0 relax"].uuid)
+    # the command line: a folder that is not a model, and a campaign without an MLIP stage
+    (tmp_path / "empty").mkdir(exist_ok=True)
+    result = runner.invoke(app, ["validate", str(campaign), "--force-field", str(tmp_path / "empty")])
+    assert result.exit_code == 2 and "--force-field" in result.output and "Traceback" not in result.output
+    vasp = tmp_path / "ffv.yaml"
+    vasp.write_text(campaign.read_text().replace("engine: mlip", "engine: vasp"))
+    result = runner.invoke(app, ["validate", str(vasp), "--force-field", "SevenNet"])
+    assert result.exit_code == 2 and "no stage of this campaign runs on the mlip engine" in result.output
+    result = runner.invoke(app, ["validate", str(campaign), "--force-field", str(model)])
+    assert result.exit_code == 0 and f"ffc-ff-{sha[:12]}" in result.output, result.output
+    # an unknown force field name, and this campaign's own model named on the command line
+    for bad in ("Foo", "finetuned"):
+        result = runner.invoke(app, ["validate", str(campaign), "--force-field", bad])
+        assert result.exit_code == 2 and "--force-field" in result.output, result.output
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
 
 
 def _si():
@@ -208,13 +256,14 @@ def test_cp2k_campaign_finetunes_chgnet_and_runs_md_with_it(tmp_path: Path, run_
     train = next(p for p in plan if p.name == "LiH finetune")
     doc = store.job_store.get_output(train.uuid)
     assert doc["use"] == "finetuned" and doc["engine"] == "cp2k" and doc["splits"]["test"] >= 1
-    # the relaxed cell, 6 rattles, 2 strains, and the relaxation's own frames (always training)
+    # the relaxed cell, 6 rattles, 2 strains; the relaxation (positions only: no stresses, and
+    # CHGNet trains stress on every frame or none) is left out, and the output says so
+    assert sum(doc["splits"].values()) == 1 + 6 + 2 and doc["relaxation_frames"] == 0
+    assert "no stresses (a positions-only relax); left out" in result.stdout, out[-4000:]
     relax = next(p for p in plan if p.stage == "relax")
     relax_doc = store.job_store.get_output(relax.uuid)
     relax_frames = read_frames([relax_doc["dir_name"].split(":", 1)[-1]])
-    assert doc["relaxation_frames"] == len(relax_frames) >= 1
-    assert sum(doc["splits"].values()) == 1 + 6 + 2 + len(relax_frames)
-    assert doc["splits"]["train"] >= len(relax_frames)
+    assert relax_frames and all(f.stress_GPa is None for f in relax_frames)
     # the last frame of the relaxation is the relaxed cell whose energy atomate2 parsed from the log
     assert relax_frames[-1].energy_eV == pytest.approx(relax_doc["output"]["energy"], abs=1e-5)
     for key in ("energy_meV_per_atom", "force_meV_per_A"):
@@ -229,11 +278,47 @@ def test_cp2k_campaign_finetunes_chgnet_and_runs_md_with_it(tmp_path: Path, run_
     report = tmp_path / "report" / "ftcp2k"
     row = next(csv.DictReader(open(report / "finetune.csv")))
     assert float(row["force_mae_after_meV_A"]) == pytest.approx(doc["after"]["force_meV_per_A"], rel=1e-3)
+    assert row["model_folder"] == str(folder) and int(row["relaxation_frames"]) == 0
     assert (report / "finetune_parity_LiH.png").is_file()
     assert "Fine-tuned CHGNet" in (report / "summary.md").read_text()
     # again: nothing re-runs, nothing re-trains
     again = run_campaign("c.yaml")
     assert again.returncode == 0 and "0 run, 14 already done" in again.stdout, again.stdout[-2000:]
+
+
+@pytest.mark.cp2k
+def test_cp2k_cell_opt_frames_are_the_logs_later_evaluations_with_their_stress(tmp_path: Path) -> None:
+    """Real CP2K: a 2-step CELL_OPT of LiH (the campaign's relax input). Frame k of *-pos/-frc-1.xyz,
+    *-1.cell and *-1.stress is the log's (k+1)-th force evaluation: its energy, forces and stress
+    (CP2K's GPa, sign flipped) as the log prints them, read by another route."""
+    import subprocess
+
+    from pymatgen.core import Lattice, Structure
+
+    from conftest import require_executable
+    from superionic.engines import stage_settings
+    from superionic.engines.cp2k import Cp2kEngine
+    from superionic.engines.cp2k_frames import cp2k_output_frames, read_log
+
+    exe = require_executable("cp2k")
+    s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.0), ["Li", "H"], [[0, 0, 0], [0.5] * 3])
+    prim = s.get_primitive_structure()
+    prim.perturb(0.05, seed=1)
+    settings = {**stage_settings("cp2k_smoke", "cp2k", "relax", {}), "max_iter": 2}
+    Cp2kEngine().write_inputs(prim, "relax", settings, tmp_path)
+    with open(tmp_path / "cp2k.out", "w") as log:
+        subprocess.run([exe, "-i", "cp2k.inp"], cwd=tmp_path, stdout=log, check=True, timeout=600)
+    frames = cp2k_output_frames(tmp_path / "cp2k.out")
+    evaluations = read_log(tmp_path / "cp2k.out")["evaluations"]
+    assert len(frames) >= 2 and len(evaluations) >= len(frames) + 1
+    for k, frame in enumerate(frames):
+        e = evaluations[k + 1]  # the initial evaluation is not in the trajectory files
+        assert frame.energy_eV == pytest.approx(e["energy"], abs=1e-6)
+        assert frame.forces_eV_per_A == pytest.approx(e["forces"], abs=1e-4)
+        assert frame.stress_GPa == pytest.approx(e["stress"], abs=1e-4)
+    assert np.abs(frames[0].stress_GPa).max() > 0.05  # a real stress, not a zero test
+    cells = {round(f.structure.volume, 6) for f in frames}
+    assert len(cells) == len(frames)  # the cell moves, and each frame has its own
 
 
 def test_training_targets_are_the_frames_stresses_in_chgnet_units() -> None:

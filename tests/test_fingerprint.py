@@ -99,7 +99,7 @@ def test_md_job_identities_are_those_of_the_stores_made_before_binary_trajectori
     assert vasp["antiperovskite_amide #0 md 600 K"] == "a0df38ee-c12d-4f8f-4bbe-199e8063701c"
     # re-keyed: VASP frames are now every NBLOCK = 10 steps (XDATCAR), so the VASP analysis jobs
     # (diffusion; also rotation, snapshots, converge when a campaign has them) are built with 10x
-    # the frame spacing (at b9db548 this one was e47036f8-b6cf-3c9b-2e6d-a82ed8eddee6).
+    # the frame spacing (at b9db548 this one was e580159c-3756-aad5-56f1-741cec43dc7f).
     # It re-runs on an old store in seconds and reads the spacing its trajectory records (POTIM,
     # every step), see test_an_old_vasp_trajectory_is_analysed_with_the_spacing_it_records.
     assert vasp["antiperovskite_amide #0 diffusion 600 K"] == "c056e227-4570-e72d-a4dd-715d62da23d6"

@@ -32,7 +32,7 @@ from pymatgen.io.cp2k.inputs import BasisFile, PotentialFile
 from pymatgen.io.vasp import Kpoints
 
 from superionic.engines.base import Engine, SystemView
-from superionic.engines.cp2k_frames import read_cells, xyz_frames
+from superionic.engines.cp2k_frames import HA_PER_BOHR_TO_EV_PER_A, read_cells, xyz_frames
 from superionic.engines.settings import Cp2kMDSettings, Cp2kNMRSettings, Cp2kRelaxSettings
 from superionic.engines.vasp import kpoint_mesh
 from superionic.errors import Problem, SpecError
@@ -167,12 +167,16 @@ def _input_settings(settings: dict[str, Any]) -> dict[str, Any]:
         "ot": s.ot,
     }
     override = dict(s.override)
-    if s.max_force_Ha_per_bohr is not None or s.max_iter is not None:
+    max_force = s.max_force_Ha_per_bohr
+    if s.fmax_ev_per_A is not None:  # the relax stage's, in CP2K's Ha/bohr
+        max_force = s.fmax_ev_per_A / HA_PER_BOHR_TO_EV_PER_A
+    max_iter = s.max_steps if s.max_steps is not None else s.max_iter
+    if max_force is not None or max_iter is not None:
         geo: dict[str, Any] = {}
-        if s.max_force_Ha_per_bohr is not None:
-            geo["MAX_FORCE"] = s.max_force_Ha_per_bohr
-        if s.max_iter is not None:
-            geo["MAX_ITER"] = s.max_iter
+        if max_force is not None:
+            geo["MAX_FORCE"] = max_force
+        if max_iter is not None:
+            geo["MAX_ITER"] = max_iter
         override = recursive_update(override, {"MOTION": {"GEO_OPT": geo, "CELL_OPT": geo}})
     if override:
         user["override_default_params"] = override

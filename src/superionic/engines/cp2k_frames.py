@@ -7,7 +7,8 @@ optimisation (several force evaluations per step) breaks. Two cases are read, ea
 * a single point (RUN_TYPE ENERGY_FORCE): the log's coordinates, cell, energy, forces and stress;
 * an MD run or a geometry / cell optimisation that printed forces (``*-frc-1.xyz`` beside
   ``*-pos-1.xyz``): frames paired by their step number ``i =``, energies from the position file,
-  the cell from ``*-1.cell`` or the log, the stress from ``*-1.stress`` (bar) when printed.
+  the cell from ``*-1.cell`` or the log, and for an optimisation the stress from ``*-1.stress``
+  (bar; in MD that file adds the atoms' kinetic pressure, so MD frames carry no stress).
 
 Units: energy Ha -> eV, forces Ha/bohr -> eV/A, stress GPa with CP2K's sign flipped (CP2K prints
 compression positive; CHGNet and ASE use tension positive, as ASE's CP2K calculator does).
@@ -129,7 +130,9 @@ def cp2k_output_frames(path: Path) -> list:
     positions = _xyz_frames(pos[0])
     forces = _xyz_frames(frc[0])
     cells = _cells(folder, log["cell"])
-    stresses = _stresses(folder)
+    # *-1.stress holds CP2K's total pressure tensor, with the atoms' kinetic part in MD: only an
+    # optimisation's (no velocities) is the DFT stress a single point gives
+    stresses = _stresses(folder) if log["run_type"] in ("GEO_OPT", "CELL_OPT") else {}
     frames = []
     for step, (species, cart, energy) in positions.items():
         if step not in forces:

@@ -59,6 +59,8 @@ class DFTFrame:
     settings : str
         The DFT settings that set the energy scale (VASP: ENCUT, PREC, functional, k-mesh):
         frames of different settings are not trained together.
+    train_only : bool
+        Training data only (a relaxation's frames): never scored in validation or test.
     """
 
     structure: Structure
@@ -69,6 +71,8 @@ class DFTFrame:
     source: str
     group: str
     settings: str = ""
+    #: training data only (a relaxation's frames): never scored in validation or test
+    train_only: bool = False
 
     @property
     def elements(self) -> frozenset[str]:
@@ -367,15 +371,15 @@ def split_by_group(
     val_fraction: float = 0.1,
     seed: int = 0,
     test_groups: Sequence[str] | None = None,
-    train_groups: Sequence[str] | None = None,
 ) -> dict[str, list[DFTFrame]]:
     """Split frames into ``train``, ``val`` and ``test`` by run, never one run in two splits.
 
     Runs are shuffled with ``seed``; runs go to the test split until it holds ``test_fraction``
     of the frames, then to validation until ``val_fraction``; the rest train. ``test_groups``
-    names the test runs instead. ``train_groups`` (relaxation trajectories: many correlated
-    frames near one minimum) always train and do not count in the fractions, so the held-out
-    errors stay those of independent single points.
+    names the test runs instead. Frames marked ``train_only`` (relaxation trajectories: many
+    correlated frames near one minimum) train with their run and are left out of validation and
+    test, and out of the fractions: the held-out errors stay those of independent calculations.
+    A run of such frames alone always trains.
 
     Raises
     ------
@@ -385,7 +389,7 @@ def split_by_group(
     groups: dict[str, list[DFTFrame]] = {}
     for frame in frames:
         groups.setdefault(frame.group, []).append(frame)
-    always = set(train_groups or ())
+    always = {g for g, part in groups.items() if all(f.train_only for f in part)}
     names = sorted(g for g in groups if g not in always)
     if len(names) < 3:
         raise SuperionicError.single(
@@ -397,19 +401,23 @@ def split_by_group(
     rng = np.random.default_rng(seed)
     order = [names[i] for i in rng.permutation(len(names))]
     split: dict[str, list[DFTFrame]] = {"train": [], "val": [], "test": []}
-    for g in sorted(always & set(groups)):
+    for g in sorted(always):
         split["train"].extend(groups[g])
-    total = sum(len(groups[g]) for g in names)
+    total = sum(1 for g in names for f in groups[g] if not f.train_only)
+
+    def held_out(g: str) -> list[DFTFrame]:
+        return [f for f in groups[g] if not f.train_only]
+
     if test_groups:
         chosen = [g for g in order if g in set(test_groups)]
         for g in chosen:
-            split["test"].extend(groups[g])
+            split["test"].extend(held_out(g))
         order = [g for g in order if g not in set(chosen)]
     for g in order:
         if not test_groups and len(split["test"]) < test_fraction * total:
-            split["test"].extend(groups[g])
+            split["test"].extend(held_out(g))
         elif len(split["val"]) < val_fraction * total:
-            split["val"].extend(groups[g])
+            split["val"].extend(held_out(g))
         else:
             split["train"].extend(groups[g])
     for key, part in split.items():
@@ -577,7 +585,6 @@ def finetune_chgnet(
     allow_mixed_elements: bool = False,
     log: Any = print,
     allow_mixed_settings: bool = False,
-    train_groups: Sequence[str] | None = None,
 ) -> FinetuneResult:
     """Fine-tune pretrained CHGNet on ``frames`` and write the model folder ``out``.
 
@@ -592,8 +599,6 @@ def finetune_chgnet(
         Epochs, learning rate, split fractions, seed.
     test_groups : sequence of str, optional
         Runs (``DFTFrame.group``) held out for the test errors.
-    train_groups : sequence of str, optional
-        Runs that always train (relaxation trajectories; see :func:`split_by_group`).
     allow_mixed_elements : bool
         Train on cells of different element sets (phases of a hull).
     allow_mixed_settings : bool
@@ -617,7 +622,7 @@ def finetune_chgnet(
     s = settings or FinetuneSettings()
     check_output_folder(out)
     check_frames(frames, allow_mixed_elements, allow_mixed_settings)
-    split = split_by_group(frames, s.test_fraction, s.val_fraction, s.seed, test_groups, train_groups)
+    split = split_by_group(frames, s.test_fraction, s.val_fraction, s.seed, test_groups)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     torch.manual_seed(s.seed)

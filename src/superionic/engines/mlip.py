@@ -28,6 +28,42 @@ def is_model_folder(force_field: str) -> bool:
     return "/" in force_field or force_field.startswith(("~", ".")) or Path(force_field).is_dir()
 
 
+#: force fields whose weights ship inside their wheels, so they run offline (checked here: the
+#: other atomate2 names download weights at run time, which a cluster node or CI cannot)
+OFFLINE_FORCE_FIELDS = ("CHGNet", "SevenNet")
+
+
+def force_field_problems(force_field: str, where: str = "force_field") -> list[Problem]:
+    """Return what is wrong with a ``force_field`` value.
+
+    A model folder that is not a model, or a name that is not one of
+    :data:`OFFLINE_FORCE_FIELDS` (``finetuned`` is for the spec checks to judge).
+    """
+    if force_field == "finetuned":
+        return []
+    if is_model_folder(force_field):
+        from superionic.engines.finetune import read_model_folder
+        from superionic.errors import SuperionicError
+
+        try:
+            read_model_folder(force_field, where)
+        except SuperionicError as exc:
+            return list(exc.problems)
+        return []
+    if force_field.removeprefix("MLFF.") not in OFFLINE_FORCE_FIELDS:
+        return [
+            Problem(
+                where,
+                "not a force field that runs offline here",
+                force_field,
+                ", ".join(OFFLINE_FORCE_FIELDS)
+                + ("" if where.startswith("--") else ", finetuned (a finetune stage's model)")
+                + " or a model folder (superionic finetune --out, or a finetune stage's)",
+            )
+        ]
+    return []
+
+
 def force_field_kwargs(force_field: str) -> dict[str, Any]:
     """Return the atomate2 maker arguments for ``force_field``.
 
@@ -320,15 +356,9 @@ class MLIPEngine(Engine):
 
         MLIP NpT runs ASE's MTK Nose-Hoover chain only.
         """
-        force_field = str(settings.get("force_field", "CHGNet"))
-        if is_model_folder(force_field):
-            from superionic.engines.finetune import read_model_folder
-            from superionic.errors import SuperionicError
-
-            try:
-                read_model_folder(force_field)
-            except SuperionicError as exc:
-                return list(exc.problems)
+        problems = force_field_problems(str(settings.get("force_field", "CHGNet")))
+        if problems:
+            return problems
         if stage == "md" and settings.get("ensemble") == "npt":
             if settings.get("thermostat", "nose-hoover") != "nose-hoover":
                 return [

@@ -154,11 +154,17 @@ class Cp2kDFTSettings(EngineSettings):
 
 
 class Cp2kRelaxSettings(Cp2kDFTSettings):
-    """CELL_OPT (``relax_cell``) or GEO_OPT."""
+    """CELL_OPT (``relax_cell``) or GEO_OPT.
+
+    The relax stage's own ``fmax_ev_per_A`` and ``max_steps``, when the campaign file sets them,
+    beat the preset's ``max_force_Ha_per_bohr`` and ``max_iter`` (they were ignored for CP2K).
+    """
 
     relax_cell: bool = True
     max_force_Ha_per_bohr: float | None = None
     max_iter: int | None = None
+    fmax_ev_per_A: float | None = None
+    max_steps: int | None = None
 
 
 class Cp2kMDSettings(Cp2kDFTSettings, MDSettings):

@@ -110,6 +110,7 @@ def finetune_rows(items: StageItems) -> list[dict[str, Any]]:
                 "stress_mae_before_GPa": before.get("stress_GPa"),
                 "stress_mae_after_GPa": after.get("stress_GPa"),
                 "split_by": out.get("split_by"),
+                "relaxation_frames": out.get("relaxation_frames", 0),
                 "used": out.get("use"),
                 "training_s": (out.get("seconds") or {}).get("training"),
                 "weights_sha256": str(out["weights_sha256"])[:12],

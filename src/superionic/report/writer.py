@@ -152,7 +152,8 @@ def write_report(
             write_csv(out_dir / name, rows)
             written.append(out_dir / name)
     if finetune:
-        written += _finetune_parity(by_stage["finetune"], store, out_dir)
+        written += _finetune_parity(by_stage["finetune"], store, out_dir, finetune)
+        write_csv(out_dir / "finetune.csv", finetune)  # with the model folders found above
     if by_stage["diffusion"]:
         written.append(plot_msd(by_stage["diffusion"], out_dir / "msd.png"))
     if diffusion:
@@ -207,19 +208,28 @@ def write_report(
     return written
 
 
-def _finetune_parity(items: list, store: CampaignStore, out_dir: Path) -> list[Path]:
-    """Copy each fine-tuned model's parity plot (test frames, before and after) into the report."""
+def _finetune_parity(items: list, store: CampaignStore, out_dir: Path, rows: list[dict]) -> list[Path]:
+    """Copy each fine-tuned model's parity plot (test frames, before and after) into the report.
+
+    The model is unpacked from the store on the way; its folder goes into ``rows`` (finetune.csv's
+    ``model_folder``): the path ``force_field:`` or ``--force-field`` takes to use it elsewhere.
+    """
     from superionic.engines.finetune import model_folder
 
     written = []
+    by_sha = {r["weights_sha256"]: r for r in rows}
     for p, d in items:
         out = d["output"]
         if not isinstance(out, dict) or "model" not in out:
             continue
         try:
-            png = model_folder(out["model"], store.job_store) / "parity.png"
+            folder = model_folder(out["model"], store.job_store)
         except (OSError, ValueError, KeyError):
             continue  # a model in a store this machine cannot read: the table still says it all
+        row = by_sha.get(str(out["weights_sha256"])[:12])
+        if row is not None:
+            row["model_folder"] = str(folder)
+        png = folder / "parity.png"
         if png.is_file():
             target = out_dir / f"finetune_parity_{p.system.replace(' ', '_')}.png"
             target.write_bytes(png.read_bytes())

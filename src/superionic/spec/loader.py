@@ -195,24 +195,34 @@ def override_force_field(plain: dict[str, Any], force_field: str) -> list[Proble
 
     One campaign file then runs, e.g., study A's quick table on a fine-tuned model or on SevenNet
     beside pretrained CHGNet. The campaign name gets ``-ff-<label>`` (the force field's name, or
-    the model folder's name cut to 12 characters), so each model has its own report folder and
-    FireWorks workflows; the jobs themselves are told apart by their fingerprints (a model folder
-    by its weights' hash). Returns what is wrong: no MLIP stage, or a folder that is not a model.
+    the first 12 characters of a model's weights hash), so each model has its own report folder;
+    the jobs themselves are told apart by their fingerprints (a model folder by its weights' hash).
+    Returns what is wrong: an unknown name, a folder that is not a model, ``finetuned`` (on the
+    command line or on a stage it would replace), or no MLIP stage.
     """
-    from superionic.engines.mlip import is_model_folder
+    from superionic.engines.mlip import force_field_problems, is_model_folder
 
     value = force_field.strip()
+    if value == "finetuned":
+        return [
+            Problem(
+                "--force-field",
+                "finetuned names a campaign's own finetune stage, which the file says where to use",
+                force_field,
+                "a force field name or a model folder (a finetune stage's: finetune.csv's model_folder)",
+            )
+        ]
     label = value.lower()
     if is_model_folder(value):
+        value = str(Path(value).expanduser().resolve())  # given on the command line: from here
+    problems = force_field_problems(value, "--force-field")
+    if problems:
+        return [Problem("--force-field", p.message, force_field, p.valid) for p in problems]
+    if is_model_folder(value):
         from superionic.engines.finetune import read_model_folder
-        from superionic.errors import SuperionicError
 
-        folder = Path(value).expanduser().resolve()  # given on the command line: from here
-        try:
-            read_model_folder(str(folder))
-        except SuperionicError as exc:
-            return [Problem("--force-field", p.message, value, p.valid) for p in exc.problems]
-        value, label = str(folder), folder.name[:12]
+        # the weights' hash names the campaign: two models in folders of the same name stay apart
+        label = str(read_model_folder(value, "--force-field")["weights_sha256"])[:12]
     engine = plain.get("engine") or CampaignSpec.model_fields["engine"].default
     models = typing.get_args(typing.get_args(Stage)[0])  # the stage classes of the union
     kinds = [
@@ -221,8 +231,18 @@ def override_force_field(plain: dict[str, Any], force_field: str) -> list[Proble
         if "force_field" in m.model_fields
     ]
     hits = 0
-    for stage in plain.get("stages") or []:
+    for i, stage in enumerate(plain.get("stages") or []):
         runs_mlip = isinstance(stage, dict) and (stage.get("engine") or engine) == "mlip"
+        if runs_mlip and stage.get("force_field") == "finetuned":
+            return [
+                Problem(
+                    "--force-field",
+                    f"stages[{i}] ({stage.get('stage')}) runs on this campaign's fine-tuned model "
+                    "(force_field: finetuned), which the option would replace",
+                    force_field,
+                    "a campaign without force_field: finetuned, or no --force-field",
+                )
+            ]
         if runs_mlip and stage.get("stage") in kinds:
             stage["force_field"] = value
             hits += 1

@@ -166,21 +166,19 @@ def train_finetuned(
     # The split is by ordering when there are three or more (the rattled and strained copies of one
     # ordering never straddle train and test); with fewer, by single point, and the test errors
     # are then for new displacements of structures the model was trained on (said in the output).
-    # A relaxation's frames go with its ordering, or (split by single point) always train.
+    # A relaxation's frames only train: with their ordering's (left out if it is held out), or
+    # (split by single point) as a run of their own.
     split_by = "single point"
-    train_groups = sorted({f.group for f, _ in relaxation})
     if orderings is not None and len(set(orderings)) >= 3:
         of_dir = {str(Path(d)): o for d, o in zip(dirs, orderings, strict=True)}
         for frame in frames:
             frame.group = f"ordering {of_dir.get(str(Path(frame.group)), frame.group)}"
         for frame, i in relaxation:
             frame.group = f"ordering {i}"
-        split_by, train_groups = "ordering", []
+        split_by = "ordering"
     frames += [f for f, _ in relaxation]
     folder = Path.cwd() / "model"
-    result = finetune_chgnet(
-        frames, folder, FinetuneSettings(**settings), log=print, train_groups=train_groups
-    )
+    result = finetune_chgnet(frames, folder, FinetuneSettings(**settings), log=print)
     meta = json.loads((folder / "superionic_model.json").read_text())
     use = "finetuned" if result.improved or use_if_worse else "pretrained"
     if use == "pretrained":
@@ -213,9 +211,12 @@ def _relax_frames(relax_dirs: list[str | None], points: list) -> list[tuple[Any,
     """Return the DFT relaxations' own frames as ``(frame, ordering)`` where they match the single points.
 
     A relaxation's trajectory (CP2K ``-pos/-frc-1.xyz``, VASP's ionic steps) is DFT data the
-    campaign already paid for. It is used only when it was run with the single points' engine and
-    settings (one energy scale: a coarser relax preset would sit beside them as noise); otherwise,
-    or when it printed no forces, it is left out and the output says why.
+    campaign already paid for: training data only (``train_only``). It is used when it was run
+    with the single points' engine and settings (one energy scale: a coarser relax preset would
+    sit beside them as noise) and, when the single points have stresses, has them too (a
+    positions-only relax has none, and CHGNet trains stress on all frames or none). Its last frame
+    is left out: the first single point is the same structure. Otherwise, or when it printed no
+    forces, it is left out and the output says why.
     """
     from atomate2.utils.path import strip_hostname
 
@@ -223,14 +224,18 @@ def _relax_frames(relax_dirs: list[str | None], points: list) -> list[tuple[Any,
     from superionic.errors import SuperionicError
 
     out: list[tuple[Any, int]] = []
-    reference = (points[0].engine, points[0].settings) if points else None
+    if not points:
+        return out
+    reference = (points[0].engine, points[0].settings)
+    need_stress = all(p.stress_GPa is not None for p in points)
     for i, d in enumerate(relax_dirs):
         if d is None:
             continue
         try:
-            run = read_frames([strip_hostname(str(d))])
-        except SuperionicError as exc:
-            print(f"relaxation of ordering {i}: no frames ({exc.problems[0].message}); left out")
+            run = read_frames([strip_hostname(str(d))])[:-1]
+        except (SuperionicError, OSError, ValueError) as exc:
+            why = exc.problems[0].message if isinstance(exc, SuperionicError) else str(exc)
+            print(f"relaxation of ordering {i}: no frames ({why}); left out")
             continue
         kept = [f for f in run if (f.engine, f.settings) == reference]
         if len(kept) < len(run):
@@ -238,7 +243,12 @@ def _relax_frames(relax_dirs: list[str | None], points: list) -> list[tuple[Any,
                 f"relaxation of ordering {i}: {len(run) - len(kept)} of {len(run)} frames run with "
                 "other DFT settings than the single points; left out"
             )
+        if need_stress and any(f.stress_GPa is None for f in kept):
+            print(f"relaxation of ordering {i}: no stresses (a positions-only relax); left out")
+            kept = []
+        for f in kept:
+            f.train_only = True
         out += [(f, i) for f in kept]
     if out:
-        print(f"relaxation frames (always in the training split unless split by ordering): {len(out)}")
+        print(f"relaxation frames (training only): {len(out)}")
     return out
