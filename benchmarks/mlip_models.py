@@ -102,6 +102,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     cell = Structure.from_file(args.cell) if args.cell else demo_cell()
+    if not cell.is_ordered:
+        sys.exit(f"error: --cell {args.cell}: a disordered cell; valid: an ordered one (superionic order)")
     n_fu = cell.composition.get_reduced_composition_and_factor()[1]
     a0 = (4 * cell.volume / n_fu) ** (1 / 3)
     print(f"cell: {cell.composition.reduced_formula}, {len(cell)} atoms, a_conv = {a0:.3f} A")
