@@ -256,14 +256,15 @@ def test_cp2k_campaign_finetunes_chgnet_and_runs_md_with_it(tmp_path: Path, run_
     train = next(p for p in plan if p.name == "LiH finetune")
     doc = store.job_store.get_output(train.uuid)
     assert doc["use"] == "finetuned" and doc["engine"] == "cp2k" and doc["splits"]["test"] >= 1
-    # the relaxed cell, 6 rattles, 2 strains; the relaxation (positions only: no stresses, and
-    # CHGNet trains stress on every frame or none) is left out, and the output says so
-    assert sum(doc["splits"].values()) == 1 + 6 + 2 and doc["relaxation_frames"] == 0
-    assert "no stresses (a positions-only relax); left out" in result.stdout, out[-4000:]
+    # the relaxed cell, 6 rattles, 2 strains, and the relaxation's frames but its last (single
+    # point 0 is that structure): training only, with the stress CP2K printed at each step
     relax = next(p for p in plan if p.stage == "relax")
     relax_doc = store.job_store.get_output(relax.uuid)
     relax_frames = read_frames([relax_doc["dir_name"].split(":", 1)[-1]])
-    assert relax_frames and all(f.stress_GPa is None for f in relax_frames)
+    assert len(relax_frames) >= 2 and all(f.stress_GPa is not None for f in relax_frames[:-1])
+    assert doc["relaxation_frames"] == len(relax_frames) - 1
+    assert sum(doc["splits"].values()) == 1 + 6 + 2 + doc["relaxation_frames"]
+    assert doc["splits"]["val"] + doc["splits"]["test"] <= 1 + 6 + 2  # never scored
     # the last frame of the relaxation is the relaxed cell whose energy atomate2 parsed from the log
     assert relax_frames[-1].energy_eV == pytest.approx(relax_doc["output"]["energy"], abs=1e-5)
     for key in ("energy_meV_per_atom", "force_meV_per_A"):
@@ -278,7 +279,8 @@ def test_cp2k_campaign_finetunes_chgnet_and_runs_md_with_it(tmp_path: Path, run_
     report = tmp_path / "report" / "ftcp2k"
     row = next(csv.DictReader(open(report / "finetune.csv")))
     assert float(row["force_mae_after_meV_A"]) == pytest.approx(doc["after"]["force_meV_per_A"], rel=1e-3)
-    assert row["model_folder"] == str(folder) and int(row["relaxation_frames"]) == 0
+    assert row["model_folder"] == str(folder)
+    assert int(row["relaxation_frames"]) == doc["relaxation_frames"]
     assert (report / "finetune_parity_LiH.png").is_file()
     assert "Fine-tuned CHGNet" in (report / "summary.md").read_text()
     # again: nothing re-runs, nothing re-trains
