@@ -213,8 +213,8 @@ def _relax_frames(relax_dirs: list[str | None], points: list) -> list[tuple[Any,
     A relaxation's trajectory (CP2K ``-pos/-frc-1.xyz``, VASP's ionic steps) is DFT data the
     campaign already paid for: training data only (``train_only``). It is used when it was run
     with the single points' engine and settings (one energy scale: a coarser relax preset would
-    sit beside them as noise) and, when the single points have stresses, has them too (a
-    positions-only relax has none, and CHGNet trains stress on all frames or none). Its last frame
+    sit beside them as noise) and, when the single points have stresses, has them on every frame
+    (CHGNet trains stress on all frames or none). Its last frame
     is left out: the first single point is the same structure. Otherwise, or when it printed no
     forces, it is left out and the output says why.
     """
@@ -244,7 +244,7 @@ def _relax_frames(relax_dirs: list[str | None], points: list) -> list[tuple[Any,
                 "other DFT settings than the single points; left out"
             )
         if need_stress and any(f.stress_GPa is None for f in kept):
-            print(f"relaxation of ordering {i}: no stresses (a positions-only relax); left out")
+            print(f"relaxation of ordering {i}: frames without a stress (the single points have one); left out")
             kept = []
         for f in kept:
             f.train_only = True
