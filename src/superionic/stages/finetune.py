@@ -244,7 +244,9 @@ def _relax_frames(relax_dirs: list[str | None], points: list) -> list[tuple[Any,
                 "other DFT settings than the single points; left out"
             )
         if need_stress and any(f.stress_GPa is None for f in kept):
-            print(f"relaxation of ordering {i}: frames without a stress (the single points have one); left out")
+            print(
+                f"relaxation of ordering {i}: frames without a stress (the single points have one); left out"
+            )
             kept = []
         for f in kept:
             f.train_only = True
