@@ -82,6 +82,8 @@ def test_finetune_on_some_si_md_runs_lowers_the_force_error_on_the_others(tmp_pa
     args += ["--epochs", "4", "--threads", "1", "--val-fraction", "0.2"]
     for name in TEST:
         args += ["--test", str(root / name / "outputs")]
+    # a test set of another structure, never trained on (as a hull's phases are): crystalline Si
+    args += ["--test-set", f"crystal={root / 'MP_GGA_relax_1'}"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     meta = read_model_folder(out)
@@ -115,12 +117,50 @@ def test_finetune_on_some_si_md_runs_lowers_the_force_error_on_the_others(tmp_pa
     atoms = _si().to_ase_atoms()
     atoms.calc = calc
     assert np.isfinite(atoms.get_potential_energy())
+    _test_set_errors_are_the_models_own_through_ase(meta, calc, root / "MP_GGA_relax_1", result.output)
     # --force-field: every MLIP stage (and the hull's phases, with relax) runs on the model folder
     _force_field_option_puts_the_model_on_every_mlip_stage(tmp_path, out, meta["weights_sha256"])
     # changed weights: refused, not silently used
     (moved / MODEL_FILE).write_bytes((moved / MODEL_FILE).read_bytes() + b"\0")
     result = runner.invoke(app, ["validate", str(_campaign(tmp_path, moved))])
     assert result.exit_code == 2 and "changed after fine-tuning" in result.output
+
+
+def _test_set_errors_are_the_models_own_through_ase(meta: dict, calc: Any, run: Path, output: str) -> None:
+    """The fine-tuned model's errors on the extra test set, recomputed through its ASE calculator."""
+    from ase.stress import voigt_6_to_full_3x3_stress
+    from ase.units import GPa
+
+    from superionic.report.tables import finetune_rows
+
+    frames = read_frames([run], every=4)  # --every applies to the test sets too
+    scored = meta["test_sets"]["crystal"]
+    assert scored["frames"] == len(frames) >= 2
+    df, signed, ds = [], [], []
+    for frame in frames:
+        atoms = frame.structure.to_ase_atoms()
+        atoms.calc = calc
+        df.append(np.abs(atoms.get_forces() - frame.forces_eV_per_A).ravel())
+        signed.append((atoms.get_potential_energy() - frame.energy_eV) / len(atoms))
+        # ASE's Voigt stress in eV/A^3 with CHGNet's sign (tension positive), in GPa as a 3x3
+        full = voigt_6_to_full_3x3_stress(atoms.get_stress()) / GPa
+        ds.append(np.abs(full - frame.stress_GPa).ravel())
+    after = scored["after"]
+    assert after["force_meV_per_A"] == pytest.approx(1000 * np.mean(np.concatenate(df)), rel=2e-3, abs=0.05)
+    signed = np.array(signed)
+    assert after["energy_offset_meV_per_atom"] == pytest.approx(1000 * signed.mean(), abs=0.05)
+    spread = 1000 * np.mean(np.abs(signed - signed.mean()))
+    assert after["energy_meV_per_atom"] == pytest.approx(spread, abs=0.05)
+    assert after["stress_GPa"] == pytest.approx(np.mean(np.concatenate(ds)), rel=2e-3, abs=1e-4)
+    assert f"test set crystal ({len(frames)} frames, never trained on)" in output
+    # the report: one row for the held-out single points, one per extra set
+    out = {**meta, "phases": meta["test_sets"], "use": "finetuned", "split_by": "run"}
+    out["splits"] = {k: v["frames"] for k, v in meta["splits"].items()}
+    rows = finetune_rows([(type("P", (), {"system": "Si"})(), {"output": out})])
+    assert [r["test_set"] for r in rows] == ["held-out single points", "phase crystal (never trained on)"]
+    assert rows[1]["force_mae_after_meV_A"] == after["force_meV_per_A"]
+    assert rows[1]["test_frames"] == len(frames)
+    assert rows[0]["test_frames"] == meta["splits"]["test"]["frames"]
 
 
 def _force_field_option_puts_the_model_on_every_mlip_stage(tmp_path: Path, model: Path, sha: str) -> None:
@@ -214,11 +254,49 @@ def test_bad_inputs_get_one_clear_error_each(tmp_path: Path) -> None:
     # too few runs for a split by run
     result = runner.invoke(app, ["finetune", str(root / "Si_mp_morph" / TEST[0]), "--out", out])
     assert result.exit_code == 2 and "too few runs" in result.output
+    # a --test-set that is not NAME=PATH, or whose path holds no DFT run
+    one = str(root / "Si_mp_morph" / TEST[0])
+    for bad, why in (("crystal", "is not NAME=PATH"), (f"x={tmp_path / 'nothing'}", "x=")):
+        result = runner.invoke(app, ["finetune", one, "--out", out, "--test-set", bad])
+        assert result.exit_code == 2 and "--test-set" in result.output and why in result.output, result.output
+        assert "Traceback" not in result.output
     # a force_field folder that is not a model
     (tmp_path / "notamodel").mkdir()
     result = runner.invoke(app, ["validate", str(_campaign(tmp_path, tmp_path / "notamodel"))])
     assert result.exit_code == 2 and "not a model folder" in result.output, result.output
     assert not Path(out).exists()  # nothing half-written
+
+
+def test_a_hull_campaigns_phases_are_the_models_test_sets(tmp_path: Path) -> None:
+    """With a hull stage, the training job reads each competing phase's DFT relaxation (its folder,
+    by reference to that job) as a test set; without one, the training job is the same job."""
+    from pymatgen.core import Lattice, Structure
+
+    from superionic.flows import build_flows
+    from superionic.spec import load_campaign
+
+    s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.08), ["Li", "H"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    s.to(filename=str(tmp_path / "LiH.cif"))
+    body = (
+        "engine: cp2k\npreset: cp2k_smoke\nsystems:\n  - name: LiH\n    structure: LiH.cif\nstages:\n"
+        "  - stage: relax\n  - stage: finetune\n    n_rattled: 2\n"
+    )
+
+    def jobs(name: str, extra: str = "") -> dict[str, Any]:
+        (tmp_path / f"{name}.yaml").write_text(f"name: hft\n{body}{extra}")
+        campaign = load_campaign(tmp_path / f"{name}.yaml", check_engines="note")
+        return {j.name: j for flow in build_flows(campaign) for j, _ in flow.iterflow()}
+
+    plain, hull = jobs("plain"), jobs("hull", "  - stage: hull\n")
+    train = hull["LiH finetune"]
+    phase_dirs = train.function_kwargs["phase_dirs"]
+    assert sorted(phase_dirs) == ["H", "Li", "LiH"]  # phases_for({Li, H})
+    for name, ref in phase_dirs.items():
+        made = hull[f"phase {name} relax"]  # the job whose folder holds the relaxation's frames
+        assert ref.uuid == made.uuid and [list(a) for a in ref.attributes] == [["a", "dir_name"]], name
+        assert made.uuid in {r.uuid for r in train.input_references}
+    assert "phase_dirs" not in plain["LiH finetune"].function_kwargs
+    assert plain["LiH finetune"].uuid == jobs("again")["LiH finetune"].uuid
 
 
 @pytest.mark.cp2k

@@ -82,8 +82,10 @@ def build_system_flow(
     token = None
     if isinstance(finetune, FinetuneStage) and relaxed:
         from superionic.stages.finetune import finetune_flow
+        from superionic.stages.hull import system_phases
 
-        flow = finetune_flow(spec, finetune, relaxed, system.name, **meta)
+        phases = system_phases(system, phase_results) if isinstance(stages.get("hull"), HullStage) else {}
+        flow = finetune_flow(spec, finetune, relaxed, system.name, phases=phases, **meta)
         jobs.append(flow)
         token = FINETUNED_MODEL.set(flow.output)  # force_field: finetuned in the stages below
     try:

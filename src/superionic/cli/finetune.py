@@ -37,6 +37,13 @@ def finetune(
         list[str] | None,
         typer.Option(help="A run (its folder, as found under DATA) to hold out for testing (repeatable)."),
     ] = None,
+    test_set: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=PATH: DFT runs of another structure (a hull phase) scored before and after, "
+            "never trained on; its energy error is given with its mean offset removed (repeatable)."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split and the training.")] = 0,
     freeze: Annotated[
         str, typer.Option(help="embeddings+early: CHGNet's fine-tuning recipe; none: train every weight.")
@@ -66,6 +73,7 @@ def finetune(
 
         superionic finetune runs/ --out models/lps-ft --epochs 5
         superionic finetune md1/vasprun.xml md2/vasprun.xml relax/OUTCAR --every 5 --test md2
+        superionic finetune runs/ --test-set Li2S=phases/Li2S --test-set LiBH4=phases/LiBH4
     """
     quiet()
     from superionic.dispatch.threads import apply_threads, plan_threads
@@ -92,6 +100,7 @@ def finetune(
                 "--test", "names no run under DATA", ", ".join(test), ", ".join(runs)
             )
     console.print(f"{len(frames)} frames from {len(runs)} runs ({frames[0].engine if frames else '-'})")
+    test_sets = _test_sets(test_set or [], every)
     settings = FinetuneSettings(
         epochs=epochs,
         learning_rate=learning_rate,
@@ -110,6 +119,7 @@ def finetune(
         allow_mixed_elements,
         log=lambda line: console.print(line),
         allow_mixed_settings=allow_mixed_settings,
+        test_sets=test_sets,
     )
     b, a = result.before, result.after
     console.print("splits (frames): " + ", ".join(f"{k} {v['frames']}" for k, v in result.splits.items()))
@@ -125,3 +135,22 @@ def finetune(
     console.print(
         f"model: {result.folder} (weights sha256 {result.weights_sha256[:12]}); parity plot: parity.png"
     )
+
+
+def _test_sets(values: list[str], every: int) -> dict:
+    """``NAME=PATH`` options -> name -> frames (one error naming ``--test-set`` when one is wrong)."""
+    from superionic.engines.finetune import read_frames
+
+    out: dict = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path or name in out:
+            why = "named twice" if name in out else "is not NAME=PATH"
+            valid = "NAME=PATH, one per name (e.g. Li2S=phases/Li2S)"
+            raise SuperionicError.single("--test-set", why, value, valid)
+        try:
+            out[name] = read_frames([path], every=every)
+        except SuperionicError as exc:
+            p = exc.problems[0]
+            raise SuperionicError.single("--test-set", p.message, value, p.valid) from None
+    return out

@@ -465,6 +465,27 @@ def errors(frames: Sequence[DFTFrame], predictions: Sequence[dict[str, Any]]) ->
     )
 
 
+def scored_elsewhere(frames: Sequence[DFTFrame], predictions: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Return the errors on frames of another structure (a hull phase), its energy offset removed.
+
+    Forces and stresses are compared as they are. The energy is compared after removing the
+    mean signed error (``energy_offset_meV_per_atom``, also returned): when the training frames
+    share one composition, the refit per-element references fix only their weighted sum, so the
+    absolute energy of another composition is set by how the refit splits it among the elements
+    (a split that cancels in E_hull); what is left measures the model's energy differences
+    within the phase.
+    """
+    plain = errors(frames, predictions)
+    signed = np.array(
+        [float(p["e"]) - f.energy_eV / len(f.structure) for f, p in zip(frames, predictions, strict=True)]
+    )
+    return {
+        **asdict(plain),
+        "energy_meV_per_atom": 1000 * float(np.mean(np.abs(signed - signed.mean()))),
+        "energy_offset_meV_per_atom": 1000 * float(signed.mean()),
+    }
+
+
 def refit_references(model: Any, frames: Sequence[DFTFrame], batch_size: int = 16) -> np.ndarray:
     """Shift CHGNet's per-element reference energies so that it sits on the DFT code's scale.
 
@@ -522,6 +543,8 @@ class FinetuneResult:
     improved: bool
     seconds: dict[str, float] = field(default_factory=dict)
     base_model: str = ""
+    #: name -> ``frames``, ``before``, ``after`` (:func:`scored_elsewhere`) for each extra test set
+    test_sets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def check_output_folder(out: str | Path) -> None:
@@ -585,6 +608,7 @@ def finetune_chgnet(
     allow_mixed_elements: bool = False,
     log: Any = print,
     allow_mixed_settings: bool = False,
+    test_sets: dict[str, Sequence[DFTFrame]] | None = None,
 ) -> FinetuneResult:
     """Fine-tune pretrained CHGNet on ``frames`` and write the model folder ``out``.
 
@@ -605,11 +629,20 @@ def finetune_chgnet(
         Train on runs of different DFT settings (their energies then disagree).
     log : callable
         Progress lines.
+    test_sets : dict, optional
+        Name -> frames of other structures (a hull's phases), of the same engine, never trained on:
+        scored before and after (:func:`scored_elsewhere`).
 
     Returns
     -------
     FinetuneResult
         Errors on the test frames before (pretrained, references refit) and after.
+
+    Raises
+    ------
+    SuperionicError
+        Mixed engines, element sets or settings (see :func:`check_frames`), too few runs to
+        split, a test set of another engine or without frames.
     """
     import shutil
     import tempfile
@@ -622,6 +655,16 @@ def finetune_chgnet(
     s = settings or FinetuneSettings()
     check_output_folder(out)
     check_frames(frames, allow_mixed_elements, allow_mixed_settings)
+    extra = dict(test_sets or {})
+    for name, part in extra.items():
+        other = {f.engine for f in part} - {frames[0].engine}
+        if not part or other:
+            raise SuperionicError.single(
+                "test set",
+                "has no frames" if not part else f"is from another DFT engine ({', '.join(sorted(other))})",
+                name,
+                f"frames of {frames[0].engine}, the training set's engine",
+            )
     split = split_by_group(frames, s.test_fraction, s.val_fraction, s.seed, test_groups)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -631,6 +674,7 @@ def finetune_chgnet(
     refit_references(model, split["train"], s.batch_size)
     predictions_before = predict(model, split["test"], s.batch_size)
     before = errors(split["test"], predictions_before)
+    scored = {name: {"frames": len(part), "before": _scored(model, part, s)} for name, part in extra.items()}
     seconds["refit_and_baseline"] = time.perf_counter() - t0
     log(
         f"before (pretrained, references refit) on {before.n_frames} test frames: energy "
@@ -685,6 +729,14 @@ def finetune_chgnet(
         t2 = time.perf_counter()
         predictions_after = predict(best, split["test"], s.batch_size)
         after = errors(split["test"], predictions_after)
+        for name, part in extra.items():
+            scored[name]["after"] = _scored(best, part, s)
+            b, a = scored[name]["before"], scored[name]["after"]
+            log(
+                f"test set {name} ({len(part)} frames, never trained on): force "
+                f"{b['force_meV_per_A']:.0f} -> {a['force_meV_per_A']:.0f} meV/A, energy (offset "
+                f"removed) {b['energy_meV_per_atom']:.1f} -> {a['energy_meV_per_atom']:.1f} meV/atom"
+            )
         seconds["test"] = time.perf_counter() - t2
         improved = after.force_meV_per_A < before.force_meV_per_A
         staging = scratch / "model"
@@ -704,6 +756,7 @@ def finetune_chgnet(
             improved=improved,
             seconds={k: round(v, 1) for k, v in seconds.items()},
             base_model=base,
+            test_sets=scored,
         )
         (staging / META_FILE).write_text(json.dumps({"format": MODEL_FORMAT, **asdict(result)}, indent=1))
         parity_plot(split["test"], predictions_before, predictions_after, staging / "parity.png")
@@ -718,6 +771,10 @@ def finetune_chgnet(
         + ("" if after.stress_GPa is None else f", stress {after.stress_GPa:.3f} GPa")
     )
     return result
+
+
+def _scored(model: Any, frames: Sequence[DFTFrame], s: FinetuneSettings) -> dict[str, Any]:
+    return scored_elsewhere(frames, predict(model, frames, s.batch_size))
 
 
 def _chgnet_version() -> str:

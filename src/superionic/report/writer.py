@@ -182,8 +182,9 @@ def write_report(
         ("Orderings (Ewald energy per cell)", orderings),
         ("Relaxation", relax),
         (
-            "Fine-tuned CHGNet (MAE on held-out DFT single points; before: pretrained with its "
-            "reference energies refit)",
+            "Fine-tuned CHGNet (MAE on held-out DFT single points, and on each hull phase's DFT "
+            "relaxation, never trained on, its energy error with the phase's mean offset removed; "
+            "before: pretrained with its reference energies refit)",
             finetune,
         ),
         ("Diffusion per temperature", diffusion),
@@ -217,7 +218,7 @@ def _finetune_parity(items: list, store: CampaignStore, out_dir: Path, rows: lis
     from superionic.engines.finetune import model_folder
 
     written = []
-    by_sha = {r["weights_sha256"]: r for r in rows}
+
     for p, d in items:
         out = d["output"]
         if not isinstance(out, dict) or "model" not in out:
@@ -226,9 +227,9 @@ def _finetune_parity(items: list, store: CampaignStore, out_dir: Path, rows: lis
             folder = model_folder(out["model"], store.job_store)
         except (OSError, ValueError, KeyError):
             continue  # a model in a store this machine cannot read: the table still says it all
-        row = by_sha.get(str(out["weights_sha256"])[:12])
-        if row is not None:
-            row["model_folder"] = str(folder)
+        for row in rows:  # the model's single-point row and its phases' rows
+            if row["weights_sha256"] == str(out["weights_sha256"])[:12]:
+                row["model_folder"] = str(folder)
         png = folder / "parity.png"
         if png.is_file():
             target = out_dir / f"finetune_parity_{p.system.replace(' ', '_')}.png"

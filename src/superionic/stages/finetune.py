@@ -65,7 +65,13 @@ def perturbed_copies(
 
 
 def finetune_flow(
-    spec: CampaignSpec, stage: FinetuneStage, relaxed: dict[str, Any], system: str, /, **metadata: Any
+    spec: CampaignSpec,
+    stage: FinetuneStage,
+    relaxed: dict[str, Any],
+    system: str,
+    /,
+    phases: dict[str, Any] | None = None,
+    **metadata: Any,
 ) -> Flow:
     """Single points on perturbed copies of every relaxed ordering of ``system``, then the training.
 
@@ -79,6 +85,9 @@ def finetune_flow(
         Label -> the relax stage's output (``structure``) of each ordering.
     system : str
         The system's name (job names).
+    phases : dict, optional
+        Hull phase name -> its relax output (the hull stage's competing phases of this system):
+        their relaxations' frames are the model's per-phase test sets, never trained on.
     **metadata
         Tags for every job.
 
@@ -108,6 +117,8 @@ def finetune_flow(
             jobs.append(staged(point, "finetune_dft", **metadata, ordering=i))
             dirs.append(point.output.dir_name)
             orderings.append(i)
+    # only when there are phases: a campaign without a hull keeps its training job's identity
+    extra = {"phase_dirs": {n: _run_dir(o["structure"]) for n, o in sorted(phases.items())}} if phases else {}
     train = train_finetuned(
         dirs,
         {
@@ -121,6 +132,7 @@ def finetune_flow(
         stage.use_if_worse,
         orderings,
         relax_dirs,
+        **extra,
     )
     train.name = f"{system} finetune"
     jobs.append(staged(train, "finetune", **metadata))
@@ -143,15 +155,21 @@ def train_finetuned(
     use_if_worse: bool = False,
     orderings: list[int] | None = None,
     relax_dirs: list[str | None] | None = None,
+    phase_dirs: dict[str, str | None] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune CHGNet on the single points in ``run_dirs``; store the model; report the errors.
+
+    ``phase_dirs`` (hull phase name -> its DFT relaxation's folder) are scored before and after as
+    test sets of their own (``phases`` in the output), never trained on.
 
     Returns
     -------
     dict
         ``use`` (``finetuned`` or ``pretrained``), ``weights_sha256``, ``model`` (where the
         store keeps it), ``before`` / ``after`` (test MAEs: energy meV/atom, force meV/A, stress
-        GPa), ``improved``, ``splits`` (frames per split), ``split_by`` (``ordering`` with three
+        GPa), ``phases`` (name -> ``frames``, ``before``, ``after``: see
+        :func:`superionic.engines.finetune.scored_elsewhere`), ``improved``, ``splits`` (frames
+        per split), ``split_by`` (``ordering`` with three
         or more orderings, else ``single point``), ``seconds``, ``data_sha256``. The run folders
         are read where the job runs: the single points' folders must be on a shared filesystem.
     """
@@ -177,8 +195,9 @@ def train_finetuned(
             frame.group = f"ordering {i}"
         split_by = "ordering"
     frames += [f for f, _ in relaxation]
+    phases = _phase_frames(phase_dirs or {}, frames[0].engine if frames else "")
     folder = Path.cwd() / "model"
-    result = finetune_chgnet(frames, folder, FinetuneSettings(**settings), log=print)
+    result = finetune_chgnet(frames, folder, FinetuneSettings(**settings), log=print, test_sets=phases)
     meta = json.loads((folder / "superionic_model.json").read_text())
     use = "finetuned" if result.improved or use_if_worse else "pretrained"
     if use == "pretrained":
@@ -199,12 +218,47 @@ def train_finetuned(
         "splits": {k: v["frames"] for k, v in result.splits.items()},
         "split_by": split_by,
         "relaxation_frames": len(relaxation),
+        "phases": result.test_sets,
         "seconds": result.seconds,
         "data_sha256": result.data_sha256,
         "engine": result.engine,
         "base_model": result.base_model,
         "meta": meta,
     }
+
+
+def _phase_frames(phase_dirs: dict[str, str | None], engine: str) -> dict[str, list]:
+    """Return hull phase name -> its DFT relaxation's frames (all of them: none is trained on).
+
+    A phase whose relaxation printed no frames, or ran on another engine, is left out and the
+    output says why. Its k-mesh is its own cell's: the frames are scored, never trained on.
+    """
+    from atomate2.utils.path import strip_hostname
+
+    out = {}
+    for name, d in phase_dirs.items():
+        if d is None:
+            continue
+        run, why = _read_run(strip_hostname(str(d)))
+        if why is not None:
+            print(f"phase {name}: no frames ({why}); not scored")
+            continue
+        if run and run[0].engine != engine:
+            print(f"phase {name}: relaxed on {run[0].engine}, the training set is {engine}; not scored")
+            continue
+        out[name] = run
+    return out
+
+
+def _read_run(folder: str) -> tuple[list, str | None]:
+    """Read one run folder's frames: ``(frames, None)``, or ``([], why)`` in one line."""
+    from superionic.engines.finetune import read_frames
+    from superionic.errors import SuperionicError
+
+    try:
+        return read_frames([folder]), None
+    except (SuperionicError, OSError, ValueError) as exc:
+        return [], exc.problems[0].message if isinstance(exc, SuperionicError) else str(exc)
 
 
 def _relax_frames(relax_dirs: list[str | None], points: list) -> list[tuple[Any, int]]:
@@ -220,9 +274,6 @@ def _relax_frames(relax_dirs: list[str | None], points: list) -> list[tuple[Any,
     """
     from atomate2.utils.path import strip_hostname
 
-    from superionic.engines.finetune import read_frames
-    from superionic.errors import SuperionicError
-
     out: list[tuple[Any, int]] = []
     if not points:
         return out
@@ -231,12 +282,11 @@ def _relax_frames(relax_dirs: list[str | None], points: list) -> list[tuple[Any,
     for i, d in enumerate(relax_dirs):
         if d is None:
             continue
-        try:
-            run = read_frames([strip_hostname(str(d))])[:-1]
-        except (SuperionicError, OSError, ValueError) as exc:
-            why = exc.problems[0].message if isinstance(exc, SuperionicError) else str(exc)
+        run, why = _read_run(strip_hostname(str(d)))
+        if why is not None:
             print(f"relaxation of ordering {i}: no frames ({why}); left out")
             continue
+        run = run[:-1]
         kept = [f for f in run if (f.engine, f.settings) == reference]
         if len(kept) < len(run):
             print(

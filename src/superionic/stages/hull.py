@@ -30,6 +30,16 @@ def _entry(result: dict[str, Any], label: str) -> ComputedEntry:
     return ComputedStructureEntry(s, float(result["energy"]), data={"label": label})
 
 
+def system_phases(
+    system: SystemInstance, phase_results: dict[str, dict[str, Any]] | None
+) -> dict[str, dict[str, Any]]:
+    """Return the competing phases of the system's elements: name -> their relax output."""
+    from superionic.structures.phases import phases_for
+
+    names = {p.name for p in phases_for(system.elements)}
+    return {n: r for n, r in (phase_results or {}).items() if n in names}
+
+
 @job
 def compute_hull(
     targets: dict[str, dict[str, Any]],
@@ -88,13 +98,11 @@ def hull_flow(
     from jobflow import Flow
 
     from superionic.spec.models import HullStage
-    from superionic.structures.phases import phases_for
 
     spec = campaign.spec
     stages = {s.stage: s for s in spec.stages}
     hull = stages["hull"]
     assert isinstance(hull, HullStage)
-    names = {p.name for p in phases_for(system.elements)}
     entries = hull.entries_file
     if entries is not None and not entries.is_absolute():
         entries = (campaign.directory / entries).resolve()
@@ -104,7 +112,7 @@ def hull_flow(
     )
     job = compute_hull(
         relaxed,
-        {n: r for n, r in (phase_results or {}).items() if n in names},
+        system_phases(system, phase_results),
         str(entries) if entries else None,
         compat,
     )
