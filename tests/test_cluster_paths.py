@@ -268,3 +268,34 @@ def test_no_vasp_run_starts_at_the_end_of_an_allocation(
     with pytest.raises(guard.EngineUnavailableError, match="only 240 s left"):
         guard._checked("vasp", lambda **kw: ran.append(kw))(vasp_cmd="vasp_std")
     assert ran == []
+
+
+def test_force_field_option_reaches_the_fireworks_commands(tmp_path: Path) -> None:
+    """submit / cancel / worker take --force-field: the campaign on SevenNet is another campaign on
+    the same LaunchPad (its own name), and a worker started for it carries the option."""
+    from superionic.cli.fireworks import _worker_cmd
+
+    _licl(tmp_path)
+    (tmp_path / "c.yaml").write_text(
+        "name: ffw\nengine: mlip\nsystems:\n  - name: LiCl\n    structure: LiCl.cif\n"
+        "stages:\n  - stage: relax\n"
+    )
+    c = str(tmp_path / "c.yaml")
+    r = runner.invoke(app, ["submit", c])
+    assert r.exit_code == 0 and "added 1 workflow(s)" in r.output, r.output
+    r = runner.invoke(app, ["submit", c, "--force-field", "SevenNet"])
+    assert r.exit_code == 0 and "added 1 workflow(s)" in r.output and "0 already" in r.output, r.output
+    r = runner.invoke(app, ["cancel", c, "--force-field", "SevenNet"])
+    assert r.exit_code == 0 and "defused 1 firework(s)" in r.output, r.output
+    r = runner.invoke(app, ["cancel", c])  # the pretrained campaign's firework was left alone
+    assert r.exit_code == 0 and "defused 1 firework(s)" in r.output, r.output
+    r = runner.invoke(app, ["submit", c, "--force-field", "Foo"])
+    assert r.exit_code == 2 and "--force-field" in r.output and "Traceback" not in r.output
+    # the SLURM worker command: a model folder becomes absolute (the job starts elsewhere)
+    (tmp_path / "model").mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path)
+        cmd = _worker_cmd(Path(c), None, "model")
+    assert f"--force-field {tmp_path / 'model'}" in cmd and _worker_cmd(Path(c), None, "SevenNet").endswith(
+        "--force-field SevenNet --idle-exit 30"
+    )

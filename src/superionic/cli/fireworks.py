@@ -11,15 +11,26 @@ from typing import Annotated, Any
 
 import typer
 
-from superionic.cli.common import CampaignArg, ScaleOpt, _user_errors, console, print_engine_notes, quiet
+from superionic.cli.common import (
+    CampaignArg,
+    ForceFieldOpt,
+    ScaleOpt,
+    _user_errors,
+    console,
+    print_engine_notes,
+    quiet,
+)
 from superionic.errors import SuperionicError
 
 
-def _campaign_and_pad(file: Path, create: bool = True, scale: str | None = None) -> tuple[Any, Any]:
+def _campaign_and_pad(
+    file: Path, create: bool = True, scale: str | None = None, force_field: str | None = None
+) -> tuple[Any, Any]:
     from superionic.dispatch.fireworks import open_launchpad
     from superionic.spec import load_campaign
 
-    campaign = load_campaign(file, check_engines="note", scale=scale)  # engines are checked where jobs run
+    # engines are checked where jobs run
+    campaign = load_campaign(file, check_engines="note", scale=scale, force_field=force_field)
     lp = open_launchpad(campaign, create=create)
     if lp is None:
         raise SuperionicError.single(
@@ -35,6 +46,7 @@ def _campaign_and_pad(file: Path, create: bool = True, scale: str | None = None)
 def submit(
     file: CampaignArg,
     scale: ScaleOpt = None,
+    force_field: ForceFieldOpt = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would be added; add nothing.")
     ] = False,
@@ -52,7 +64,7 @@ def submit(
     from superionic.dispatch.fireworks import submit as do_submit
     from superionic.spec import load_campaign
 
-    campaign = load_campaign(file, check_engines="note", scale=scale)
+    campaign = load_campaign(file, check_engines="note", scale=scale, force_field=force_field)
     print_engine_notes(campaign)
     s = do_submit(campaign, dry_run=dry_run)
     verb = "would add" if dry_run else "added"
@@ -74,6 +86,7 @@ def submit(
 def worker(
     file: CampaignArg,
     scale: ScaleOpt = None,
+    force_field: ForceFieldOpt = None,
     max_fireworks: Annotated[
         int, typer.Option("--max", help="Stop after N fireworks (0: until none is ready).")
     ] = 0,
@@ -125,7 +138,7 @@ def worker(
     from superionic.dispatch.threads import configure_process, plan_threads
 
     ride_out_outages(server_wait_s)  # before any client opens (no effect on the embedded store)
-    campaign, lp = _campaign_and_pad(file, create=False, scale=scale)
+    campaign, lp = _campaign_and_pad(file, create=False, scale=scale, force_field=force_field)
     if jobs > 1:
         if threads is not None:
             plan = plan_threads(threads * jobs, jobs, source="--threads x --jobs")
@@ -133,7 +146,15 @@ def worker(
             plan = plan_threads(campaign.spec.resources.threads, jobs)
         console.print(f"worker: {jobs} processes at once; {plan.describe()}")
         _run_worker_processes(
-            file, jobs, plan.threads_per_job, max_fireworks, idle_exit_s, ping_s, scale, server_wait_s
+            file,
+            jobs,
+            plan.threads_per_job,
+            max_fireworks,
+            idle_exit_s,
+            ping_s,
+            scale,
+            server_wait_s,
+            force_field,
         )
         return
     if campaign.spec.store.uri:
@@ -168,6 +189,7 @@ def worker(
 def launch(
     file: CampaignArg,
     scale: ScaleOpt = None,
+    force_field: ForceFieldOpt = None,
     slurm: Annotated[bool, typer.Option("--slurm", help="Queue SLURM jobs that each run a worker.")] = False,
     jobs: Annotated[int, typer.Option(help="How many SLURM jobs (workers) to queue.")] = 1,
     qadapter: Annotated[
@@ -178,16 +200,17 @@ def launch(
     """Start workers: here (default) or as SLURM jobs through FireWorks' queue adapter."""
     quiet()
     if not slurm:
-        worker(file, scale=scale)
+        worker(file, scale=scale, force_field=force_field)
         return
     from superionic.dispatch.site import queue_workers, write_site
     from superionic.spec import load_campaign
 
-    campaign = load_campaign(file, check_engines="note", scale=scale)
+    campaign = load_campaign(file, check_engines="note", scale=scale, force_field=force_field)
     print_engine_notes(campaign)
     path = qadapter or campaign.store_path / "my_qadapter.yaml"
     if not path.is_file():
-        write_site(campaign.store_path, sys.prefix, rocket_launch=_worker_cmd(file, campaign.scale))
+        rocket = _worker_cmd(file, campaign.scale, force_field)
+        write_site(campaign.store_path, sys.prefix, rocket_launch=rocket)
     ids = queue_workers(path, campaign.store_path / "queue", jobs)
     console.print(f"queued SLURM job(s): {', '.join(str(i) for i in ids)}")
 
@@ -201,6 +224,7 @@ def _run_worker_processes(
     ping_s: float,
     scale: str | None = None,
     server_wait_s: float = 600.0,
+    force_field: str | None = None,
 ) -> None:
     """Start ``jobs`` single-job worker processes with ``threads`` threads each and wait for them."""
     import subprocess
@@ -209,6 +233,7 @@ def _run_worker_processes(
     cmd = [str(exe), "worker", str(file), "--threads", str(threads), "--idle-exit", str(idle_exit_s)]
     cmd += ["--ping", str(ping_s), "--server-wait", str(server_wait_s)]
     cmd += ["--scale", scale] if scale else []
+    cmd += ["--force-field", _absolute(force_field)] if force_field else []
     # --max M is shared out: M // jobs each, the remainder to the first ones (0: no limit)
     shares = [max_fireworks // jobs + (1 if k < max_fireworks % jobs else 0) for k in range(jobs)]
     if max_fireworks:
@@ -219,10 +244,17 @@ def _run_worker_processes(
         raise typer.Exit(max(codes))
 
 
-def _worker_cmd(file: Path, scale: str | None = None) -> str:
+def _worker_cmd(file: Path, scale: str | None = None, force_field: str | None = None) -> str:
     exe = Path(sys.executable).parent / "superionic"
     scaled = f" --scale {shlex.quote(scale)}" if scale else ""
+    scaled += f" --force-field {shlex.quote(_absolute(force_field))}" if force_field else ""
     return f"{shlex.quote(str(exe))} worker {shlex.quote(str(Path(file).resolve()))}{scaled} --idle-exit 30"
+
+
+def _absolute(force_field: str) -> str:
+    """Return a model folder as an absolute path (a SLURM job starts elsewhere), a name as it is."""
+    path = Path(force_field)
+    return str(path.resolve()) if path.is_dir() else force_field
 
 
 @_user_errors
@@ -257,6 +289,7 @@ def init_site(
 def rerun(
     file: CampaignArg,
     scale: ScaleOpt = None,
+    force_field: ForceFieldOpt = None,
     lost_after_s: Annotated[
         float,
         typer.Option(
@@ -275,7 +308,7 @@ def rerun(
     quiet()
     from superionic.dispatch.fireworks import rerun as do_rerun
 
-    campaign, lp = _campaign_and_pad(file, create=False, scale=scale)
+    campaign, lp = _campaign_and_pad(file, create=False, scale=scale, force_field=force_field)
     result = do_rerun(lp, campaign.spec.name, lost_after_s, failed)
     console.print(
         f"lost: {len(result['lost'])} {result['lost']}; failed: {len(result['failed'])} {result['failed']}"
@@ -284,11 +317,11 @@ def rerun(
 
 
 @_user_errors
-def cancel(file: CampaignArg, scale: ScaleOpt = None) -> None:
+def cancel(file: CampaignArg, scale: ScaleOpt = None, force_field: ForceFieldOpt = None) -> None:
     """Defuse every firework of the campaign that has not completed (``submit`` again to revive)."""
     quiet()
     from superionic.dispatch.fireworks import cancel as do_cancel
 
-    campaign, lp = _campaign_and_pad(file, create=False, scale=scale)
+    campaign, lp = _campaign_and_pad(file, create=False, scale=scale, force_field=force_field)
     ids = do_cancel(lp, campaign.spec.name)
     console.print(f"defused {len(ids)} firework(s)")

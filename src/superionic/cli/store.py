@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from superionic.cli.common import CampaignArg, ScaleOpt, _user_errors, console, quiet
+from superionic.cli.common import CampaignArg, ForceFieldOpt, ScaleOpt, _user_errors, console, quiet
 from superionic.errors import SuperionicError, mask_uri
 
 store_app = typer.Typer(
@@ -25,6 +25,7 @@ def copy(
     source: CampaignArg,
     target: Annotated[Path, typer.Argument(help="Campaign YAML whose store receives the results.")],
     scale: ScaleOpt = None,
+    force_field: ForceFieldOpt = None,
 ) -> None:
     """Copy every finished job output, blob and job state from SOURCE's store into TARGET's store.
 
@@ -41,7 +42,8 @@ def copy(
     from superionic.dispatch.campaign_store import copy_store, open_campaign_store
     from superionic.spec import load_campaign
 
-    src, dst = load_campaign(source, scale=scale), load_campaign(target, scale=scale)
+    src = load_campaign(source, scale=scale, force_field=force_field)
+    dst = load_campaign(target, scale=scale, force_field=force_field)
     if _where(src) == _where(dst):
         raise SuperionicError.single(
             "TARGET",
