@@ -488,3 +488,38 @@ def test_out_must_not_be_a_folder_of_data(tmp_path: Path) -> None:
     result = runner.invoke(app, ["finetune", str(tmp_path), "--out", str(tmp_path / "runs")])
     assert result.exit_code == 2 and "not a model folder" in result.output
     assert (tmp_path / "runs" / "keep.txt").read_text() == "data"
+
+
+def test_relaxation_frames_without_stress_are_left_out_when_the_single_points_have_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """CHGNet trains stress on every frame or none: a relaxation without stresses beside single
+    points with stresses is left out (said); with stresses, all but its last frame train only;
+    another engine's or settings' relaxation is left out."""
+    import copy
+
+    from superionic.stages import finetune as stage
+
+    root = require_fixtures(MORPH)
+    points = read_frames([root / TEST[0]], every=8)
+    relaxation = read_frames([root / TRAIN[1]], every=8)
+    assert all(f.stress_GPa is not None for f in points + relaxation) and len(relaxation) >= 3
+    bare = [copy.copy(f) for f in relaxation]
+    for f in bare:
+        f.stress_GPa = None
+    other = [copy.copy(f) for f in relaxation]
+    for f in other:
+        f.settings = "ENCUT 520 eV"
+    runs = {"with": relaxation, "bare": bare, "other": other}
+    monkeypatch.setattr(stage, "_read_run", lambda folder: (list(runs[Path(folder).name]), None))
+    kept = stage._relax_frames(["/x/with", "/x/bare", None, "/x/other"], points)
+    said = capsys.readouterr().out
+    assert [i for _, i in kept] == [0] * (len(relaxation) - 1)
+    assert all(f.train_only for f, _ in kept)
+    assert "relaxation of ordering 1: frames without a stress (the single points have one); left out" in said
+    n = len(relaxation) - 1  # its last frame is single point 0
+    assert f"ordering 3: {n} of {n} frames run with other DFT settings" in said
+    # single points without stresses: a relaxation without them trains too
+    for p in points:
+        p.stress_GPa = None
+    assert len(stage._relax_frames(["/x/bare"], points)) == len(relaxation) - 1
