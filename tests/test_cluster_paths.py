@@ -291,11 +291,51 @@ def test_force_field_option_reaches_the_fireworks_commands(tmp_path: Path) -> No
     assert r.exit_code == 0 and "defused 1 firework(s)" in r.output, r.output
     r = runner.invoke(app, ["submit", c, "--force-field", "Foo"])
     assert r.exit_code == 2 and "--force-field" in r.output and "Traceback" not in r.output
-    # the SLURM worker command: a model folder becomes absolute (the job starts elsewhere)
-    (tmp_path / "model").mkdir()
+    # the SLURM worker command names the model folder absolutely (the job starts elsewhere)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.pth.tar").write_bytes(b"weights")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp_path)
-        cmd = _worker_cmd(Path(c), None, "model")
-    assert f"--force-field {tmp_path / 'model'}" in cmd and _worker_cmd(Path(c), None, "SevenNet").endswith(
-        "--force-field SevenNet --idle-exit 30"
-    )
+        mp.setattr("superionic.engines.mlip.is_model_folder", lambda ff: Path(ff).name == "model")
+        assert f"--force-field {model} --idle-exit 30" in _worker_cmd(Path(c), None, "model")
+    assert _worker_cmd(Path(c), None, "SevenNet").endswith("--force-field SevenNet --idle-exit 30")
+    _packed_workers_and_qadapters_follow_the_force_field(tmp_path, Path(c))
+
+
+def _packed_workers_and_qadapters_follow_the_force_field(tmp_path: Path, c: Path) -> None:
+    import subprocess
+
+    from superionic.cli import fireworks as fw
+    from superionic.dispatch.site import write_site
+    from superionic.errors import SuperionicError
+    from superionic.spec import load_campaign
+
+    started: list[list[str]] = []
+
+    class Done:
+        def __init__(self, cmd: list[str]) -> None:
+            started.append(cmd)
+
+        def wait(self) -> int:
+            return 0
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(subprocess, "Popen", Done)
+        fw._run_worker_processes(c, 2, 1, 0, 1.0, 60.0, None, 600.0, "SevenNet")
+    assert len(started) == 2 and all(cmd[cmd.index("--force-field") + 1] == "SevenNet" for cmd in started)
+    # the store's qadapter, written for the pretrained campaign, is brought in line; a user's
+    # qadapter whose workers run the pretrained campaign is refused for the SevenNet one
+    plain, seven = (load_campaign(c, check_engines="note", force_field=f) for f in (None, "SevenNet"))
+    (own,) = [f for f in write_site(seven.store_path, sys.prefix, fw._worker_cmd(c)) if "qadapter" in f.name]
+    user = tmp_path / "site" / "my_qadapter.yaml"
+    write_site(user.parent, sys.prefix, fw._worker_cmd(c))
+    rocket = fw._worker_cmd(c, None, "SevenNet")
+    fw._check_rocket(own, rocket, seven)
+    from ruamel.yaml import YAML
+
+    assert YAML().load(own.read_text())["rocket_launch"] == rocket
+    fw._check_rocket(user, fw._worker_cmd(c), plain)  # the same campaign: fine
+    with pytest.raises(SuperionicError) as err:
+        fw._check_rocket(user, rocket, seven)
+    assert "would run campaign ffw, not ffw-ff-sevennet" in str(err.value.problems[0].message)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from jobflow import OnMissing
 from typer.testing import CliRunner
 
 from conftest import require_fixtures
@@ -147,20 +148,38 @@ def _test_set_errors_are_the_models_own_through_ase(meta: dict, calc: Any, run: 
         ds.append(np.abs(full - frame.stress_GPa).ravel())
     after = scored["after"]
     assert after["force_meV_per_A"] == pytest.approx(1000 * np.mean(np.concatenate(df)), rel=2e-3, abs=0.05)
+    # before: pretrained CHGNet (its own calculator) plus the reference shift the training recorded
+    from chgnet.model.dynamics import CHGNetCalculator
+
+    pretrained = CHGNetCalculator(use_device="cpu")
+    shift = meta["reference_shift_eV_per_atom"]["Si"]
+    assert list(meta["reference_shift_eV_per_atom"]) == ["Si"] and abs(shift) > 0.01
+    df0, signed0 = [], []
+    for frame in frames:
+        atoms = frame.structure.to_ase_atoms()
+        atoms.calc = pretrained
+        df0.append(np.abs(atoms.get_forces() - frame.forces_eV_per_A).ravel())
+        signed0.append(atoms.get_potential_energy() / len(atoms) + shift - frame.energy_eV / len(atoms))
+    before = scored["before"]
+    assert before["force_meV_per_A"] == pytest.approx(1000 * np.mean(np.concatenate(df0)), rel=2e-3, abs=0.05)
+    assert before["energy_offset_meV_per_atom"] == pytest.approx(1000 * np.mean(signed0), abs=0.05)
     signed = np.array(signed)
     assert after["energy_offset_meV_per_atom"] == pytest.approx(1000 * signed.mean(), abs=0.05)
     spread = 1000 * np.mean(np.abs(signed - signed.mean()))
     assert after["energy_meV_per_atom"] == pytest.approx(spread, abs=0.05)
     assert after["stress_GPa"] == pytest.approx(np.mean(np.concatenate(ds)), rel=2e-3, abs=1e-4)
     assert f"test set crystal ({len(frames)} frames, never trained on)" in output
-    # the report: one row for the held-out single points, one per extra set
-    out = {**meta, "phases": meta["test_sets"], "use": "finetuned", "split_by": "run"}
+    # the report: one row for the held-out single points, one per phase the phases job scored
+    out = {**meta, "use": "finetuned", "split_by": "run"}
     out["splits"] = {k: v["frames"] for k, v in meta["splits"].items()}
-    rows = finetune_rows([(type("P", (), {"system": "Si"})(), {"output": out})])
+    scores = {"scored_model": meta["weights_sha256"], "phases": meta["test_sets"]}
+    si = type("P", (), {"system": "Si"})()
+    rows = finetune_rows([(si, {"output": scores}), (si, {"output": out})])
     assert [r["test_set"] for r in rows] == ["held-out single points", "phase crystal (never trained on)"]
     assert rows[1]["force_mae_after_meV_A"] == after["force_meV_per_A"]
-    assert rows[1]["test_frames"] == len(frames)
+    assert rows[1]["test_frames"] == len(frames) and rows[1]["frames_train_val_test"] is None
     assert rows[0]["test_frames"] == meta["splits"]["test"]["frames"]
+    assert rows[1]["energy_offset_before_meV_atom"] == scored["before"]["energy_offset_meV_per_atom"]
 
 
 def _force_field_option_puts_the_model_on_every_mlip_stage(tmp_path: Path, model: Path, sha: str) -> None:
@@ -254,10 +273,16 @@ def test_bad_inputs_get_one_clear_error_each(tmp_path: Path) -> None:
     # too few runs for a split by run
     result = runner.invoke(app, ["finetune", str(root / "Si_mp_morph" / TEST[0]), "--out", out])
     assert result.exit_code == 2 and "too few runs" in result.output
-    # a --test-set that is not NAME=PATH, or whose path holds no DFT run
+    # a --test-set that is not NAME=PATH, holds no DFT run, is training data, or is named twice
     one = str(root / "Si_mp_morph" / TEST[0])
-    for bad, why in (("crystal", "is not NAME=PATH"), (f"x={tmp_path / 'nothing'}", "x=")):
-        result = runner.invoke(app, ["finetune", one, "--out", out, "--test-set", bad])
+    for bad, why in (
+        (["crystal"], "is not NAME=PATH"),
+        ([f"x={tmp_path / 'nothing'}"], "no such file or folder"),
+        ([f"x={one}"], "its runs are also training data (under DATA)"),
+        ([f"x={root / 'Si_mp_morph/MP_GGA_static'}"] * 2, "names a test set twice"),
+    ):
+        args = [a for b in bad for a in ("--test-set", b)]
+        result = runner.invoke(app, ["finetune", one, "--out", out, *args])
         assert result.exit_code == 2 and "--test-set" in result.output and why in result.output, result.output
         assert "Traceback" not in result.output
     # a force_field folder that is not a model
@@ -288,15 +313,43 @@ def test_a_hull_campaigns_phases_are_the_models_test_sets(tmp_path: Path) -> Non
         return {j.name: j for flow in build_flows(campaign) for j, _ in flow.iterflow()}
 
     plain, hull = jobs("plain"), jobs("hull", "  - stage: hull\n")
-    train = hull["LiH finetune"]
-    phase_dirs = train.function_kwargs["phase_dirs"]
+    score = hull["LiH finetune phases"]
+    model, phase_dirs = score.function_args
+    assert model.uuid == hull["LiH finetune"].uuid  # it scores the training job's model
     assert sorted(phase_dirs) == ["H", "Li", "LiH"]  # phases_for({Li, H})
     for name, ref in phase_dirs.items():
         made = hull[f"phase {name} relax"]  # the job whose folder holds the relaxation's frames
         assert ref.uuid == made.uuid and [list(a) for a in ref.attributes] == [["a", "dir_name"]], name
-        assert made.uuid in {r.uuid for r in train.input_references}
-    assert "phase_dirs" not in plain["LiH finetune"].function_kwargs
-    assert plain["LiH finetune"].uuid == jobs("again")["LiH finetune"].uuid
+    # it runs with whatever relaxed (a phase that failed is left out); the training never waits
+    # for the phases, and is the very job of the campaign without a hull
+    assert score.config.on_missing_references == OnMissing.NONE
+    train = hull["LiH finetune"]
+    assert not {r.uuid for r in train.input_references} & {j.uuid for n, j in hull.items() if "phase" in n}
+    assert train.uuid == plain["LiH finetune"].uuid and "LiH finetune phases" not in plain
+
+
+def test_phases_that_did_not_relax_are_left_out_of_the_scoring(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A failed relaxation (no folder), one without frames, an unreadable one and one of another
+    engine are left out with a line each; no model (the training failed): nothing is scored."""
+    from superionic.stages import finetune as stage
+
+    root = require_fixtures(MORPH)
+    frames = read_frames([root / TEST[0]], every=8)
+    runs = {"ok": (frames, None), "empty": ([], None), "broken": ([], "no vasprun.xml or OUTCAR")}
+    monkeypatch.setattr(stage, "_read_run", lambda folder: runs[Path(folder).name])
+    dirs = {"A": "/x/ok", "B": None, "C": "/x/empty", "D": "/x/broken"}
+    kept = stage._phase_frames(dirs, "vasp")
+    assert list(kept) == ["A"] and len(kept["A"]) == len(frames)
+    said = capsys.readouterr().out
+    assert "phase B: its relaxation did not finish; not scored" in said
+    assert "phase C: no frames (none printed); not scored" in said
+    assert "phase D: no frames (no vasprun.xml or OUTCAR); not scored" in said
+    assert stage._phase_frames({"A": "/x/ok"}, "cp2k") == {}
+    assert "phase A: relaxed on vasp, the training set is cp2k; not scored" in capsys.readouterr().out
+    out = stage.score_phases.original(None, dirs)
+    assert out == {"scored_model": None, "training_dft_settings": None, "phases": {}}
 
 
 @pytest.mark.cp2k

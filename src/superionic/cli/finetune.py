@@ -41,7 +41,8 @@ def finetune(
         list[str] | None,
         typer.Option(
             help="NAME=PATH: DFT runs of another structure (a hull phase) scored before and after, "
-            "never trained on; its energy error is given with its mean offset removed (repeatable)."
+            "never trained on (outside DATA; --every applies); its energy error is given with its "
+            "mean offset removed, the offset beside it (repeatable)."
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split and the training.")] = 0,
@@ -79,9 +80,12 @@ def finetune(
     from superionic.dispatch.threads import apply_threads, plan_threads
     from superionic.engines.finetune import (
         FinetuneSettings,
+        add_to_metadata,
         check_output_folder,
+        describe_test_set,
         finetune_chgnet,
         read_frames,
+        score_test_sets,
     )
 
     if freeze not in ("embeddings+early", "none"):
@@ -100,7 +104,7 @@ def finetune(
                 "--test", "names no run under DATA", ", ".join(test), ", ".join(runs)
             )
     console.print(f"{len(frames)} frames from {len(runs)} runs ({frames[0].engine if frames else '-'})")
-    test_sets = _test_sets(test_set or [], every)
+    test_sets = _test_sets(test_set or [], every, frames)
     settings = FinetuneSettings(
         epochs=epochs,
         learning_rate=learning_rate,
@@ -119,7 +123,6 @@ def finetune(
         allow_mixed_elements,
         log=lambda line: console.print(line),
         allow_mixed_settings=allow_mixed_settings,
-        test_sets=test_sets,
     )
     b, a = result.before, result.after
     console.print("splits (frames): " + ", ".join(f"{k} {v['frames']}" for k, v in result.splits.items()))
@@ -132,25 +135,45 @@ def finetune(
             "[yellow]the fine-tuned model is not better than pretrained CHGNet on the test frames "
             "(force MAE): think twice before pointing force_field at it[/yellow]"
         )
+    if test_sets:
+        scored = score_test_sets(out, test_sets, batch_size)
+        for name, errors in scored.items():
+            console.print(describe_test_set(name, errors), highlight=False)
+        add_to_metadata(out, {"test_sets": scored})
     console.print(
         f"model: {result.folder} (weights sha256 {result.weights_sha256[:12]}); parity plot: parity.png"
     )
 
 
-def _test_sets(values: list[str], every: int) -> dict:
-    """``NAME=PATH`` options -> name -> frames (one error naming ``--test-set`` when one is wrong)."""
+def _test_sets(values: list[str], every: int, training: list) -> dict[str, list]:
+    """``NAME=PATH`` options -> name -> frames (one error naming ``--test-set`` when one is wrong).
+
+    Refused: not NAME=PATH, a name given twice, a path without DFT runs, runs that are also
+    training data (under DATA), runs of another DFT engine than DATA's.
+    """
     from superionic.engines.finetune import read_frames
 
-    out: dict = {}
+    sources = {f.source for f in training}
+    engine = training[0].engine if training else None
+    out: dict[str, list] = {}
     for value in values:
+
+        def bad(why: str, valid: str, value: str = value) -> SuperionicError:
+            return SuperionicError.single("--test-set", why, value, valid)
+
         name, sep, path = value.partition("=")
         if not sep or not name or not path or name in out:
-            why = "named twice" if name in out else "is not NAME=PATH"
-            valid = "NAME=PATH, one per name (e.g. Li2S=phases/Li2S)"
-            raise SuperionicError.single("--test-set", why, value, valid)
+            why = "names a test set twice" if name in out else "is not NAME=PATH"
+            raise bad(why, "NAME=PATH, one per name (e.g. Li2S=phases/Li2S)")
         try:
-            out[name] = read_frames([path], every=every)
+            frames = read_frames([path], every=every)
         except SuperionicError as exc:
-            p = exc.problems[0]
-            raise SuperionicError.single("--test-set", p.message, value, p.valid) from None
+            raise bad(exc.problems[0].message, exc.problems[0].valid) from None
+        if not frames:
+            raise bad("holds no frames", "a VASP or CP2K run with forces")
+        if {f.source for f in frames} & sources:
+            raise bad("its runs are also training data (under DATA)", "runs outside DATA")
+        if engine is not None and frames[0].engine != engine:
+            raise bad(f"is a {frames[0].engine} run, DATA is {engine}", f"{engine} runs")
+        out[name] = frames
     return out

@@ -207,10 +207,12 @@ def launch(
 
     campaign = load_campaign(file, check_engines="note", scale=scale, force_field=force_field)
     print_engine_notes(campaign)
+    rocket = _worker_cmd(file, campaign.scale, force_field)
     path = qadapter or campaign.store_path / "my_qadapter.yaml"
     if not path.is_file():
-        rocket = _worker_cmd(file, campaign.scale, force_field)
         write_site(campaign.store_path, sys.prefix, rocket_launch=rocket)
+    else:
+        _check_rocket(path, rocket, campaign)
     ids = queue_workers(path, campaign.store_path / "queue", jobs)
     console.print(f"queued SLURM job(s): {', '.join(str(i) for i in ids)}")
 
@@ -253,8 +255,56 @@ def _worker_cmd(file: Path, scale: str | None = None, force_field: str | None = 
 
 def _absolute(force_field: str) -> str:
     """Return a model folder as an absolute path (a SLURM job starts elsewhere), a name as it is."""
-    path = Path(force_field)
-    return str(path.resolve()) if path.is_dir() else force_field
+    from superionic.engines.mlip import is_model_folder
+
+    return str(Path(force_field).expanduser().resolve()) if is_model_folder(force_field) else force_field
+
+
+def _check_rocket(path: Path, rocket: str, campaign: Any) -> None:
+    """Make sure the qadapter's workers run this campaign (its scale and force field included).
+
+    The scales and force fields of one campaign file are campaigns of their own on one LaunchPad
+    (a worker takes only its campaign's fireworks). The store's own qadapter gets this
+    campaign's worker command (the rest of the file, partition, walltime, modules, is kept); a
+    qadapter given with ``--qadapter`` whose ``superionic worker`` command runs another campaign
+    is refused.
+    """
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    data = yaml.load(path.read_text())
+    current = str(data.get("rocket_launch", ""))
+    theirs = _campaign_of(current)
+    if current == rocket or theirs == campaign.spec.name:
+        return
+    if path != campaign.store_path / "my_qadapter.yaml":
+        if theirs is None:
+            return  # a command of the user's own making
+        raise SuperionicError.single(
+            "--qadapter",
+            f"its workers would run campaign {theirs}, not {campaign.spec.name}",
+            str(path),
+            f"a qadapter whose rocket_launch is: {rocket}",
+        )
+    data["rocket_launch"] = rocket
+    with path.open("w") as f:
+        yaml.dump(data, f)
+    console.print(f"{path}: rocket_launch is now {rocket}", highlight=False)
+
+
+def _campaign_of(command: str) -> str | None:
+    """Return the campaign name a ``superionic worker FILE [--scale S] [--force-field F]`` runs."""
+    from superionic.spec import load_campaign
+
+    try:
+        words = shlex.split(command)
+        at = next(i for i, w in enumerate(words) if w == "worker" and words[i - 1].endswith("superionic"))
+        options = dict(zip(words[at + 2 :: 2], words[at + 3 :: 2], strict=False))
+        scale, force_field = options.get("--scale"), options.get("--force-field")
+        theirs = load_campaign(words[at + 1], check_engines=False, scale=scale, force_field=force_field)
+        return theirs.spec.name
+    except (StopIteration, IndexError, ValueError, SuperionicError, OSError):
+        return None
 
 
 @_user_errors

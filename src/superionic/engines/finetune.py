@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pymatgen.core import Structure
+from pymatgen.core import Element, Structure
 
 from superionic.errors import SuperionicError
 
@@ -466,23 +466,112 @@ def errors(frames: Sequence[DFTFrame], predictions: Sequence[dict[str, Any]]) ->
 
 
 def scored_elsewhere(frames: Sequence[DFTFrame], predictions: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Return the errors on frames of another structure (a hull phase), its energy offset removed.
+    """Return a model's errors on frames of another structure (a hull phase), its energy offset apart.
 
-    Forces and stresses are compared as they are. The energy is compared after removing the
-    mean signed error (``energy_offset_meV_per_atom``, also returned): when the training frames
-    share one composition, the refit per-element references fix only their weighted sum, so the
-    absolute energy of another composition is set by how the refit splits it among the elements
-    (a split that cancels in E_hull); what is left measures the model's energy differences
-    within the phase.
+    When the training frames share one composition, the refit per-element references fix only
+    their weighted sum, so a model's absolute energy for another composition is set by how the
+    refit splits that sum among the elements. Here the energy error is the MAE after removing
+    the mean signed error (the model's energy differences within the structure), and the mean
+    signed error is returned beside it.
+
+    Parameters
+    ----------
+    frames : sequence of DFTFrame
+        The DFT frames (one structure's run, say a relaxation).
+    predictions : sequence of dict
+        The model's predictions for them (:func:`predict`).
+
+    Returns
+    -------
+    dict
+        ``force_meV_per_A``, ``stress_GPa`` (``None`` without DFT stresses), ``n_frames``,
+        ``energy_meV_per_atom`` (offset removed; ``None`` for a single frame, where nothing is
+        left to compare), ``energy_offset_meV_per_atom`` (mean signed error, model minus DFT) and
+        ``energy_abs_meV_per_atom`` (the MAE as it is).
     """
     plain = errors(frames, predictions)
     signed = np.array(
         [float(p["e"]) - f.energy_eV / len(f.structure) for f, p in zip(frames, predictions, strict=True)]
     )
+    spread = 1000 * float(np.mean(np.abs(signed - signed.mean()))) if len(signed) > 1 else None
     return {
         **asdict(plain),
-        "energy_meV_per_atom": 1000 * float(np.mean(np.abs(signed - signed.mean()))),
+        "energy_meV_per_atom": spread,
         "energy_offset_meV_per_atom": 1000 * float(signed.mean()),
+        "energy_abs_meV_per_atom": plain.energy_meV_per_atom,
+    }
+
+
+def describe_test_set(name: str, scored: dict[str, Any]) -> str:
+    """Return one line on a test set's errors before and after (:func:`score_test_sets`)."""
+    b, a = scored["before"], scored["after"]
+
+    def energy(e: dict[str, Any]) -> str:
+        spread = e["energy_meV_per_atom"]
+        return "n/a" if spread is None else f"{spread:.1f}"
+
+    return (
+        f"test set {name} ({scored['frames']} frames, never trained on): force "
+        f"{b['force_meV_per_A']:.0f} -> {a['force_meV_per_A']:.0f} meV/A; energy with its offset "
+        f"removed {energy(b)} -> {energy(a)} meV/atom (offset {b['energy_offset_meV_per_atom']:.0f} -> "
+        f"{a['energy_offset_meV_per_atom']:.0f} meV/atom)"
+    )
+
+
+def score_test_sets(
+    folder: str | Path, test_sets: dict[str, Sequence[DFTFrame]], batch_size: int = 16
+) -> dict[str, dict[str, Any]]:
+    """Score a model folder, and pretrained CHGNet with its reference refit, on extra test sets.
+
+    Parameters
+    ----------
+    folder : path
+        A model folder (:func:`finetune_chgnet`); its metadata holds the reference shift the
+        training applied to pretrained CHGNet, which is the "before" model here.
+    test_sets : dict
+        Name -> frames never trained on (a hull's phases), of the model's DFT engine.
+    batch_size : int
+        Frames per prediction batch.
+
+    Returns
+    -------
+    dict
+        Name -> ``frames``, ``dft_settings``, ``before`` and ``after``
+        (:func:`scored_elsewhere`).
+
+    Raises
+    ------
+    SuperionicError
+        A test set without frames or of another engine than the model's training data.
+    """
+    from chgnet.model import CHGNet
+
+    meta = read_model_folder(folder)
+    for name, part in test_sets.items():
+        other = {f.engine for f in part} - {meta["engine"]}
+        if not part or other:
+            raise SuperionicError.single(
+                "test set",
+                "has no frames" if not part else f"is from another DFT engine ({', '.join(sorted(other))})",
+                name,
+                f"frames of {meta['engine']}, the engine of the model's training data",
+            )
+    if not test_sets:
+        return {}
+    pretrained = CHGNet.load(verbose=False)
+    shift = np.zeros(94)
+    for el, value in (meta.get("reference_shift_eV_per_atom") or {}).items():
+        shift[Element(el).Z - 1] = value
+    shift_references(pretrained, shift)
+    tuned = CHGNet.from_file(str(Path(folder) / MODEL_FILE))
+    return {
+        name: {
+            "frames": len(part),
+            "dft_settings": part[0].settings,
+            "before": scored_elsewhere(part, predict(pretrained, part, batch_size)),
+            "after": scored_elsewhere(part, predict(tuned, part, batch_size)),
+        }
+        for name, part in test_sets.items()
     }
 
 
@@ -493,8 +582,6 @@ def refit_references(model: Any, frames: Sequence[DFTFrame], batch_size: int = 1
     the model) to the frames' element fractions; forces and stresses do not change. Returns the
     shift per element (eV/atom, index Z - 1).
     """
-    import torch
-
     predictions = predict(model, frames, batch_size)
     residual = np.array(
         [f.energy_eV / len(f.structure) - float(p["e"]) for f, p in zip(frames, predictions, strict=True)]
@@ -504,10 +591,17 @@ def refit_references(model: Any, frames: Sequence[DFTFrame], batch_size: int = 1
         for el, amount in frame.structure.composition.fractional_composition.items():
             features[k, el.Z - 1] = amount
     shift = np.linalg.lstsq(features, residual, rcond=None)[0]
+    shift_references(model, shift)
+    return shift
+
+
+def shift_references(model: Any, shift: np.ndarray) -> None:
+    """Add ``shift`` (eV/atom per element, index Z - 1) to CHGNet's per-element reference energies."""
+    import torch
+
     fc = model.composition_model.fc
     with torch.no_grad():
         fc.weight += torch.tensor(shift, dtype=fc.weight.dtype).view_as(fc.weight)
-    return shift
 
 
 # -- fine-tuning ---------------------------------------------------------------------------------
@@ -543,8 +637,10 @@ class FinetuneResult:
     improved: bool
     seconds: dict[str, float] = field(default_factory=dict)
     base_model: str = ""
-    #: name -> ``frames``, ``before``, ``after`` (:func:`scored_elsewhere`) for each extra test set
-    test_sets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: what the refit added to pretrained CHGNet's reference energies (eV/atom, by element)
+    reference_shift_eV_per_atom: dict[str, float] = field(default_factory=dict)
+    #: the DFT settings of the training frames (:attr:`DFTFrame.settings`)
+    dft_settings: str = ""
 
 
 def check_output_folder(out: str | Path) -> None:
@@ -608,7 +704,6 @@ def finetune_chgnet(
     allow_mixed_elements: bool = False,
     log: Any = print,
     allow_mixed_settings: bool = False,
-    test_sets: dict[str, Sequence[DFTFrame]] | None = None,
 ) -> FinetuneResult:
     """Fine-tune pretrained CHGNet on ``frames`` and write the model folder ``out``.
 
@@ -629,9 +724,6 @@ def finetune_chgnet(
         Train on runs of different DFT settings (their energies then disagree).
     log : callable
         Progress lines.
-    test_sets : dict, optional
-        Name -> frames of other structures (a hull's phases), of the same engine, never trained on:
-        scored before and after (:func:`scored_elsewhere`).
 
     Returns
     -------
@@ -642,7 +734,7 @@ def finetune_chgnet(
     ------
     SuperionicError
         Mixed engines, element sets or settings (see :func:`check_frames`), too few runs to
-        split, a test set of another engine or without frames.
+        split.
     """
     import shutil
     import tempfile
@@ -655,26 +747,15 @@ def finetune_chgnet(
     s = settings or FinetuneSettings()
     check_output_folder(out)
     check_frames(frames, allow_mixed_elements, allow_mixed_settings)
-    extra = dict(test_sets or {})
-    for name, part in extra.items():
-        other = {f.engine for f in part} - {frames[0].engine}
-        if not part or other:
-            raise SuperionicError.single(
-                "test set",
-                "has no frames" if not part else f"is from another DFT engine ({', '.join(sorted(other))})",
-                name,
-                f"frames of {frames[0].engine}, the training set's engine",
-            )
     split = split_by_group(frames, s.test_fraction, s.val_fraction, s.seed, test_groups)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     torch.manual_seed(s.seed)
     model = CHGNet.load(verbose=False)
     base = f"CHGNet {model.version} pretrained (chgnet {_chgnet_version()})"
-    refit_references(model, split["train"], s.batch_size)
+    shift = refit_references(model, split["train"], s.batch_size)
     predictions_before = predict(model, split["test"], s.batch_size)
     before = errors(split["test"], predictions_before)
-    scored = {name: {"frames": len(part), "before": _scored(model, part, s)} for name, part in extra.items()}
     seconds["refit_and_baseline"] = time.perf_counter() - t0
     log(
         f"before (pretrained, references refit) on {before.n_frames} test frames: energy "
@@ -729,14 +810,6 @@ def finetune_chgnet(
         t2 = time.perf_counter()
         predictions_after = predict(best, split["test"], s.batch_size)
         after = errors(split["test"], predictions_after)
-        for name, part in extra.items():
-            scored[name]["after"] = _scored(best, part, s)
-            b, a = scored[name]["before"], scored[name]["after"]
-            log(
-                f"test set {name} ({len(part)} frames, never trained on): force "
-                f"{b['force_meV_per_A']:.0f} -> {a['force_meV_per_A']:.0f} meV/A, energy (offset "
-                f"removed) {b['energy_meV_per_atom']:.1f} -> {a['energy_meV_per_atom']:.1f} meV/atom"
-            )
         seconds["test"] = time.perf_counter() - t2
         improved = after.force_meV_per_A < before.force_meV_per_A
         staging = scratch / "model"
@@ -756,7 +829,10 @@ def finetune_chgnet(
             improved=improved,
             seconds={k: round(v, 1) for k, v in seconds.items()},
             base_model=base,
-            test_sets=scored,
+            reference_shift_eV_per_atom={
+                Element.from_Z(z + 1).symbol: float(v) for z, v in enumerate(shift) if v != 0.0
+            },
+            dft_settings=frames[0].settings,
         )
         (staging / META_FILE).write_text(json.dumps({"format": MODEL_FORMAT, **asdict(result)}, indent=1))
         parity_plot(split["test"], predictions_before, predictions_after, staging / "parity.png")
@@ -771,10 +847,6 @@ def finetune_chgnet(
         + ("" if after.stress_GPa is None else f", stress {after.stress_GPa:.3f} GPa")
     )
     return result
-
-
-def _scored(model: Any, frames: Sequence[DFTFrame], s: FinetuneSettings) -> dict[str, Any]:
-    return scored_elsewhere(frames, predict(model, frames, s.batch_size))
 
 
 def _chgnet_version() -> str:
@@ -898,6 +970,15 @@ def store_model(folder: Path, job_store: Any) -> dict[str, Any]:
         stream.write(path.read_bytes())
         backend.commit(stream, token, key)
     return {"backend": backend.kind, "weights_sha256": sha}
+
+
+def add_to_metadata(folder: str | Path, extra: dict[str, Any]) -> None:
+    """Add keys to a model folder's metadata (e.g. test sets scored after the training)."""
+    path = Path(folder) / META_FILE
+    meta = json.loads(path.read_text())
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({**meta, **extra}, indent=1))
+    tmp.replace(path)
 
 
 def _valid_model(folder: Path, sha: str) -> bool:

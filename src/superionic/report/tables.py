@@ -90,48 +90,51 @@ def relax_rows(items: StageItems) -> list[dict[str, Any]]:
 
 
 def finetune_rows(items: StageItems) -> list[dict[str, Any]]:
-    """Rows of finetune.csv: per fine-tuned model, the held-out errors before and after.
+    """Rows of finetune.csv: per fine-tuned model, its test errors before and after.
 
-    The first row of a model is its held-out single points; then one row per hull phase (its
-    DFT relaxation's frames, never trained on), whose energy error is given with the phase's mean
-    offset removed (``energy_offset_after_meV_atom`` is that offset: with one training
-    composition, how the refit splits an energy among the elements decides it).
+    A model's first row is its held-out single points (with the training's frame counts); then
+    one row per hull phase (its DFT relaxation's frames, never trained on: the stage's phases
+    job), whose energy error is given with the phase's mean offset removed and the offsets beside
+    it (with one training composition, how the refit splits an energy among the elements sets
+    them).
     """
+    phases: dict[str, dict[str, Any]] = {}
+    for _, d in items:
+        out = d["output"]
+        if isinstance(out, dict) and out.get("scored_model"):
+            phases[str(out["scored_model"])] = out.get("phases") or {}
     rows = []
     for p, d in items:
         out = d["output"]
         if not isinstance(out, dict) or "weights_sha256" not in out:
-            continue  # the copies job of the stage
+            continue  # the copies and phases jobs of the stage
         split = "/".join(str(out["splits"].get(k)) for k in ("train", "val", "test"))
-        common = {
-            "system": p.system,
-            "engine": out.get("engine"),
-            "frames_train_val_test": split,
-        }
-        tail = {
-            "split_by": out.get("split_by"),
-            "relaxation_frames": out.get("relaxation_frames", 0),
-            "used": out.get("use"),
-            "training_s": (out.get("seconds") or {}).get("training"),
-            "weights_sha256": str(out["weights_sha256"])[:12],
-        }
-        sets = [("held-out single points", out.get("splits", {}).get("test"), out["before"], out["after"])]
-        for name, sc in sorted((out.get("phases") or {}).items()):
+        sha = str(out["weights_sha256"])
+        sets = [("held-out single points", out["splits"].get("test"), out["before"], out["after"])]
+        for name, sc in sorted(phases.get(sha, {}).items()):
             sets.append((f"phase {name} (never trained on)", sc["frames"], sc["before"], sc["after"]))
-        for label, n, before, after in sets:
+        for k, (label, n, before, after) in enumerate(sets):
+            model = k == 0  # the model's own numbers once, on its first row
             rows.append(
                 {
-                    **common,
+                    "system": p.system,
+                    "engine": out.get("engine"),
                     "test_set": label,
                     "test_frames": n,
                     "energy_mae_before_meV_atom": before.get("energy_meV_per_atom"),
                     "energy_mae_after_meV_atom": after.get("energy_meV_per_atom"),
+                    "energy_offset_before_meV_atom": before.get("energy_offset_meV_per_atom"),
                     "energy_offset_after_meV_atom": after.get("energy_offset_meV_per_atom"),
                     "force_mae_before_meV_A": before.get("force_meV_per_A"),
                     "force_mae_after_meV_A": after.get("force_meV_per_A"),
                     "stress_mae_before_GPa": before.get("stress_GPa"),
                     "stress_mae_after_GPa": after.get("stress_GPa"),
-                    **tail,
+                    "frames_train_val_test": split if model else None,
+                    "split_by": out.get("split_by") if model else None,
+                    "relaxation_frames": out.get("relaxation_frames", 0) if model else None,
+                    "used": out.get("use") if model else None,
+                    "training_s": (out.get("seconds") or {}).get("training") if model else None,
+                    "weights_sha256": sha[:12],
                 }
             )
     return rows

@@ -218,7 +218,6 @@ def _finetune_parity(items: list, store: CampaignStore, out_dir: Path, rows: lis
     from superionic.engines.finetune import model_folder
 
     written = []
-
     for p, d in items:
         out = d["output"]
         if not isinstance(out, dict) or "model" not in out:

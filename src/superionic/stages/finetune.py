@@ -117,8 +117,6 @@ def finetune_flow(
             jobs.append(staged(point, "finetune_dft", **metadata, ordering=i))
             dirs.append(point.output.dir_name)
             orderings.append(i)
-    # only when there are phases: a campaign without a hull keeps its training job's identity
-    extra = {"phase_dirs": {n: _run_dir(o["structure"]) for n, o in sorted(phases.items())}} if phases else {}
     train = train_finetuned(
         dirs,
         {
@@ -132,10 +130,18 @@ def finetune_flow(
         stage.use_if_worse,
         orderings,
         relax_dirs,
-        **extra,
     )
     train.name = f"{system} finetune"
     jobs.append(staged(train, "finetune", **metadata))
+    if phases:
+        # a job of its own: the model and what uses it never wait for (or fail with) a phase's
+        # relaxation, and it runs with whatever phases did relax
+        from jobflow import OnMissing
+
+        score = score_phases(train.output, {n: _run_dir(o["structure"]) for n, o in sorted(phases.items())})
+        score.name = f"{system} finetune phases"
+        score.config.on_missing_references = OnMissing.NONE
+        jobs.append(staged(score, "finetune", **metadata))
     return Flow(jobs, output=train.output, name=f"{system} finetune")
 
 
@@ -155,21 +161,15 @@ def train_finetuned(
     use_if_worse: bool = False,
     orderings: list[int] | None = None,
     relax_dirs: list[str | None] | None = None,
-    phase_dirs: dict[str, str | None] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune CHGNet on the single points in ``run_dirs``; store the model; report the errors.
-
-    ``phase_dirs`` (hull phase name -> its DFT relaxation's folder) are scored before and after as
-    test sets of their own (``phases`` in the output), never trained on.
 
     Returns
     -------
     dict
         ``use`` (``finetuned`` or ``pretrained``), ``weights_sha256``, ``model`` (where the
         store keeps it), ``before`` / ``after`` (test MAEs: energy meV/atom, force meV/A, stress
-        GPa), ``phases`` (name -> ``frames``, ``before``, ``after``: see
-        :func:`superionic.engines.finetune.scored_elsewhere`), ``improved``, ``splits`` (frames
-        per split), ``split_by`` (``ordering`` with three
+        GPa), ``improved``, ``splits`` (frames per split), ``split_by`` (``ordering`` with three
         or more orderings, else ``single point``), ``seconds``, ``data_sha256``. The run folders
         are read where the job runs: the single points' folders must be on a shared filesystem.
     """
@@ -195,9 +195,8 @@ def train_finetuned(
             frame.group = f"ordering {i}"
         split_by = "ordering"
     frames += [f for f, _ in relaxation]
-    phases = _phase_frames(phase_dirs or {}, frames[0].engine if frames else "")
     folder = Path.cwd() / "model"
-    result = finetune_chgnet(frames, folder, FinetuneSettings(**settings), log=print, test_sets=phases)
+    result = finetune_chgnet(frames, folder, FinetuneSettings(**settings), log=print)
     meta = json.loads((folder / "superionic_model.json").read_text())
     use = "finetuned" if result.improved or use_if_worse else "pretrained"
     if use == "pretrained":
@@ -218,7 +217,6 @@ def train_finetuned(
         "splits": {k: v["frames"] for k, v in result.splits.items()},
         "split_by": split_by,
         "relaxation_frames": len(relaxation),
-        "phases": result.test_sets,
         "seconds": result.seconds,
         "data_sha256": result.data_sha256,
         "engine": result.engine,
@@ -227,23 +225,69 @@ def train_finetuned(
     }
 
 
+@job
+def score_phases(model: dict[str, Any] | None, phase_dirs: dict[str, str | None]) -> dict[str, Any]:
+    """Score the fine-tuned model, and pretrained CHGNet with the same reference refit, on each phase.
+
+    Parameters
+    ----------
+    model : dict or None
+        The training job's output (:func:`train_finetuned`); ``None`` when it failed.
+    phase_dirs : dict
+        Hull phase name -> its DFT relaxation's run folder (``None`` when it failed).
+
+    Returns
+    -------
+    dict
+        ``scored_model`` (the weights' SHA-256, ``None`` without a model), ``training_dft_settings``
+        and ``phases``: name -> ``frames``, ``dft_settings``, ``before``, ``after``
+        (:func:`superionic.engines.finetune.score_test_sets`). Phases whose relaxation failed,
+        printed no frames or ran on another engine are left out, and the output says why.
+    """
+    from jobflow import CURRENT_JOB
+
+    from superionic.engines.finetune import (
+        describe_test_set,
+        model_folder,
+        read_model_folder,
+        score_test_sets,
+    )
+
+    if not isinstance(model, dict) or "model" not in model:
+        print("no fine-tuned model (its training did not finish): the phases are not scored")
+        return {"scored_model": None, "training_dft_settings": None, "phases": {}}
+    store = CURRENT_JOB.store if CURRENT_JOB.job is not None else None
+    folder = model_folder(model["model"], store)
+    meta = read_model_folder(folder)
+    scored = score_test_sets(folder, _phase_frames(phase_dirs, meta["engine"]))
+    for name, result in scored.items():
+        print(describe_test_set(f"phase {name}", result))
+        if result["dft_settings"] != meta.get("dft_settings"):
+            print(f"  its DFT settings: {result['dft_settings']}; the training's: {meta.get('dft_settings')}")
+    settings = meta.get("dft_settings")
+    return {"scored_model": model["weights_sha256"], "training_dft_settings": settings, "phases": scored}
+
+
 def _phase_frames(phase_dirs: dict[str, str | None], engine: str) -> dict[str, list]:
     """Return hull phase name -> its DFT relaxation's frames (all of them: none is trained on).
 
-    A phase whose relaxation printed no frames, or ran on another engine, is left out and the
-    output says why. Its k-mesh is its own cell's: the frames are scored, never trained on.
+    A phase whose relaxation failed (no folder), printed no frames, or ran on another engine is
+    left out and the output says why. Its k-mesh is its own cell's, and a relax preset may differ
+    from the single points' static one: the frames are scored, never trained on, and their DFT
+    settings are reported beside the training's.
     """
     from atomate2.utils.path import strip_hostname
 
     out = {}
     for name, d in phase_dirs.items():
         if d is None:
+            print(f"phase {name}: its relaxation did not finish; not scored")
             continue
         run, why = _read_run(strip_hostname(str(d)))
-        if why is not None:
-            print(f"phase {name}: no frames ({why}); not scored")
+        if why is not None or not run:
+            print(f"phase {name}: no frames ({why or 'none printed'}); not scored")
             continue
-        if run and run[0].engine != engine:
+        if run[0].engine != engine:
             print(f"phase {name}: relaxed on {run[0].engine}, the training set is {engine}; not scored")
             continue
         out[name] = run
