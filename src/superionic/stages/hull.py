@@ -33,7 +33,20 @@ def _entry(result: dict[str, Any], label: str) -> ComputedEntry:
 def system_phases(
     system: SystemInstance, phase_results: dict[str, dict[str, Any]] | None
 ) -> dict[str, dict[str, Any]]:
-    """Return the competing phases of the system's elements: name -> their relax output."""
+    """Return the competing phases of the system's elements.
+
+    Parameters
+    ----------
+    system : SystemInstance
+        The system (its elements choose the phases).
+    phase_results : dict or None
+        Phase name -> relax output, for every phase of the campaign.
+
+    Returns
+    -------
+    dict
+        Phase name -> relax output, for the phases made of the system's elements.
+    """
     from superionic.structures.phases import phases_for
 
     names = {p.name for p in phases_for(system.elements)}
