@@ -134,20 +134,37 @@ def _test_set_errors_are_the_models_own_through_ase(meta: dict, calc: Any, run: 
 
     from superionic.report.tables import finetune_rows
 
-    frames = read_frames([run], every=4)  # --every applies to the test sets too
+    every = read_frames([run], every=4)  # --every applies to the test sets too
+    all_frames = read_frames([run])
+    assert [f.energy_eV for f in every] == [f.energy_eV for f in all_frames[::4]]
     scored = meta["test_sets"]["crystal"]
-    assert scored["frames"] == len(frames) >= 2
-    df, signed, ds = [], [], []
-    for frame in frames:
+    assert scored["frames"] == len(every) >= 2
+    per_frame = []  # mean |dF| (eV/A), signed dE (eV/atom), mean |dsigma| (GPa), per frame
+    for frame in all_frames:
         atoms = frame.structure.to_ase_atoms()
         atoms.calc = calc
-        df.append(np.abs(atoms.get_forces() - frame.forces_eV_per_A).ravel())
-        signed.append((atoms.get_potential_energy() - frame.energy_eV) / len(atoms))
         # ASE's Voigt stress in eV/A^3 with CHGNet's sign (tension positive), in GPa as a 3x3
         full = voigt_6_to_full_3x3_stress(atoms.get_stress()) / GPa
-        ds.append(np.abs(full - frame.stress_GPa).ravel())
+        per_frame.append(
+            (
+                np.abs(atoms.get_forces() - frame.forces_eV_per_A).mean(),
+                (atoms.get_potential_energy() - frame.energy_eV) / len(atoms),
+                np.abs(full - frame.stress_GPa).mean(),
+            )
+        )
+    table = np.array(per_frame)
+    frames, (df, signed, ds) = every, table[::4].T  # same atoms per frame: the mean of means
     after = scored["after"]
-    assert after["force_meV_per_A"] == pytest.approx(1000 * np.mean(np.concatenate(df)), rel=2e-3, abs=0.05)
+    assert after["force_meV_per_A"] == pytest.approx(1000 * df.mean(), rel=2e-3, abs=0.05)
+    # the campaign's phases job, on the same model, with this run as a phase's relaxation (all frames)
+    from superionic.stages.finetune import score_phases
+
+    job = score_phases.original({"model": {"folder": meta["folder"]}, "weights_sha256": "w"}, {"c": str(run)})
+    assert job["scored_model"] == "w" and job["phases"]["c"]["frames"] == len(all_frames)
+    phase = job["phases"]["c"]["after"]
+    assert phase["force_meV_per_A"] == pytest.approx(1000 * table[:, 0].mean(), rel=2e-3, abs=0.05)
+    assert phase["energy_offset_meV_per_atom"] == pytest.approx(1000 * table[:, 1].mean(), abs=0.05)
+    assert phase["stress_GPa"] == pytest.approx(table[:, 2].mean(), rel=2e-3, abs=1e-4)
     # before: pretrained CHGNet (its own calculator) plus the reference shift the training recorded
     from chgnet.model.dynamics import CHGNetCalculator
 
@@ -155,19 +172,18 @@ def _test_set_errors_are_the_models_own_through_ase(meta: dict, calc: Any, run: 
     shift = meta["reference_shift_eV_per_atom"]["Si"]
     assert list(meta["reference_shift_eV_per_atom"]) == ["Si"] and abs(shift) > 0.01
     df0, signed0 = [], []
-    for frame in frames:
+    for frame in frames:  # every 4th
         atoms = frame.structure.to_ase_atoms()
         atoms.calc = pretrained
-        df0.append(np.abs(atoms.get_forces() - frame.forces_eV_per_A).ravel())
+        df0.append(np.abs(atoms.get_forces() - frame.forces_eV_per_A).mean())
         signed0.append(atoms.get_potential_energy() / len(atoms) + shift - frame.energy_eV / len(atoms))
     before = scored["before"]
-    assert before["force_meV_per_A"] == pytest.approx(1000 * np.mean(np.concatenate(df0)), rel=2e-3, abs=0.05)
+    assert before["force_meV_per_A"] == pytest.approx(1000 * np.mean(df0), rel=2e-3, abs=0.05)
     assert before["energy_offset_meV_per_atom"] == pytest.approx(1000 * np.mean(signed0), abs=0.05)
-    signed = np.array(signed)
     assert after["energy_offset_meV_per_atom"] == pytest.approx(1000 * signed.mean(), abs=0.05)
     spread = 1000 * np.mean(np.abs(signed - signed.mean()))
     assert after["energy_meV_per_atom"] == pytest.approx(spread, abs=0.05)
-    assert after["stress_GPa"] == pytest.approx(np.mean(np.concatenate(ds)), rel=2e-3, abs=1e-4)
+    assert after["stress_GPa"] == pytest.approx(ds.mean(), rel=2e-3, abs=1e-4)
     assert f"test set crystal ({len(frames)} frames, never trained on)" in output
     # the report: one row for the held-out single points, one per phase the phases job scored
     out = {**meta, "use": "finetuned", "split_by": "run"}
