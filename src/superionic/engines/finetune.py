@@ -846,6 +846,16 @@ def finetune_chgnet(
         f"meV/atom, force {after.force_meV_per_A:.0f} meV/A"
         + ("" if after.stress_GPa is None else f", stress {after.stress_GPa:.3f} GPa")
     )
+    worse = [
+        f"{what} {b:.3g} -> {a:.3g} {unit}"
+        for what, b, a, unit in (
+            ("energy", before.energy_meV_per_atom, after.energy_meV_per_atom, "meV/atom"),
+            ("stress", before.stress_GPa, after.stress_GPa, "GPa"),
+        )
+        if a is not None and b is not None and a > b
+    ]
+    if worse:
+        log(f"worse after fine-tuning on the test frames: {', '.join(worse)} (it is judged by its forces)")
     return result
 
 
