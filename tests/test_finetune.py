@@ -95,6 +95,8 @@ def test_finetune_on_some_si_md_runs_lowers_the_force_error_on_the_others(tmp_pa
     assert after < before
     assert meta["improved"] is True and meta["engine"] == "vasp" and meta["elements"] == ["Si"]
     assert f"{before:.0f} -> {after:.0f} meV/A" in result.output
+    worse = [k for k in ("energy_meV_per_atom", "stress_GPa") if meta["after"][k] > meta["before"][k]]
+    assert ("worse after fine-tuning on the test frames" in result.output) == bool(worse), worse
     assert (out / "parity.png").stat().st_size > 10_000
 
     # the model is known by its weights' hash, not its folder
