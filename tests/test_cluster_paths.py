@@ -297,7 +297,6 @@ def test_force_field_option_reaches_the_fireworks_commands(tmp_path: Path) -> No
     (model / "model.pth.tar").write_bytes(b"weights")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp_path)
-        mp.setattr("superionic.engines.mlip.is_model_folder", lambda ff: Path(ff).name == "model")
         assert f"--force-field {model} --idle-exit 30" in _worker_cmd(Path(c), None, "model")
     assert _worker_cmd(Path(c), None, "SevenNet").endswith("--force-field SevenNet --idle-exit 30")
     _packed_workers_and_qadapters_follow_the_force_field(tmp_path, Path(c))
@@ -339,3 +338,10 @@ def _packed_workers_and_qadapters_follow_the_force_field(tmp_path: Path, c: Path
     with pytest.raises(SuperionicError) as err:
         fw._check_rocket(user, rocket, seven)
     assert "would run campaign ffw, not ffw-ff-sevennet" in str(err.value.problems[0].message)
+    # a command of the user's own making (a wrapper script) is left as it is, in either file
+    YAML().dump({**YAML().load(own.read_text()), "rocket_launch": "run_my_worker.sh"}, own.open("w"))
+    fw._check_rocket(own, rocket, seven)
+    assert YAML().load(own.read_text())["rocket_launch"] == "run_my_worker.sh"
+    # the worker command's options are found wherever they sit
+    command = f"{sys.prefix}/bin/superionic worker {c} --idle-exit 30 --force-field SevenNet"
+    assert fw._campaign_of(command) == "ffw-ff-sevennet"

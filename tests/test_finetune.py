@@ -358,16 +358,42 @@ def test_phases_that_did_not_relax_are_left_out_of_the_scoring(
     runs = {"ok": (frames, None), "empty": ([], None), "broken": ([], "no vasprun.xml or OUTCAR")}
     monkeypatch.setattr(stage, "_read_run", lambda folder: runs[Path(folder).name])
     dirs = {"A": "/x/ok", "B": None, "C": "/x/empty", "D": "/x/broken"}
-    kept = stage._phase_frames(dirs, "vasp")
+    not_scored: dict[str, str] = {}
+    kept = stage._phase_frames(dirs, "vasp", not_scored)
     assert list(kept) == ["A"] and len(kept["A"]) == len(frames)
+    assert not_scored["B"] == stage.UNFINISHED and sorted(not_scored) == ["B", "C", "D"]
     said = capsys.readouterr().out
     assert "phase B: its relaxation did not finish; not scored" in said
     assert "phase C: no frames (none printed); not scored" in said
     assert "phase D: no frames (no vasprun.xml or OUTCAR); not scored" in said
     assert stage._phase_frames({"A": "/x/ok"}, "cp2k") == {}
     assert "phase A: relaxed on vasp, the training set is cp2k; not scored" in capsys.readouterr().out
-    out = stage.score_phases.original(None, dirs)
-    assert out == {"scored_model": None, "training_dft_settings": None, "phases": {}}
+    # no model: the job fails (no output stored), so that it scores once the training has run
+    with pytest.raises(RuntimeError, match="its training did not finish"):
+        stage.score_phases.original(None, dirs)
+
+
+def test_worse_after_and_a_single_frame_test_set() -> None:
+    """The line naming errors that fine-tuning made worse; a one-frame test set has no energy
+    spread to compare (n/a), only its offset."""
+    from pymatgen.core import Lattice, Structure
+
+    from superionic.engines.finetune import DFTFrame, Errors, describe_test_set, scored_elsewhere, worse_after
+
+    assert worse_after(Errors(5.0, 100.0, 0.2, 3), Errors(4.0, 90.0, 0.1, 3)) is None
+    line = worse_after(Errors(4.7, 115.0, 0.148, 3), Errors(5.7, 101.0, 0.286, 3))
+    assert line is not None and "energy 4.7 -> 5.7 meV/atom, stress 0.148 -> 0.286 GPa" in line
+    assert "stress" not in (worse_after(Errors(1.0, 1.0, None, 1), Errors(2.0, 1.0, None, 1)) or "")
+    si = Structure(Lattice.cubic(5.43), ["Si", "Si"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    forces = np.array([[0.1, 0.0, 0.0], [-0.1, 0.0, 0.0]])
+    frame = DFTFrame(si, -10.0, forces, None, "vasp", "x", "x")
+    one = scored_elsewhere([frame], [{"e": -4.99, "f": np.zeros((2, 3)), "s": np.zeros((3, 3))}])
+    assert one["energy_meV_per_atom"] is None and one["stress_GPa"] is None
+    assert one["energy_offset_meV_per_atom"] == pytest.approx(10.0)
+    assert one["force_meV_per_A"] == pytest.approx(100 / 3)  # |0.1| on 2 of 6 components
+    text = describe_test_set("Li2S[mp-1153]", {"frames": 1, "before": None, "after": one})
+    assert "force n/a -> 33 meV/A; energy with its offset removed n/a -> n/a meV/atom" in text
+    assert "(offset n/a -> 10 meV/atom)" in text
 
 
 @pytest.mark.cp2k

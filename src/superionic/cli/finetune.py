@@ -138,7 +138,7 @@ def finetune(
     if test_sets:
         scored = score_test_sets(out, test_sets, batch_size)
         for name, errors in scored.items():
-            console.print(describe_test_set(name, errors), highlight=False)
+            console.print(describe_test_set(name, errors), highlight=False, markup=False)
         add_to_metadata(out, {"test_sets": scored})
     console.print(
         f"model: {result.folder} (weights sha256 {result.weights_sha256[:12]}); parity plot: parity.png"
@@ -153,7 +153,7 @@ def _test_sets(values: list[str], every: int, training: list) -> dict[str, list]
     """
     from superionic.engines.finetune import read_frames
 
-    sources = {f.source for f in training}
+    sources = {Path(f.source).resolve() for f in training}
     engine = training[0].engine if training else None
     out: dict[str, list] = {}
     for value in values:
@@ -171,9 +171,10 @@ def _test_sets(values: list[str], every: int, training: list) -> dict[str, list]
             raise bad(exc.problems[0].message, exc.problems[0].valid) from None
         if not frames:
             raise bad("holds no frames", "a VASP or CP2K run with forces")
-        if {f.source for f in frames} & sources:
+        if {Path(f.source).resolve() for f in frames} & sources:
             raise bad("its runs are also training data (under DATA)", "runs outside DATA")
-        if engine is not None and frames[0].engine != engine:
-            raise bad(f"is a {frames[0].engine} run, DATA is {engine}", f"{engine} runs")
+        other = sorted({f.engine for f in frames} - {engine})
+        if engine is not None and other:
+            raise bad(f"holds {', '.join(other)} runs, DATA is {engine}", f"{engine} runs")
         out[name] = frames
     return out

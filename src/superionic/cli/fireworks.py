@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import itertools
 import os
 import shlex
 import sys
@@ -275,11 +276,9 @@ def _check_rocket(path: Path, rocket: str, campaign: Any) -> None:
     data = yaml.load(path.read_text())
     current = str(data.get("rocket_launch", ""))
     theirs = _campaign_of(current)
-    if current == rocket or theirs == campaign.spec.name:
-        return
-    if path != campaign.store_path / "my_qadapter.yaml":
-        if theirs is None:
-            return  # a command of the user's own making
+    if current == rocket or theirs == campaign.spec.name or theirs is None:
+        return  # this campaign's workers, or a command of the user's own making
+    if path.resolve() != (campaign.store_path / "my_qadapter.yaml").resolve():
         raise SuperionicError.single(
             "--qadapter",
             f"its workers would run campaign {theirs}, not {campaign.spec.name}",
@@ -289,7 +288,7 @@ def _check_rocket(path: Path, rocket: str, campaign: Any) -> None:
     data["rocket_launch"] = rocket
     with path.open("w") as f:
         yaml.dump(data, f)
-    console.print(f"{path}: rocket_launch is now {rocket}", highlight=False)
+    console.print(f"{path}: rocket_launch is now {rocket}", highlight=False, markup=False)
 
 
 def _campaign_of(command: str) -> str | None:
@@ -298,9 +297,14 @@ def _campaign_of(command: str) -> str | None:
 
     try:
         words = shlex.split(command)
-        at = next(i for i, w in enumerate(words) if w == "worker" and words[i - 1].endswith("superionic"))
-        options = dict(zip(words[at + 2 :: 2], words[at + 3 :: 2], strict=False))
-        scale, force_field = options.get("--scale"), options.get("--force-field")
+        pairs = itertools.pairwise(words)
+        at = 1 + next(i for i, (a, b) in enumerate(pairs) if a.endswith("superionic") and b == "worker")
+        rest = words[at + 2 :]
+
+        def value(option: str) -> str | None:
+            return rest[rest.index(option) + 1] if option in rest else None
+
+        scale, force_field = value("--scale"), value("--force-field")
         theirs = load_campaign(words[at + 1], check_engines=False, scale=scale, force_field=force_field)
         return theirs.spec.name
     except (StopIteration, IndexError, ValueError, SuperionicError, OSError):

@@ -504,17 +504,19 @@ def scored_elsewhere(frames: Sequence[DFTFrame], predictions: Sequence[dict[str,
 
 def describe_test_set(name: str, scored: dict[str, Any]) -> str:
     """Return one line on a test set's errors before and after (:func:`score_test_sets`)."""
-    b, a = scored["before"], scored["after"]
+    b, a = scored["before"] or {}, scored["after"]
 
-    def energy(e: dict[str, Any]) -> str:
-        spread = e["energy_meV_per_atom"]
-        return "n/a" if spread is None else f"{spread:.1f}"
+    def number(e: dict[str, Any], key: str, fmt: str) -> str:
+        value = e.get(key)
+        return "n/a" if value is None else format(value, fmt)
 
     return (
         f"test set {name} ({scored['frames']} frames, never trained on): force "
-        f"{b['force_meV_per_A']:.0f} -> {a['force_meV_per_A']:.0f} meV/A; energy with its offset "
-        f"removed {energy(b)} -> {energy(a)} meV/atom (offset {b['energy_offset_meV_per_atom']:.0f} -> "
-        f"{a['energy_offset_meV_per_atom']:.0f} meV/atom)"
+        f"{number(b, 'force_meV_per_A', '.0f')} -> {number(a, 'force_meV_per_A', '.0f')} meV/A; energy "
+        f"with its offset removed {number(b, 'energy_meV_per_atom', '.1f')} -> "
+        f"{number(a, 'energy_meV_per_atom', '.1f')} meV/atom (offset "
+        f"{number(b, 'energy_offset_meV_per_atom', '.0f')} -> "
+        f"{number(a, 'energy_offset_meV_per_atom', '.0f')} meV/atom)"
     )
 
 
@@ -537,7 +539,8 @@ def score_test_sets(
     -------
     dict
         Name -> ``frames``, ``dft_settings``, ``before`` and ``after``
-        (:func:`scored_elsewhere`).
+        (:func:`scored_elsewhere`); ``before`` is ``None`` for a model folder that does not
+        record its reference shift (written before 2026-12-03).
 
     Raises
     ------
@@ -558,18 +561,24 @@ def score_test_sets(
             )
     if not test_sets:
         return {}
-    pretrained = CHGNet.load(verbose=False)
-    shift = np.zeros(94)
-    for el, value in (meta.get("reference_shift_eV_per_atom") or {}).items():
-        shift[Element(el).Z - 1] = value
-    shift_references(pretrained, shift)
+    pretrained = None
+    if "reference_shift_eV_per_atom" in meta:  # models from before 2026-12-03 did not record it
+        pretrained = CHGNet.load(verbose=False)
+        shift = np.zeros(94)
+        for el, value in meta["reference_shift_eV_per_atom"].items():
+            shift[Element(el).Z - 1] = value
+        shift_references(pretrained, shift)
     tuned = CHGNet.from_file(str(Path(folder) / MODEL_FILE))
+
+    def scored(model: Any, part: Sequence[DFTFrame]) -> dict[str, Any] | None:
+        return None if model is None else scored_elsewhere(part, predict(model, part, batch_size))
+
     return {
         name: {
             "frames": len(part),
             "dft_settings": part[0].settings,
-            "before": scored_elsewhere(part, predict(pretrained, part, batch_size)),
-            "after": scored_elsewhere(part, predict(tuned, part, batch_size)),
+            "before": scored(pretrained, part),
+            "after": scored(tuned, part),
         }
         for name, part in test_sets.items()
     }
@@ -829,8 +838,8 @@ def finetune_chgnet(
             improved=improved,
             seconds={k: round(v, 1) for k, v in seconds.items()},
             base_model=base,
-            reference_shift_eV_per_atom={
-                Element.from_Z(z + 1).symbol: float(v) for z, v in enumerate(shift) if v != 0.0
+            reference_shift_eV_per_atom={  # lstsq leaves ~1e-17 on elements not trained on
+                el: float(shift[Element(el).Z - 1]) for el in sorted({e for f in frames for e in f.elements})
             },
             dft_settings=frames[0].settings,
         )
@@ -846,6 +855,14 @@ def finetune_chgnet(
         f"meV/atom, force {after.force_meV_per_A:.0f} meV/A"
         + ("" if after.stress_GPa is None else f", stress {after.stress_GPa:.3f} GPa")
     )
+    line = worse_after(before, after)
+    if line:
+        log(line)
+    return result
+
+
+def worse_after(before: Errors, after: Errors) -> str | None:
+    """Return a line naming the energy and stress errors that fine-tuning made worse, if any."""
     worse = [
         f"{what} {b:.3g} -> {a:.3g} {unit}"
         for what, b, a, unit in (
@@ -854,9 +871,9 @@ def finetune_chgnet(
         )
         if a is not None and b is not None and a > b
     ]
-    if worse:
-        log(f"worse after fine-tuning on the test frames: {', '.join(worse)} (it is judged by its forces)")
-    return result
+    if not worse:
+        return None
+    return f"worse after fine-tuning on the test frames: {', '.join(worse)} (it is judged by its forces)"
 
 
 def _chgnet_version() -> str:

@@ -111,8 +111,11 @@ def finetune_rows(items: StageItems) -> list[dict[str, Any]]:
         split = "/".join(str(out["splits"].get(k)) for k in ("train", "val", "test"))
         sha = str(out["weights_sha256"])
         sets = [("held-out single points", out["splits"].get("test"), out["before"], out["after"])]
+        settings = {}
         for name, sc in sorted(phases.get(sha, {}).items()):
-            sets.append((f"phase {name} (never trained on)", sc["frames"], sc["before"], sc["after"]))
+            label = f"phase {name} (never trained on)"
+            sets.append((label, sc["frames"], sc["before"] or {}, sc["after"]))
+            settings[label] = sc.get("dft_settings")
         for k, (label, n, before, after) in enumerate(sets):
             model = k == 0  # the model's own numbers once, on its first row
             rows.append(
@@ -135,6 +138,7 @@ def finetune_rows(items: StageItems) -> list[dict[str, Any]]:
                     "used": out.get("use") if model else None,
                     "training_s": (out.get("seconds") or {}).get("training") if model else None,
                     "weights_sha256": sha[:12],
+                    "phase_dft_settings": settings.get(label),
                 }
             )
     return rows

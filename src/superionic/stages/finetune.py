@@ -242,7 +242,13 @@ def score_phases(model: dict[str, Any] | None, phase_dirs: dict[str, str | None]
         ``scored_model`` (the weights' SHA-256, ``None`` without a model), ``training_dft_settings``
         and ``phases``: name -> ``frames``, ``dft_settings``, ``before``, ``after``
         (:func:`superionic.engines.finetune.score_test_sets`). Phases whose relaxation failed,
-        printed no frames or ran on another engine are left out, and the output says why.
+        printed no frames or ran on another engine are left out (``not_scored``: name -> why).
+
+    Raises
+    ------
+    RuntimeError
+        No model (the training did not finish), or a phase relaxation that did not finish: no
+        output is stored, so the job runs again with the rest of the campaign.
     """
     from jobflow import CURRENT_JOB
 
@@ -254,41 +260,60 @@ def score_phases(model: dict[str, Any] | None, phase_dirs: dict[str, str | None]
     )
 
     if not isinstance(model, dict) or "model" not in model:
-        print("no fine-tuned model (its training did not finish): the phases are not scored")
-        return {"scored_model": None, "training_dft_settings": None, "phases": {}}
+        # no output stored: the job runs again (and scores) once the training has finished
+        raise RuntimeError("no fine-tuned model (its training did not finish): the phases are not scored")
     store = CURRENT_JOB.store if CURRENT_JOB.job is not None else None
     folder = model_folder(model["model"], store)
     meta = read_model_folder(folder)
-    scored = score_test_sets(folder, _phase_frames(phase_dirs, meta["engine"]))
+    not_scored: dict[str, str] = {}
+    scored = score_test_sets(folder, _phase_frames(phase_dirs, meta["engine"], not_scored))
     for name, result in scored.items():
         print(describe_test_set(f"phase {name}", result))
         if result["dft_settings"] != meta.get("dft_settings"):
             print(f"  its DFT settings: {result['dft_settings']}; the training's: {meta.get('dft_settings')}")
+    unfinished = [n for n, why in not_scored.items() if why == UNFINISHED]
+    if unfinished:
+        # the hull waits for these too: fail, so that this job scores every phase once they relaxed
+        names = ", ".join(unfinished)
+        raise RuntimeError(f"phase relaxations did not finish: {names} (scored: {len(scored)})")
     settings = meta.get("dft_settings")
-    return {"scored_model": model["weights_sha256"], "training_dft_settings": settings, "phases": scored}
+    return {
+        "scored_model": model["weights_sha256"],
+        "training_dft_settings": settings,
+        "phases": scored,
+        "not_scored": not_scored,
+    }
 
 
-def _phase_frames(phase_dirs: dict[str, str | None], engine: str) -> dict[str, list]:
+UNFINISHED = "its relaxation did not finish"
+
+
+def _phase_frames(
+    phase_dirs: dict[str, str | None], engine: str, not_scored: dict[str, str] | None = None
+) -> dict[str, list]:
     """Return hull phase name -> its DFT relaxation's frames (all of them: none is trained on).
 
     A phase whose relaxation failed (no folder), printed no frames, or ran on another engine is
-    left out and the output says why. Its k-mesh is its own cell's, and a relax preset may differ
-    from the single points' static one: the frames are scored, never trained on, and their DFT
-    settings are reported beside the training's.
+    left out; the output says why and so does ``not_scored`` (name -> why). Its k-mesh is its
+    own cell's, and a relax preset may differ from the single points' static one: the frames are
+    scored, never trained on, and their DFT settings are reported beside the training's
+    (``phase_dft_settings`` in finetune.csv).
     """
     from atomate2.utils.path import strip_hostname
 
     out = {}
+    skipped = {} if not_scored is None else not_scored
     for name, d in phase_dirs.items():
-        if d is None:
-            print(f"phase {name}: its relaxation did not finish; not scored")
-            continue
-        run, why = _read_run(strip_hostname(str(d)))
-        if why is not None or not run:
-            print(f"phase {name}: no frames ({why or 'none printed'}); not scored")
-            continue
-        if run[0].engine != engine:
-            print(f"phase {name}: relaxed on {run[0].engine}, the training set is {engine}; not scored")
+        run, why = ([], UNFINISHED) if d is None else _read_run(strip_hostname(str(d)))
+        if why is None and not run:
+            why = "no frames (none printed)"
+        elif why is not None and why != UNFINISHED:
+            why = f"no frames ({why})"
+        elif why is None and {f.engine for f in run} != {engine}:
+            why = f"relaxed on {run[0].engine}, the training set is {engine}"
+        if why is not None:
+            print(f"phase {name}: {why}; not scored")
+            skipped[name] = why
             continue
         out[name] = run
     return out
