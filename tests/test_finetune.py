@@ -226,6 +226,12 @@ def _force_field_option_puts_the_model_on_every_mlip_stage(tmp_path: Path, model
     # every MLIP job is another job (the model's hash is in its identity), the phases' relaxes too
     for job in ("LiH #0 relax", "LiH #0 md 600 K", "phase LiH relax", "phase Li relax"):
         assert plain[job].uuid != tuned[job].uuid, job
+    # reproduction.csv names the model the MD ran on, not the default
+    from superionic.report.writer import _mlip_label
+
+    assert _mlip_label(str(model)).startswith(f"CHGNet fine-tuned on vasp data (weights {sha[:12]}")
+    assert _mlip_label("SevenNet").startswith("SevenNet-0")
+    assert _mlip_label(None).startswith("CHGNet (pretrained")
     seven, _ = jobs(force_field="SevenNet")
     assert seven["LiH #0 relax"].uuid not in (plain["LiH #0 relax"].uuid, tuned["LiH #0 relax"].uuid)
     # the command line: a folder that is not a model, and a campaign without an MLIP stage

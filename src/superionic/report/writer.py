@@ -237,6 +237,29 @@ def _finetune_parity(items: list, store: CampaignStore, out_dir: Path, rows: lis
     return written
 
 
+def _mlip_label(force_field: str | None) -> str:
+    """Name the MLIP a campaign's MD ran on, for reproduction.csv's ``model`` column."""
+    from superionic.engines.mlip import is_model_folder
+
+    if force_field is None or force_field == "CHGNet":
+        return "CHGNet (pretrained, in the chgnet wheel)"
+    if force_field == "SevenNet":
+        return "SevenNet-0 (pretrained, in the sevenn wheel)"
+    if force_field == "finetuned":
+        return "CHGNet fine-tuned by the campaign's finetune stage (finetune.csv)"
+    if is_model_folder(force_field):
+        from superionic.engines.finetune import read_model_folder
+        from superionic.errors import SuperionicError
+
+        try:
+            meta = read_model_folder(force_field)
+        except (SuperionicError, OSError, ValueError, KeyError):
+            return f"fine-tuned model {force_field}"
+        sha = meta["weights_sha256"][:12]
+        return f"CHGNet fine-tuned on {meta['engine']} data (weights {sha}, {force_field})"
+    return force_field
+
+
 def _reproduction(
     campaign: Campaign | None,
     arrhenius: list,
@@ -255,7 +278,9 @@ def _reproduction(
     spec = campaign.spec
     md_stage = next((s for s in spec.stages if s.stage == "md"), None)
     engine = (md_stage.engine if md_stage is not None and md_stage.engine else None) or spec.engine
-    model = {"mlip": "CHGNet (pretrained, in the chgnet wheel)", "vasp": "VASP PAW-PBE"}.get(engine, engine)
+    model = {"vasp": "VASP PAW-PBE"}.get(engine, engine)
+    if engine == "mlip":
+        model = _mlip_label(getattr(md_stage, "force_field", None) if md_stage is not None else None)
     model += f"; preset {spec.preset}"
     tables = {
         "arrhenius": arrhenius,
