@@ -626,3 +626,14 @@ def test_relaxation_frames_without_stress_are_left_out_when_the_single_points_ha
     for p in points:
         p.stress_GPa = None
     assert len(stage._relax_frames(["/x/bare"], points)) == len(relaxation) - 1
+
+
+def test_cp2k_settings_name_the_functional_and_the_k_mesh() -> None:
+    """CP2K logs: the settings key that keeps energy scales apart names the functional and the
+    number of k-points (the scheme alone, "General", is the same for every mesh atomate2 writes)."""
+    from superionic.engines.cp2k_frames import read_log
+
+    root = require_fixtures("cp2k")
+    static = read_log(root / "Si_static_test/outputs/cp2k.out.gz")["settings"]
+    assert static == "cutoff_Ha 50.0, k Monkhorst-Pack, k_points 256, xc PBE"  # as the log prints them
+    assert read_log(root / "H2O_md/H2O-32.out")["settings"] == "cutoff_Ha 100.0, xc PADE"  # Gamma only

@@ -45,6 +45,10 @@ def _frame(
     return DFTFrame(structure, energy, forces, stress, "cp2k", str(path), str(path.parent), settings)
 
 
+#: the functional's name line of a CP2K log (``FUNCTIONAL| PBE:``; not ``FUNCTIONAL| ROUTINE=NEW``)
+_FUNCTIONAL = re.compile(r"^\s*FUNCTIONAL\|\s+([A-Za-z0-9_+-]+):\s*$")
+
+
 def read_log(path: Path) -> dict:
     """Parse a CP2K log: run type, cell, coordinates, settings and its force evaluations.
 
@@ -66,6 +70,10 @@ def read_log(path: Path) -> dict:
                 settings.setdefault("cutoff_Ha", line.split()[-1])
             elif "BRILLOUIN| K-point scheme" in line:
                 settings.setdefault("k", line.split()[-1])
+            elif "BRILLOUIN| List of Kpoints" in line:  # the scheme alone ("General") hides the mesh
+                settings.setdefault("k_points", line.split()[-1])
+            elif (functional := _FUNCTIONAL.match(line)) is not None:
+                settings.setdefault("xc", functional.group(1))
             elif line.lstrip().startswith("CELL| Vector") and len(cell) < 3:
                 cell.append([float(x) for x in line.split(":")[1].split()[:3]])
             elif "ATOMIC COORDINATES IN ANGSTROM" in line.upper() and not coords:  # CP2K 2023: upper case
