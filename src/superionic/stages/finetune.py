@@ -239,10 +239,10 @@ def score_phases(model: dict[str, Any] | None, phase_dirs: dict[str, str | None]
     Returns
     -------
     dict
-        ``scored_model`` (the weights' SHA-256, ``None`` without a model), ``training_dft_settings``
-        and ``phases``: name -> ``frames``, ``dft_settings``, ``before``, ``after``
-        (:func:`superionic.engines.finetune.score_test_sets`). Phases whose relaxation failed,
-        printed no frames or ran on another engine are left out (``not_scored``: name -> why).
+        ``scored_model`` (the weights' SHA-256), ``training_dft_settings`` and ``phases``: name
+        -> ``frames``, ``dft_settings``, ``before``, ``after``
+        (:func:`superionic.engines.finetune.score_test_sets`). Phases that printed no frames or
+        ran on another engine are left out (``not_scored``: name -> why).
 
     Raises
     ------
@@ -304,13 +304,15 @@ def _phase_frames(
     out = {}
     skipped = {} if not_scored is None else not_scored
     for name, d in phase_dirs.items():
-        run, why = ([], UNFINISHED) if d is None else _read_run(strip_hostname(str(d)))
-        if why is None and not run:
-            why = "no frames (none printed)"
-        elif why is not None and why != UNFINISHED:
-            why = f"no frames ({why})"
-        elif why is None and {f.engine for f in run} != {engine}:
-            why = f"relaxed on {run[0].engine}, the training set is {engine}"
+        run, why = [], UNFINISHED
+        if d is not None:
+            run, error = _read_run(strip_hostname(str(d)))
+            if error is not None or not run:
+                why = f"no frames ({error or 'none printed'})"
+            elif {f.engine for f in run} != {engine}:
+                why = f"relaxed on {run[0].engine}, the training set is {engine}"
+            else:
+                why = None
         if why is not None:
             print(f"phase {name}: {why}; not scored")
             skipped[name] = why
